@@ -1,0 +1,365 @@
+//! The control loop: the only writer of the routing snapshot.
+//!
+//! Fleet changes (add, update, remove a node; add or remove a chain; new weights; a manual
+//! health verdict) are validated when they are asked for and applied to the desired fleet at
+//! once; the next [`tick`](crate::Router::tick) folds in what the live counters say and
+//! publishes one new snapshot with one `store`. Live state is keyed by stable node id: a node
+//! that is updated keeps its counters, and a node that is removed keeps its live state alive
+//! for as long as any lease on it is out (the lease holds it), so nothing is lost or charged
+//! to the wrong node.
+//!
+//! # The balance rule
+//! Each tick, for each node: `u` = its utilisation now, `ū` = the fleet mean;
+//! `balance = 1 / (1 + max(0, u − ū))`. A node that stays hotter than the fleet gets a
+//! slightly smaller weight on top of the live-load term of the score, which damps persistent
+//! hot spots (e.g. a node whose tasks run longer than modelled) without reacting to one
+//! burst. `latency_factor` = the node's observed/predicted latency EWMA, clamped to
+//! 0.25–20 (1 before any sample), so the latency estimate follows what the node really does.
+//! `success_rate` = successes over successes + server errors + timeouts + abandoned tickets
+//! since the previous tick, smoothed (rate-limited and cancelled outcomes say nothing about
+//! node quality).
+use std::collections::HashMap;
+
+use crate::capability::{CapSet, CapabilityRegistry};
+use crate::clock::Clock;
+use crate::error::ConfigError;
+use crate::model::{HealthStatus, NodeId, Outcome};
+use crate::node::{unpack0, unpack1, ChainSpec, NodeLive, NodeSpec, Resolved};
+use crate::routing::table::{ChainInput, NodeInput, RoutingTable, ScoringWeights};
+use crate::sync::{Arc, SnapshotCell};
+
+/// Most nodes one router holds (node ids stay below this).
+pub const MAX_NODES: usize = 1 << 20;
+
+#[derive(Debug)]
+struct NodeState {
+    id: NodeId,
+    name: Arc<str>,
+    spec: NodeSpec,
+    res: Resolved,
+    live: Arc<NodeLive>,
+    status: HealthStatus,
+    latency_factor: f64,
+    balance: f64,
+    success_rate: f64,
+    prev_outcomes: [u64; 6],
+}
+
+#[derive(Debug)]
+struct ChainState {
+    number: u32,
+    spec: ChainSpec,
+    stages: Vec<NodeId>,
+    caps: CapSet,
+}
+
+/// What one control tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    /// Epoch of the snapshot published by this tick.
+    pub epoch: u64,
+    /// Nodes in it.
+    pub nodes: usize,
+    /// Removed nodes whose leases are still out.
+    pub draining: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Controller {
+    registry: CapabilityRegistry,
+    nodes: Vec<NodeState>,
+    /// Removed nodes with leases still out (kept for reports until they drain).
+    retired: Vec<(Arc<str>, Arc<NodeLive>)>,
+    ids: HashMap<String, NodeId>,
+    chains: Vec<ChainState>,
+    chain_numbers: HashMap<String, u32>,
+    weights: ScoringWeights,
+    epoch: u64,
+    last_tick_ns: u64,
+}
+
+impl Controller {
+    pub(crate) fn new(
+        registry: CapabilityRegistry,
+        weights: ScoringWeights,
+    ) -> Result<Self, ConfigError> {
+        weights.validate()?;
+        Ok(Self {
+            registry,
+            nodes: Vec::new(),
+            retired: Vec::new(),
+            ids: HashMap::new(),
+            chains: Vec::new(),
+            chain_numbers: HashMap::new(),
+            weights,
+            epoch: 0,
+            last_tick_ns: 0,
+        })
+    }
+
+    pub(crate) fn declare_capability(&mut self, name: &str) -> Result<usize, ConfigError> {
+        self.registry.intern(name)
+    }
+
+    pub(crate) fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, ConfigError> {
+        if self.nodes.iter().any(|n| *n.name == *spec.name) {
+            return Err(ConfigError::Duplicate {
+                what: "node",
+                name: spec.name,
+            });
+        }
+        let res = spec.validate(&self.registry)?;
+        let id = match self.ids.get(&spec.name) {
+            Some(&id) => id,
+            None => {
+                if self.ids.len() >= MAX_NODES {
+                    return Err(ConfigError::TooManyRoutes { max: MAX_NODES });
+                }
+                let id = NodeId(self.ids.len() as u32);
+                self.ids.insert(spec.name.clone(), id);
+                id
+            }
+        };
+        // A node re-added while its old leases drain gets its old live state back.
+        let live = match self.retired.iter().position(|(_, l)| l.id == id) {
+            Some(i) => self.retired.swap_remove(i).1,
+            None => Arc::new(NodeLive::new(id)),
+        };
+        self.nodes.push(NodeState {
+            id,
+            name: spec.name.as_str().into(),
+            spec,
+            res,
+            live,
+            status: HealthStatus::Healthy,
+            latency_factor: 1.0,
+            balance: 1.0,
+            success_rate: 1.0,
+            prev_outcomes: [0; 6],
+        });
+        Ok(id)
+    }
+
+    pub(crate) fn update_node(&mut self, spec: NodeSpec) -> Result<(), ConfigError> {
+        let res = spec.validate(&self.registry)?;
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| *n.name == *spec.name)
+            .ok_or_else(|| ConfigError::UnknownNode(spec.name.clone()))?;
+        n.res = res;
+        n.spec = spec;
+        Ok(())
+    }
+
+    pub(crate) fn remove_node(&mut self, name: &str) -> Result<(), ConfigError> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        let n = self.nodes.remove(i);
+        self.retired.push((n.name, n.live));
+        Ok(())
+    }
+
+    pub(crate) fn add_chain(&mut self, spec: ChainSpec) -> Result<(), ConfigError> {
+        if spec.name.trim().is_empty() {
+            return Err(ConfigError::InvalidName {
+                what: "chain",
+                name: spec.name,
+            });
+        }
+        if self.chains.iter().any(|c| c.spec.name == spec.name) {
+            return Err(ConfigError::Duplicate {
+                what: "chain",
+                name: spec.name,
+            });
+        }
+        if spec.stages.is_empty() || spec.stages.len() > crate::model::MAX_STAGES {
+            return Err(ConfigError::BadChain {
+                chain: spec.name.clone(),
+                stages: spec.stages.len(),
+            });
+        }
+        let mut stages = Vec::with_capacity(spec.stages.len());
+        for s in &spec.stages {
+            let n = self
+                .nodes
+                .iter()
+                .find(|n| &*n.name == s.as_str())
+                .ok_or_else(|| ConfigError::UnknownNode(s.clone()))?;
+            stages.push(n.id);
+        }
+        let caps = self.registry.resolve(&spec.capabilities)?;
+        let next = self.chain_numbers.len() as u32;
+        let number = *self.chain_numbers.entry(spec.name.clone()).or_insert(next);
+        self.chains.push(ChainState {
+            number,
+            spec,
+            stages,
+            caps,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn remove_chain(&mut self, name: &str) -> Result<(), ConfigError> {
+        let i = self
+            .chains
+            .iter()
+            .position(|c| c.spec.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        self.chains.remove(i);
+        Ok(())
+    }
+
+    pub(crate) fn set_weights(&mut self, w: ScoringWeights) -> Result<(), ConfigError> {
+        w.validate()?;
+        self.weights = w;
+        Ok(())
+    }
+
+    pub(crate) fn set_status(
+        &mut self,
+        name: &str,
+        status: HealthStatus,
+    ) -> Result<(), ConfigError> {
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        n.status = status;
+        Ok(())
+    }
+
+    pub(crate) fn registry(&self) -> &CapabilityRegistry {
+        &self.registry
+    }
+
+    /// Recomputes weights from the live counters and publishes a new snapshot.
+    pub(crate) fn tick(
+        &mut self,
+        cell: &SnapshotCell<RoutingTable>,
+        clock: &dyn Clock,
+    ) -> TickReport {
+        let now = clock.now_ns();
+        self.last_tick_ns = now;
+        // Utilisation now, per node.
+        let utils: Vec<f64> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let (w0, w1) = n.live.load();
+                let (c, _, _) = unpack0(w0);
+                let (m, t) = unpack1(w1);
+                let (cc, _, _) = unpack0(n.res.cap0);
+                let (cm, ct) = unpack1(n.res.cap1);
+                (c as f64 / cc.max(1) as f64)
+                    .max(m as f64 / cm.max(1) as f64)
+                    .max(t as f64 / ct.max(1) as f64)
+            })
+            .collect();
+        let mean = if utils.is_empty() {
+            0.0
+        } else {
+            utils.iter().sum::<f64>() / utils.len() as f64
+        };
+        for (n, u) in self.nodes.iter_mut().zip(&utils) {
+            n.balance = 1.0 / (1.0 + (u - mean).max(0.0));
+            let slow = n.live.slowness();
+            n.latency_factor = if slow > 0.0 {
+                slow.clamp(0.25, 20.0)
+            } else {
+                1.0
+            };
+            let o = n.live.outcomes();
+            let d = |k: Outcome| o[k.index()].saturating_sub(n.prev_outcomes[k.index()]) as f64;
+            let ok = d(Outcome::Success);
+            let bad = d(Outcome::ServerError) + d(Outcome::Timeout) + d(Outcome::Abandoned);
+            if ok + bad > 0.0 {
+                let rate = ok / (ok + bad);
+                n.success_rate = 0.5 * n.success_rate + 0.5 * rate;
+            }
+            n.prev_outcomes = o;
+        }
+        // Removed nodes leave the report once their last lease is back.
+        self.retired.retain(|(_, live)| {
+            let (w0, w1) = live.load();
+            w0 != 0 || w1 != 0
+        });
+        self.publish(cell)
+    }
+
+    /// Builds and stores a snapshot of the desired fleet.
+    pub(crate) fn publish(&mut self, cell: &SnapshotCell<RoutingTable>) -> TickReport {
+        self.epoch += 1;
+        let nodes: Vec<NodeInput> = self
+            .nodes
+            .iter()
+            .map(|n| NodeInput {
+                id: n.id,
+                name: n.name.clone(),
+                live: n.live.clone(),
+                res: n.res.clone(),
+                status: n.status,
+                latency_factor: n.latency_factor,
+                balance: n.balance,
+                success_rate: n.success_rate,
+            })
+            .collect();
+        let chains: Vec<ChainInput> = self
+            .chains
+            .iter()
+            .filter(|c| {
+                c.stages
+                    .iter()
+                    .all(|id| self.nodes.iter().any(|n| n.id == *id))
+            })
+            .map(|c| ChainInput {
+                number: c.number,
+                name: c.spec.name.as_str().into(),
+                stages: c.stages.clone(),
+                caps: c.caps,
+            })
+            .collect();
+        let table = RoutingTable::build(
+            self.epoch,
+            Arc::new(self.registry.clone()),
+            &nodes,
+            &chains,
+            self.weights,
+        );
+        cell.store(Arc::new(table));
+        TickReport {
+            epoch: self.epoch,
+            nodes: self.nodes.len(),
+            draining: self.retired.len(),
+        }
+    }
+
+    /// Live state of every node, current and draining, for reports.
+    pub(crate) fn live_nodes(&self) -> Vec<(Arc<str>, Arc<NodeLive>, u64, u64, bool)> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    n.live.clone(),
+                    n.res.cap0,
+                    n.res.cap1,
+                    false,
+                )
+            })
+            .chain(
+                self.retired
+                    .iter()
+                    .map(|(name, l)| (name.clone(), l.clone(), 0, 0, true)),
+            )
+            .collect()
+    }
+
+    pub(crate) fn node_specs(&self) -> Vec<NodeSpec> {
+        self.nodes.iter().map(|n| n.spec.clone()).collect()
+    }
+}

@@ -1,0 +1,577 @@
+//! The dispatch runtime: per-core workers fed by work-stealing queues.
+//!
+//! ```text
+//! submit(task) ─► Injector ─► worker i: local FIFO ◄─steal─ worker j
+//!                                 │ route (snapshot + P2C + lease), record latency
+//!                                 ▼
+//!                       Backend::dispatch(task, routes, Ticket)
+//!                                 │ later, any thread
+//!                                 ▼
+//!                       Ticket::complete(..) / drop ─► lease released, counters
+//! ```
+//!
+//! # Accounting: every task ends exactly once
+//! A task submitted successfully ends in exactly one of: `Backend::dispatch` (then its
+//! [`Ticket`] ends it: completed, or dropped = [`Outcome::Abandoned`]), or
+//! `Backend::reject` with a [`RouteError`]. A task refused by `submit` is handed back in the
+//! [`SubmitError`]. A ticket is consumed by `complete`, so it cannot complete twice; its
+//! lease is released by the same consumption or by its `Drop`, never both.
+//!
+//! # Parking (no lost wake-ups)
+//! `queued` counts tasks submitted and not yet taken by a worker. A submitter increments it,
+//! pushes, then checks `sleepers`. A worker with nothing to do announces itself in
+//! `sleeping[i]` and `sleepers`, then re-checks `queued` before parking. Both sides use `SeqCst`
+//! on those two locations (a store-buffering pattern: Acquire/Release alone would let each side
+//! miss the other's write), so either the worker sees the task or the submitter sees the
+//! sleeper and unparks it; the parker keeps an unpark that arrives before `park` as a token.
+//!
+//! # Shutdown drains
+//! 1. `shutdown` is set (`SeqCst`); every worker is unparked.
+//! 2. `submit` increments `queued` *before* reading `shutdown` (both `SeqCst`), so a submit
+//!    that got past the check is counted in `queued` before any worker can see `shutdown`.
+//! 3. A worker exits only when `shutdown` is set and `queued` is zero: every accepted task has
+//!    been taken, routed and handed over or rejected.
+//! 4. The control thread stops; all threads are joined. Tickets still out complete later as
+//!    usual and release their leases; [`Dispatcher::wait_for_tickets`] waits for them.
+mod worker;
+
+use std::time::Duration;
+
+use crate::error::{BuildError, RouteError, SubmitError};
+use crate::metrics::{
+    balance_deviation, new_histogram, AtomicHistogram, LatencySummary, RoutingMetrics,
+};
+use crate::model::{ModelChain, Outcome, RouteOptions, Task};
+use crate::router::Router;
+use crate::routing::Lease;
+use crate::sync::{
+    thread, Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Injector, Mutex, Ordering,
+    Parker, Stealer, Unparker, Worker,
+};
+
+/// Where routed tasks go: the gateway's side of the dispatcher.
+///
+/// `dispatch` runs on a worker thread: hand the task to an I/O runtime and return quickly.
+/// A panic inside it is caught; the ticket is then dropped and counted as abandoned.
+pub trait Backend: Send + Sync + 'static {
+    /// Serve `task` on `routes.primary()` (alternatives are there for failover) and
+    /// complete `ticket` when it ends, from any thread.
+    fn dispatch(&self, task: Task, routes: &RouteOptions, ticket: Ticket);
+
+    /// `task` found no route; it ends here with `error`. The default ignores it.
+    fn reject(&self, task: Task, error: RouteError) {
+        let _ = (task, error);
+    }
+}
+
+/// How a dispatched task went, reported through [`Ticket::complete`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Completion {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// End-to-end latency the backend saw, ms.
+    pub latency_ms: f64,
+    /// Output tokens actually produced.
+    pub output_tokens: u32,
+}
+
+impl Completion {
+    /// A success after `latency_ms`.
+    pub fn success(latency_ms: f64, output_tokens: u32) -> Self {
+        Self {
+            outcome: Outcome::Success,
+            latency_ms,
+            output_tokens,
+        }
+    }
+
+    /// A failure of class `outcome` after `latency_ms`.
+    pub fn failure(outcome: Outcome, latency_ms: f64) -> Self {
+        Self {
+            outcome,
+            latency_ms,
+            output_tokens: 0,
+        }
+    }
+}
+
+/// Counters every ticket reports into.
+#[derive(Debug, Default)]
+pub(crate) struct Sink {
+    outcomes: [AtomicU64; 6],
+    in_flight: CachePadded<AtomicU64>,
+}
+
+/// A dispatched task's claim check: complete it once, from any thread.
+///
+/// Dropping it without completing counts as [`Outcome::Abandoned`] and still releases the
+/// lease, so a lost ticket never leaks capacity.
+#[derive(Debug)]
+pub struct Ticket {
+    sink: Arc<Sink>,
+    lease: Option<Lease>,
+    task_id: u64,
+}
+
+impl Ticket {
+    /// The task's id.
+    pub fn task_id(&self) -> u64 {
+        self.task_id
+    }
+
+    /// The route the task was reserved on.
+    pub fn route(&self) -> Option<&ModelChain> {
+        self.lease.as_ref().map(Lease::route)
+    }
+
+    /// The lease it holds.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    /// Ends the task: records the outcome on every stage, then releases the lease.
+    pub fn complete(mut self, completion: Completion) {
+        self.finish(completion.outcome, completion.latency_ms);
+    }
+
+    fn finish(&mut self, outcome: Outcome, latency_ms: f64) {
+        if let Some(lease) = self.lease.take() {
+            lease.record_outcome(outcome, latency_ms);
+            drop(lease);
+            // Relaxed: a report counter.
+            self.sink.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+            // Release: pairs with the Acquire load in `wait_for_tickets`, so a waiter that
+            // sees zero also sees every lease released before it.
+            self.sink.in_flight.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.finish(Outcome::Abandoned, f64::NAN);
+    }
+}
+
+/// Per-worker figures; each field has one writer (its worker).
+#[derive(Debug)]
+pub(crate) struct WorkerStats {
+    pub(crate) latency: AtomicHistogram,
+    pub(crate) dispatched: AtomicU64,
+    pub(crate) no_route: [AtomicU64; 6],
+    pub(crate) panics: AtomicU64,
+}
+
+impl WorkerStats {
+    fn new() -> Self {
+        Self {
+            latency: AtomicHistogram::new(),
+            dispatched: AtomicU64::new(0),
+            no_route: Default::default(),
+            panics: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Single-writer increment (no lock prefix): only the owning worker writes.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+pub(crate) struct Shared<B> {
+    pub(crate) router: Router,
+    pub(crate) backend: B,
+    pub(crate) injector: Injector<Task>,
+    pub(crate) stealers: Box<[Stealer<Task>]>,
+    pub(crate) sleeping: Box<[CachePadded<AtomicBool>]>,
+    pub(crate) unparkers: Box<[Unparker]>,
+    pub(crate) sleepers: CachePadded<AtomicUsize>,
+    pub(crate) queued: CachePadded<AtomicUsize>,
+    pub(crate) capacity: usize,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) stats: Box<[CachePadded<WorkerStats>]>,
+    pub(crate) sink: Arc<Sink>,
+    submitted: CachePadded<AtomicU64>,
+    refused: AtomicU64,
+    pub(crate) spin_rounds: u32,
+}
+
+impl<B: Backend> Shared<B> {
+    /// Wakes one parked worker, if any announced itself.
+    fn notify_one(&self) {
+        // SeqCst: the other half of the store-buffering pair with the worker's announce
+        // (`sleepers.fetch_add`) and re-check (`queued.load`); see the module docs.
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for (i, s) in self.sleeping.iter().enumerate() {
+            // SeqCst: claims the sleeper exactly once against its own clearing swap.
+            if s.swap(false, Ordering::SeqCst) {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.unparkers[i].unpark();
+                return;
+            }
+        }
+    }
+
+    fn notify_all(&self) {
+        for u in self.unparkers.iter() {
+            u.unpark();
+        }
+    }
+}
+
+/// Builds a [`Dispatcher`].
+#[derive(Debug)]
+pub struct DispatcherBuilder {
+    router: Router,
+    workers: usize,
+    pin: bool,
+    capacity: usize,
+    control_interval: Option<Duration>,
+    spin_rounds: u32,
+}
+
+impl DispatcherBuilder {
+    /// Worker threads (default: one per available core).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Pin worker `i` to core `i mod cores` (default off: pinning helps on a dedicated box and
+    /// hurts on a shared one).
+    pub fn pin_cores(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// Most tasks queued at once before `submit` returns [`SubmitError::Full`] (default 65 536).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// How often the control thread ticks (default 10 ms; `None`: no control thread, tick by
+    /// hand with [`Router::tick`]).
+    pub fn control_interval(mut self, every: Option<Duration>) -> Self {
+        self.control_interval = every;
+        self
+    }
+
+    /// Empty polls a worker makes (with exponential back-off) before it parks (default 64).
+    pub fn spin_rounds(mut self, n: u32) -> Self {
+        self.spin_rounds = n;
+        self
+    }
+
+    /// Starts the workers (and the control thread, if an interval is set).
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidSetting`] for zero workers or capacity; [`BuildError::Spawn`].
+    pub fn build<B: Backend>(self, backend: B) -> Result<Dispatcher<B>, BuildError> {
+        if self.workers == 0 {
+            return Err(BuildError::InvalidSetting {
+                field: "workers",
+                reason: "must be at least 1",
+            });
+        }
+        if self.capacity == 0 {
+            return Err(BuildError::InvalidSetting {
+                field: "capacity",
+                reason: "must be at least 1",
+            });
+        }
+        if self.control_interval == Some(Duration::ZERO) {
+            return Err(BuildError::InvalidSetting {
+                field: "control_interval",
+                reason: "must be positive",
+            });
+        }
+        let locals: Vec<Worker<Task>> = (0..self.workers).map(|_| Worker::new_fifo()).collect();
+        let parkers: Vec<Parker> = (0..self.workers).map(|_| Parker::new()).collect();
+        let shared = Arc::new(Shared {
+            router: self.router.clone(),
+            backend,
+            injector: Injector::new(),
+            stealers: locals.iter().map(Worker::stealer).collect(),
+            sleeping: (0..self.workers)
+                .map(|_| CachePadded::new(AtomicBool::new(false)))
+                .collect(),
+            unparkers: parkers.iter().map(|p| p.unparker().clone()).collect(),
+            sleepers: CachePadded::new(AtomicUsize::new(0)),
+            queued: CachePadded::new(AtomicUsize::new(0)),
+            capacity: self.capacity,
+            shutdown: AtomicBool::new(false),
+            stats: (0..self.workers)
+                .map(|_| CachePadded::new(WorkerStats::new()))
+                .collect(),
+            sink: Arc::new(Sink::default()),
+            submitted: CachePadded::new(AtomicU64::new(0)),
+            refused: AtomicU64::new(0),
+            spin_rounds: self.spin_rounds,
+        });
+        let cores = if self.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut handles = Vec::with_capacity(self.workers + 1);
+        let stop_control = Arc::new(AtomicBool::new(false));
+        let mut started = Ok(());
+        for (i, (local, parker)) in locals.into_iter().zip(parkers).enumerate() {
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let sh = Arc::clone(&shared);
+            match thread::Builder::new()
+                .name(format!("switchyard-worker-{i}"))
+                .spawn(move || worker::run(i, sh, local, parker, core))
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    started = Err(BuildError::Spawn(e));
+                    break;
+                }
+            }
+        }
+        if let (Ok(()), Some(every)) = (&started, self.control_interval) {
+            let router = self.router.clone();
+            let stop = Arc::clone(&stop_control);
+            match thread::Builder::new()
+                .name("switchyard-control".into())
+                .spawn(move || control_loop(router, stop, every))
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => started = Err(BuildError::Spawn(e)),
+            }
+        }
+        let d = Dispatcher {
+            shared,
+            handles: Mutex::new(handles),
+            stop_control,
+        };
+        match started {
+            Ok(()) => Ok(d),
+            Err(e) => {
+                d.shutdown();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn control_loop(router: Router, stop: Arc<AtomicBool>, every: Duration) {
+    // Acquire: pairs with the Release store in `shutdown`; nothing else rides on it.
+    while !stop.load(Ordering::Acquire) {
+        thread::park_timeout(every);
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        router.tick();
+    }
+}
+
+/// The per-core dispatch runtime.
+///
+/// # Examples
+/// ```
+/// use switchyard::{Backend, Completion, Dispatcher, NodeSpec, RouteOptions, Router, Task, Ticket};
+///
+/// struct Echo;
+/// impl Backend for Echo {
+///     fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
+///         ticket.complete(Completion::success(1.0, 10)); // usually later, from an I/O thread
+///     }
+/// }
+///
+/// let router = Router::builder().node(NodeSpec::new("a")).build()?;
+/// let d = Dispatcher::builder(router).workers(2).build(Echo)?;
+/// for id in 0..100 {
+///     d.submit(Task::new(id, 100, 10)).expect("room in the queue");
+/// }
+/// d.shutdown();
+/// assert_eq!(d.metrics().outcome(switchyard::Outcome::Success), 100);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Dispatcher<B: Backend> {
+    shared: Arc<Shared<B>>,
+    handles: Mutex<Vec<thread::JoinHandle<()>>>,
+    stop_control: Arc<AtomicBool>,
+}
+
+impl<B: Backend> std::fmt::Debug for Dispatcher<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("workers", &self.shared.stealers.len())
+            .field("capacity", &self.shared.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher<NoBackend> {
+    /// A builder over `router`.
+    pub fn builder(router: Router) -> DispatcherBuilder {
+        DispatcherBuilder {
+            router,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin: false,
+            capacity: 65_536,
+            control_interval: Some(Duration::from_millis(10)),
+            spin_rounds: 64,
+        }
+    }
+}
+
+/// A placeholder type for [`Dispatcher::builder`]; the backend is chosen at `build`.
+#[derive(Debug)]
+pub struct NoBackend;
+
+impl Backend for NoBackend {
+    fn dispatch(&self, _task: Task, _routes: &RouteOptions, _ticket: Ticket) {}
+}
+
+impl<B: Backend> Dispatcher<B> {
+    /// Queues a task from any thread. Never blocks.
+    ///
+    /// # Errors
+    /// [`SubmitError::Full`] at capacity, [`SubmitError::ShutDown`] after shutdown; either
+    /// way the task is handed back.
+    pub fn submit(&self, task: Task) -> Result<(), SubmitError<Task>> {
+        let s = &*self.shared;
+        // SeqCst: ordered before the `shutdown` load below against `shutdown()`'s store and
+        // the workers' exit check (see "Shutdown drains"), and half of the parking pair.
+        let before = s.queued.fetch_add(1, Ordering::SeqCst);
+        if s.shutdown.load(Ordering::SeqCst) {
+            s.queued.fetch_sub(1, Ordering::SeqCst);
+            s.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::ShutDown(task));
+        }
+        if before >= s.capacity {
+            s.queued.fetch_sub(1, Ordering::SeqCst);
+            // Relaxed: report counter.
+            s.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::Full(task));
+        }
+        s.injector.push(task);
+        // Relaxed: report counter.
+        s.submitted.fetch_add(1, Ordering::Relaxed);
+        s.notify_one();
+        Ok(())
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.shared.router
+    }
+
+    /// Tasks queued, not yet taken by a worker.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Tickets out with the backend.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.sink.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting tasks, drains the queues (every accepted task is routed and handed
+    /// over or rejected), and joins the threads. Idempotent; also run on drop.
+    pub fn shutdown(&self) {
+        // SeqCst: see "Shutdown drains".
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.notify_all();
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut control = None;
+        for h in handles {
+            if h.thread().name() == Some("switchyard-control") {
+                control = Some(h);
+                continue;
+            }
+            let _ = h.join();
+        }
+        // Release: pairs with the control loop's Acquire load.
+        self.stop_control.store(true, Ordering::Release);
+        if let Some(h) = control {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+
+    /// Waits until no ticket is out, up to `timeout`; returns whether none is.
+    pub fn wait_for_tickets(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Decision latency, counts by outcome, per-node load and balance.
+    pub fn metrics(&self) -> RoutingMetrics {
+        let s = &*self.shared;
+        let mut h = new_histogram();
+        let mut dispatched = 0;
+        let mut no_route = [0u64; 6];
+        for w in s.stats.iter() {
+            w.latency.merge_into(&mut h);
+            // Relaxed: report counters (single writer each).
+            dispatched += w.dispatched.load(Ordering::Relaxed);
+            for (i, c) in w.no_route.iter().enumerate() {
+                no_route[i] += c.load(Ordering::Relaxed);
+            }
+        }
+        let nodes = s.router.live_nodes();
+        let utils: Vec<f64> = nodes
+            .iter()
+            .filter(|n| !n.draining)
+            .map(|n| n.utilization)
+            .collect();
+        RoutingMetrics {
+            decision_latency: LatencySummary::of(&h),
+            submitted: s.submitted.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            dispatched,
+            no_route: RouteError::ALL
+                .iter()
+                .map(|e| (e.name(), no_route[e.index()]))
+                .collect(),
+            outcomes: std::array::from_fn(|i| s.sink.outcomes[i].load(Ordering::Relaxed)),
+            in_flight: self.in_flight(),
+            queued: self.queued() as u64,
+            balance_deviation: balance_deviation(&utils),
+            nodes,
+            epoch: s.router.snapshot().epoch(),
+        }
+    }
+
+    /// Panics caught inside `Backend::dispatch`.
+    pub fn backend_panics(&self) -> u64 {
+        self.shared
+            .stats
+            .iter()
+            .map(|w| w.panics.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl<B: Backend> Drop for Dispatcher<B> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub(crate) fn new_ticket(sink: &Arc<Sink>, lease: Lease, task_id: u64) -> Ticket {
+    // Relaxed: paired with the Release decrement / Acquire read of completion; the increment
+    // happens-before the ticket exists, and only the ticket decrements.
+    sink.in_flight.fetch_add(1, Ordering::Relaxed);
+    Ticket {
+        sink: Arc::clone(sink),
+        lease: Some(lease),
+        task_id,
+    }
+}

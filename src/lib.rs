@@ -1,0 +1,60 @@
+//! # switchyard
+//!
+//! A lock-free, in-process task router for AI inference gateways.
+//!
+//! On every request a gateway hands switchyard a [`Task`]; switchyard picks the model backend
+//! (or chain of backends) that should serve it, reserves what the task needs on that route,
+//! hands it to the gateway's [`Backend`] with a [`Ticket`], and, when the ticket completes,
+//! releases the reservation and learns from the outcome. Decisions read an atomically swapped
+//! [`RoutingTable`] snapshot and per-node atomics: no locks, no allocation, no string hashing
+//! on the hot path.
+//!
+//! ```
+//! use switchyard::{NodeSpec, Router, RoutingEngine, Task};
+//!
+//! let router = Router::builder()
+//!     .capabilities(["chat", "long-context"])
+//!     .node(NodeSpec::new("h100-a").capabilities(["chat", "long-context"]).max_concurrency(64))
+//!     .node(NodeSpec::new("l4-b").capabilities(["chat"]).max_concurrency(16))
+//!     .build()?;
+//! let needs = router.resolve(&["long-context"])?;
+//! let task = Task::new(7, 30_000, 200).require(needs);
+//!
+//! let mut reader = router.reader(); // one per thread
+//! let (routes, lease) = reader.route(&task)?; // plan + reserve
+//! assert_eq!(router.snapshot().route_name(routes.primary().route.route), Some("h100-a"));
+//! drop(lease); // released exactly once
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See `docs/architecture.md` for the flow and the table of every atomic and its ordering.
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod capability;
+mod clock;
+mod control;
+mod dispatcher;
+mod error;
+mod metrics;
+mod model;
+mod node;
+mod router;
+mod routing;
+mod sync;
+
+pub use capability::{CapSet, CapabilityRegistry, MAX_CAPABILITIES};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use control::{TickReport, MAX_NODES};
+pub use dispatcher::{Backend, Completion, Dispatcher, DispatcherBuilder, NoBackend, Ticket};
+pub use error::{BuildError, ConfigError, RouteError, SubmitError};
+pub use metrics::{balance_deviation, LatencySummary, NodeMetrics, RoutingMetrics};
+pub use model::{
+    AllocationPriority, AllocationResult, HealthStatus, ModelChain, NodeHealth, NodeId, Outcome,
+    PerformanceMetrics, Priority, ResourceConstraints, ResourceCost, ResourceMap, RouteChoice,
+    RouteConstraints, RouteId, RouteOptions, Task, TaskAllocation, TenantId, MAX_ALTERNATIVES,
+    MAX_STAGES,
+};
+pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY};
+pub use router::{RouteReader, Router, RouterBuilder, RoutingEngine};
+pub use routing::{Lease, RoutingTable, ScoringWeights};

@@ -1,0 +1,513 @@
+//! The seed's types, in Rust.
+//!
+//! Everything a decision touches is `Copy` and fixed-size ([`RouteOptions`] holds its
+//! alternatives inline), so routing allocates nothing. Seed names map as follows:
+//! `RouteOptions`, `ResourceCost`, `RouteConstraints`, `AllocationResult`, `ResourceMap`,
+//! `AllocationPriority` ([`Priority`]), `ResourceConstraints`, `TaskAllocation`, `NodeHealth`,
+//! `PerformanceMetrics`, `ModelChain` (a route: one node, or an ordered chain of stages).
+//! The seed's `priority: 'high' | 'medium' | 'low'` on constraints uses the four allocation
+//! classes instead, so one priority scale runs through routing and admission.
+use crate::capability::CapSet;
+
+/// Most stages in one [`ModelChain`].
+pub const MAX_STAGES: usize = 4;
+/// Most alternative routes returned beside the primary one.
+pub const MAX_ALTERNATIVES: usize = 4;
+
+/// A stable node identifier: survives snapshot rebuilds, never reused for another node name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct NodeId(pub u32);
+
+/// A stable route identifier: a node (top bit clear) or a configured chain (top bit set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RouteId(pub u32);
+
+impl RouteId {
+    const CHAIN_BIT: u32 = 1 << 31;
+
+    /// The route that is one node.
+    pub fn node(id: NodeId) -> Self {
+        RouteId(id.0)
+    }
+
+    /// The route that is configured chain number `chain`.
+    pub fn chain(chain: u32) -> Self {
+        RouteId(chain | Self::CHAIN_BIT)
+    }
+
+    /// Whether this is a multi-stage chain.
+    pub fn is_chain(self) -> bool {
+        self.0 & Self::CHAIN_BIT != 0
+    }
+}
+
+/// A tenant, for fairness and quotas (interned by the gateway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TenantId(pub u32);
+
+/// Allocation priority classes (the seed's `AllocationPriority`), most important first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Priority {
+    /// Must not be shed while anything lower is running.
+    Critical = 0,
+    /// Interactive traffic.
+    High = 1,
+    /// The default.
+    #[default]
+    Normal = 2,
+    /// Batch traffic: shed first.
+    Low = 3,
+}
+
+/// The seed's name for [`Priority`].
+pub type AllocationPriority = Priority;
+
+impl Priority {
+    /// All classes, most important first.
+    pub const ALL: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    /// The class's index (0 = critical).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// What a route must satisfy (the seed's `RouteConstraints`).
+///
+/// Limits are integers so that a NaN can never reach the hot path; `u32::MAX` means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteConstraints {
+    /// Largest acceptable expected end-to-end latency, in ms.
+    pub max_latency_ms: u32,
+    /// Largest acceptable memory reservation (KV cache), in MB.
+    pub max_memory_mb: u32,
+    /// The task's class.
+    pub priority: Priority,
+    /// Capabilities every stage set of the route must offer.
+    pub required: CapSet,
+}
+
+impl Default for RouteConstraints {
+    fn default() -> Self {
+        Self {
+            max_latency_ms: u32::MAX,
+            max_memory_mb: u32::MAX,
+            priority: Priority::Normal,
+            required: CapSet::EMPTY,
+        }
+    }
+}
+
+/// One request to route.
+///
+/// # Examples
+/// ```
+/// use switchyard::{CapSet, Priority, Task};
+/// let t = Task::new(1, 1200, 80)
+///     .require(CapSet::from_bits([0]))
+///     .priority(Priority::High)
+///     .max_latency_ms(2_000);
+/// assert_eq!(t.constraints.priority, Priority::High);
+/// assert_eq!(t.total_tokens(), 1280);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    /// The gateway's identifier.
+    pub id: u64,
+    /// Prompt tokens (known).
+    pub input_tokens: u32,
+    /// Output tokens (an estimate; settled on completion).
+    pub output_tokens: u32,
+    /// Constraints, priority and required capabilities.
+    pub constraints: RouteConstraints,
+    /// Optional tenant.
+    pub tenant: Option<TenantId>,
+    /// Optional affinity key (session or prefix hash).
+    pub affinity_key: Option<u64>,
+}
+
+impl Task {
+    /// A task with no requirements and no limits.
+    pub fn new(id: u64, input_tokens: u32, output_tokens: u32) -> Self {
+        Self {
+            id,
+            input_tokens,
+            output_tokens,
+            constraints: RouteConstraints::default(),
+            tenant: None,
+            affinity_key: None,
+        }
+    }
+
+    /// Sets the required capabilities.
+    pub fn require(mut self, caps: CapSet) -> Self {
+        self.constraints.required = caps;
+        self
+    }
+
+    /// Sets the priority class.
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.constraints.priority = p;
+        self
+    }
+
+    /// Sets the latency limit.
+    pub fn max_latency_ms(mut self, ms: u32) -> Self {
+        self.constraints.max_latency_ms = ms;
+        self
+    }
+
+    /// Sets the memory limit.
+    pub fn max_memory_mb(mut self, mb: u32) -> Self {
+        self.constraints.max_memory_mb = mb;
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn tenant(mut self, t: TenantId) -> Self {
+        self.tenant = Some(t);
+        self
+    }
+
+    /// Sets the affinity key.
+    pub fn affinity(mut self, key: u64) -> Self {
+        self.affinity_key = Some(key);
+        self
+    }
+
+    /// Input plus estimated output tokens.
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens as u64 + self.output_tokens as u64
+    }
+}
+
+/// The estimated cost of serving a task on one route (the seed's `ResourceCost`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResourceCost {
+    /// Memory (KV cache) the task reserves, in MB, summed over stages.
+    pub memory_mb: f64,
+    /// Share of the route's CPU the task takes (0–1, the busiest stage).
+    pub cpu_utilization: f64,
+    /// Expected end-to-end latency under current load, in ms, summed over stages.
+    pub expected_latency_ms: f64,
+    /// Tokens the task reserves (input plus estimated output), per stage.
+    pub estimated_tokens: u64,
+    /// Price of the task, in the fleet's cost unit, summed over stages.
+    pub price: f64,
+}
+
+/// Resources held by an allocation (the seed's `ResourceMap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResourceMap {
+    /// Memory in MB.
+    pub memory_mb: u32,
+    /// CPU in thousandths of a core.
+    pub cpu_millis: u32,
+    /// GPU in thousandths of a device (0 when none).
+    pub gpu_millis: u32,
+    /// Token quota (tokens in flight).
+    pub tokens: u32,
+}
+
+/// A node's resource limits (the seed's `ResourceConstraints`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResourceConstraints {
+    /// Memory limit in MB.
+    pub max_memory_mb: u32,
+    /// CPU limit in cores.
+    pub max_cpu: f64,
+    /// Token rate limit (0 = none).
+    pub max_tokens_per_second: f64,
+}
+
+/// What an allocation holds (the seed's `AllocationResult`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AllocationResult {
+    /// Resources held, summed over the route's stages.
+    pub allocated: ResourceMap,
+    /// Limits of the primary stage.
+    pub constraints: ResourceConstraints,
+    /// The task's class.
+    pub priority: Priority,
+    /// How long the allocation may be held before the control thread may reclaim it
+    /// (0 = no limit).
+    pub timeout_ms: u64,
+}
+
+/// One task placed on one node (the seed's `TaskAllocation`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskAllocation {
+    /// The task.
+    pub task_id: u64,
+    /// Resources it holds.
+    pub resources: ResourceMap,
+    /// Its class.
+    pub priority: Priority,
+    /// When it started, in clock ns.
+    pub start_ns: u64,
+    /// Expected duration in ms.
+    pub expected_duration_ms: f64,
+}
+
+/// A node's health verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthStatus {
+    /// Serving normally.
+    #[default]
+    Healthy,
+    /// Serving, with reduced weight.
+    Degraded,
+    /// Ejected: receives no new tasks.
+    Failed,
+}
+
+impl HealthStatus {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Measured quality of a node (the seed's `PerformanceMetrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PerformanceMetrics {
+    /// Latency EWMA in ms.
+    pub response_time_ms: f64,
+    /// Successful share of finished tasks (1 when none finished).
+    pub success_rate: f64,
+    /// Predicted over observed latency (1 = as modelled; lower = slower than modelled).
+    pub efficiency: f64,
+    /// Failed tasks so far.
+    pub errors: u64,
+}
+
+/// A node's health report (the seed's `NodeHealth`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeHealth {
+    /// The node's name.
+    pub node: String,
+    /// Its verdict.
+    pub status: HealthStatus,
+    /// Capacity still free.
+    pub available: ResourceMap,
+    /// Measured quality.
+    pub metrics: PerformanceMetrics,
+    /// Failed share of finished tasks.
+    pub error_rate: f64,
+}
+
+/// A route: one node, or an ordered chain of stages (the seed's `ModelChain`).
+///
+/// A chain's cost and latency are the sums over its stages. The route carries the stable ids
+/// of its stages and the snapshot slot it was planned on, so it can be validated and leased
+/// against a newer snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelChain {
+    /// Stable id (a node or a configured chain).
+    pub route: RouteId,
+    /// Epoch of the snapshot the route was planned on.
+    pub epoch: u64,
+    pub(crate) slot: u32,
+    pub(crate) stages: [NodeId; MAX_STAGES],
+    pub(crate) len: u8,
+}
+
+impl ModelChain {
+    /// The stages, in order.
+    pub fn stages(&self) -> &[NodeId] {
+        &self.stages[..self.len as usize]
+    }
+
+    /// The first (or only) stage.
+    pub fn head(&self) -> NodeId {
+        self.stages[0]
+    }
+}
+
+/// One candidate route with its estimate and confidence.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RouteChoice {
+    /// The route.
+    pub route: ModelChain,
+    /// Its estimated cost.
+    pub cost: ResourceCost,
+    /// Confidence that it meets the constraints and succeeds (0–1).
+    pub confidence: f64,
+    /// The score it was ranked by (lower is better).
+    pub score: f64,
+}
+
+/// The primary route and its alternatives (the seed's `RouteOptions`).
+///
+/// The seed's `estimatedCosts` and `confidenceScores` are per-route fields of
+/// [`RouteChoice`]; [`RouteOptions::estimated_costs`] and [`RouteOptions::confidence_scores`]
+/// give them in the seed's shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteOptions {
+    choices: [RouteChoice; 1 + MAX_ALTERNATIVES],
+    len: u8,
+    /// The constraints the routes were chosen under.
+    pub constraints: RouteConstraints,
+}
+
+impl RouteOptions {
+    pub(crate) fn new(constraints: RouteConstraints) -> Self {
+        Self {
+            choices: [RouteChoice::default(); 1 + MAX_ALTERNATIVES],
+            len: 0,
+            constraints,
+        }
+    }
+
+    pub(crate) fn push(&mut self, c: RouteChoice) -> bool {
+        if (self.len as usize) < self.choices.len() {
+            self.choices[self.len as usize] = c;
+            self.len += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Every route, primary first.
+    pub fn choices(&self) -> &[RouteChoice] {
+        &self.choices[..self.len as usize]
+    }
+
+    /// The primary route.
+    pub fn primary(&self) -> &RouteChoice {
+        &self.choices[0]
+    }
+
+    /// The alternatives, best first, on routes distinct from the primary.
+    pub fn alternatives(&self) -> &[RouteChoice] {
+        &self.choices[1..self.len as usize]
+    }
+
+    /// Estimated cost of each route, primary first.
+    pub fn estimated_costs(&self) -> impl Iterator<Item = ResourceCost> + '_ {
+        self.choices().iter().map(|c| c.cost)
+    }
+
+    /// Confidence of each route, keyed by route id, primary first.
+    pub fn confidence_scores(&self) -> impl Iterator<Item = (RouteId, f64)> + '_ {
+        self.choices().iter().map(|c| (c.route.route, c.confidence))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn route_ids_distinguish_chains() {
+        assert!(!RouteId::node(NodeId(5)).is_chain());
+        assert!(RouteId::chain(5).is_chain());
+        assert_ne!(RouteId::node(NodeId(5)), RouteId::chain(5));
+    }
+
+    #[test]
+    fn options_hold_at_most_capacity() {
+        let mut o = RouteOptions::new(RouteConstraints::default());
+        for i in 0..10 {
+            let mut c = RouteChoice::default();
+            c.route.route = RouteId(i);
+            let pushed = o.push(c);
+            assert_eq!(pushed, (i as usize) < 1 + MAX_ALTERNATIVES);
+        }
+        assert_eq!(o.choices().len(), 1 + MAX_ALTERNATIVES);
+        assert_eq!(o.primary().route.route, RouteId(0));
+        assert_eq!(o.alternatives().len(), MAX_ALTERNATIVES);
+        assert_eq!(o.estimated_costs().count(), 5);
+        assert_eq!(o.confidence_scores().nth(1).unwrap().0, RouteId(1));
+    }
+
+    #[test]
+    fn priority_order_and_names() {
+        assert!(Priority::Critical < Priority::Low);
+        assert_eq!(
+            Priority::ALL.map(Priority::name),
+            ["critical", "high", "normal", "low"]
+        );
+        assert_eq!(Priority::Low.index(), 3);
+        assert_eq!(HealthStatus::Failed.name(), "failed");
+        let t = Task::new(1, 2, 3)
+            .tenant(TenantId(4))
+            .affinity(9)
+            .max_memory_mb(10);
+        assert_eq!(
+            (t.tenant, t.affinity_key, t.constraints.max_memory_mb),
+            (Some(TenantId(4)), Some(9), 10)
+        );
+    }
+}
+
+/// How a dispatched task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Served.
+    Success,
+    /// The backend said "too many requests" (HTTP 429): the node is busy, not broken.
+    RateLimited,
+    /// The backend failed (HTTP 5xx, connection reset).
+    ServerError,
+    /// The backend did not answer in time.
+    Timeout,
+    /// The client went away; says nothing about the node.
+    Cancelled,
+    /// The ticket was dropped without being completed (a bug or a crash in the gateway).
+    Abandoned,
+}
+
+impl Outcome {
+    /// Every outcome, in counter order.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Success,
+        Outcome::RateLimited,
+        Outcome::ServerError,
+        Outcome::Timeout,
+        Outcome::Cancelled,
+        Outcome::Abandoned,
+    ];
+
+    /// Index into per-outcome counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::ServerError => "server_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+
+    /// Whether the task failed.
+    pub fn is_failure(self) -> bool {
+        self != Outcome::Success
+    }
+}

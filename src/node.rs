@@ -1,0 +1,703 @@
+//! Node descriptions (control path) and per-node live state (hot path).
+//!
+//! # The ledger
+//! A node's reserved resources live in two `AtomicU64` words, each packing several counters
+//! so that one compare-and-swap checks and claims all of them together:
+//!
+//! | word | bits 0–15 | bits 16–39 | bits 40–63 |
+//! | --- | --- | --- | --- |
+//! | `w0` | tasks in flight | CPU, 1/1000 core | GPU, 1/1000 device |
+//!
+//! | word | bits 0–31 | bits 32–63 |
+//! | --- | --- | --- |
+//! | `w1` | memory, MB | tokens in flight |
+//!
+//! A reservation claims `w1` first, then `w0`, and gives `w1` back if `w0` is full. Each CAS
+//! checks every field against the node's capacity before adding, and a field's sum never
+//! exceeds its capacity, which is below the field's width, so no carry crosses fields.
+//!
+//! # Orderings
+//! Ledger RMWs are `Relaxed`: the capacity invariant concerns one location at a time, and every
+//! RMW on a location sees that location's single modification order whatever its ordering, so
+//! no two reservations can both take the last unit. Nothing else is published through the
+//! ledger (a lease carries its own amounts). Readers that only report load use `Relaxed` loads.
+use crate::capability::{CapSet, CapabilityRegistry};
+use crate::error::ConfigError;
+use crate::model::{NodeId, Outcome};
+use crate::sync::{AtomicU64, CachePadded, Ordering};
+
+/// Most tasks in flight on one node (the 16-bit ledger field).
+pub const MAX_CONCURRENCY: u32 = u16::MAX as u32;
+const MAX_MILLIS: u64 = (1 << 24) - 1;
+
+/// A model backend: capacity, speed model, price and capabilities.
+///
+/// # Examples
+/// ```
+/// use switchyard::NodeSpec;
+/// let n = NodeSpec::new("h100-0")
+///     .capabilities(["chat", "code"])
+///     .max_concurrency(64)
+///     .speed(15.0, 8_000.0, 60.0)
+///     .cost_per_1k_tokens(0.4);
+/// assert_eq!(n.max_concurrency, 64);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    /// Unique name.
+    pub name: String,
+    /// Capabilities it offers.
+    pub capabilities: Vec<String>,
+    /// Quality score per capability, 0–1 (1 for any listed capability not scored here).
+    pub capability_scores: Vec<(String, f64)>,
+    /// Most tasks in flight (1..=65535).
+    pub max_concurrency: u32,
+    /// Most tokens (input + estimated output) in flight.
+    pub max_tokens_in_flight: u32,
+    /// Memory for KV cache, MB.
+    pub memory_mb: u32,
+    /// CPU cores a node offers to tasks (0 when tasks take none).
+    pub cpu_cores: f64,
+    /// GPU devices a node offers to tasks (0 when tasks take none).
+    pub gpus: f64,
+    /// CPU cores one task holds.
+    pub cpu_per_task: f64,
+    /// GPU devices one task holds.
+    pub gpu_per_task: f64,
+    /// KV-cache MB per 1000 tokens.
+    pub kv_mb_per_1k_tokens: f64,
+    /// Fixed per-request latency, ms.
+    pub base_latency_ms: f64,
+    /// Prefill throughput for one sequence, tokens/s.
+    pub prefill_tokens_per_sec: f64,
+    /// Decode throughput for one sequence, tokens/s.
+    pub decode_tokens_per_sec: f64,
+    /// How much a full batch slows each sequence (latency × (1 + slowdown × utilisation)).
+    pub batch_slowdown: f64,
+    /// Price per 1000 tokens.
+    pub cost_per_1k_tokens: f64,
+    /// Static preference weight (> 0; 1 = neutral).
+    pub weight: f64,
+}
+
+impl NodeSpec {
+    /// A node with the documented defaults: 32 concurrent tasks, 262 144 tokens in flight,
+    /// 40 960 MB of KV memory at 128 MB per 1000 tokens, 20 ms base latency, 5000 tokens/s
+    /// prefill, 50 tokens/s decode per sequence, batch slowdown 1, price 1, weight 1.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            capabilities: Vec::new(),
+            capability_scores: Vec::new(),
+            max_concurrency: 32,
+            max_tokens_in_flight: 262_144,
+            memory_mb: 40_960,
+            cpu_cores: 0.0,
+            gpus: 0.0,
+            cpu_per_task: 0.0,
+            gpu_per_task: 0.0,
+            kv_mb_per_1k_tokens: 128.0,
+            base_latency_ms: 20.0,
+            prefill_tokens_per_sec: 5_000.0,
+            decode_tokens_per_sec: 50.0,
+            batch_slowdown: 1.0,
+            cost_per_1k_tokens: 1.0,
+            weight: 1.0,
+        }
+    }
+
+    /// Sets the capabilities.
+    pub fn capabilities<I, S>(mut self, caps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities = caps.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets one capability's quality score.
+    pub fn capability_score(mut self, cap: impl Into<String>, score: f64) -> Self {
+        self.capability_scores.push((cap.into(), score));
+        self
+    }
+
+    /// Sets the concurrency limit.
+    pub fn max_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// Sets the tokens-in-flight limit.
+    pub fn max_tokens_in_flight(mut self, n: u32) -> Self {
+        self.max_tokens_in_flight = n;
+        self
+    }
+
+    /// Sets KV memory (MB) and its cost per 1000 tokens.
+    pub fn memory(mut self, memory_mb: u32, kv_mb_per_1k_tokens: f64) -> Self {
+        self.memory_mb = memory_mb;
+        self.kv_mb_per_1k_tokens = kv_mb_per_1k_tokens;
+        self
+    }
+
+    /// Sets CPU and GPU capacity and per-task demand.
+    pub fn compute(
+        mut self,
+        cpu_cores: f64,
+        cpu_per_task: f64,
+        gpus: f64,
+        gpu_per_task: f64,
+    ) -> Self {
+        self.cpu_cores = cpu_cores;
+        self.cpu_per_task = cpu_per_task;
+        self.gpus = gpus;
+        self.gpu_per_task = gpu_per_task;
+        self
+    }
+
+    /// Sets the speed model: base latency (ms), prefill and decode tokens/s per sequence.
+    pub fn speed(mut self, base_latency_ms: f64, prefill: f64, decode: f64) -> Self {
+        self.base_latency_ms = base_latency_ms;
+        self.prefill_tokens_per_sec = prefill;
+        self.decode_tokens_per_sec = decode;
+        self
+    }
+
+    /// Sets the batch slowdown factor.
+    pub fn batch_slowdown(mut self, s: f64) -> Self {
+        self.batch_slowdown = s;
+        self
+    }
+
+    /// Sets the price per 1000 tokens.
+    pub fn cost_per_1k_tokens(mut self, c: f64) -> Self {
+        self.cost_per_1k_tokens = c;
+        self
+    }
+
+    /// Sets the static weight.
+    pub fn weight(mut self, w: f64) -> Self {
+        self.weight = w;
+        self
+    }
+
+    /// Unloaded latency of one task on this node, ms: base + prefill + decode.
+    pub fn service_time_ms(&self, input_tokens: u32, output_tokens: u32) -> f64 {
+        self.base_latency_ms
+            + input_tokens as f64 * 1000.0 / self.prefill_tokens_per_sec
+            + output_tokens as f64 * 1000.0 / self.decode_tokens_per_sec
+    }
+
+    /// Checks every field and resolves capabilities; never panics.
+    pub(crate) fn validate(&self, reg: &CapabilityRegistry) -> Result<Resolved, ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::InvalidName {
+                what: "node",
+                name: self.name.clone(),
+            });
+        }
+        let num = |field: &'static str, v: f64, min: f64, max: f64, strict_min: bool| {
+            let ok = v.is_finite() && v <= max && if strict_min { v > min } else { v >= min };
+            if ok {
+                Ok(v)
+            } else {
+                Err(ConfigError::InvalidNumber {
+                    owner: self.name.clone(),
+                    field,
+                    value: v,
+                })
+            }
+        };
+        let zero = |field: &'static str| ConfigError::ZeroCapacity {
+            node: self.name.clone(),
+            field,
+        };
+        if self.max_concurrency == 0 {
+            return Err(zero("max_concurrency"));
+        }
+        if self.max_concurrency > MAX_CONCURRENCY {
+            return Err(ConfigError::CapacityTooLarge {
+                node: self.name.clone(),
+                field: "max_concurrency",
+                max: MAX_CONCURRENCY as u64,
+            });
+        }
+        if self.max_tokens_in_flight == 0 {
+            return Err(zero("max_tokens_in_flight"));
+        }
+        if self.memory_mb == 0 {
+            return Err(zero("memory_mb"));
+        }
+        let big = MAX_MILLIS as f64 / 1000.0;
+        let cpu = num("cpu_cores", self.cpu_cores, 0.0, big, false)?;
+        let gpu = num("gpus", self.gpus, 0.0, big, false)?;
+        let cpu_t = num("cpu_per_task", self.cpu_per_task, 0.0, big, false)?;
+        let gpu_t = num("gpu_per_task", self.gpu_per_task, 0.0, big, false)?;
+        if cpu_t > cpu {
+            return Err(if cpu == 0.0 {
+                zero("cpu_cores")
+            } else {
+                ConfigError::InvalidNumber {
+                    owner: self.name.clone(),
+                    field: "cpu_per_task",
+                    value: cpu_t,
+                }
+            });
+        }
+        if gpu_t > gpu {
+            return Err(if gpu == 0.0 {
+                zero("gpus")
+            } else {
+                ConfigError::InvalidNumber {
+                    owner: self.name.clone(),
+                    field: "gpu_per_task",
+                    value: gpu_t,
+                }
+            });
+        }
+        let kv = num(
+            "kv_mb_per_1k_tokens",
+            self.kv_mb_per_1k_tokens,
+            0.0,
+            1e9,
+            false,
+        )?;
+        let base = num("base_latency_ms", self.base_latency_ms, 0.0, 1e9, false)?;
+        let prefill = num(
+            "prefill_tokens_per_sec",
+            self.prefill_tokens_per_sec,
+            0.0,
+            1e12,
+            true,
+        )?;
+        let decode = num(
+            "decode_tokens_per_sec",
+            self.decode_tokens_per_sec,
+            0.0,
+            1e12,
+            true,
+        )?;
+        let slow = num("batch_slowdown", self.batch_slowdown, 0.0, 1e6, false)?;
+        let price = num(
+            "cost_per_1k_tokens",
+            self.cost_per_1k_tokens,
+            0.0,
+            1e12,
+            false,
+        )?;
+        let weight = num("weight", self.weight, 0.0, 1e6, true)?;
+        let caps = reg.resolve(&self.capabilities)?;
+        let mut scores = Vec::new();
+        for (cap, s) in &self.capability_scores {
+            let bit = reg
+                .get(cap)
+                .ok_or_else(|| ConfigError::UnknownCapability(cap.clone()))?;
+            let s = num("capability_score", *s, 0.0, 1.0, false)?;
+            scores.retain(|&(b, _)| b != bit as u16);
+            scores.push((bit as u16, s as f32));
+        }
+        scores.sort_by_key(|&(b, _)| b);
+        let cpu_millis = (cpu * 1000.0).round() as u64;
+        let gpu_millis = (gpu * 1000.0).round() as u64;
+        Ok(Resolved {
+            caps,
+            scores: scores.into_boxed_slice(),
+            cap0: pack0(self.max_concurrency as u64, cpu_millis, gpu_millis),
+            cap1: pack1(self.memory_mb as u64, self.max_tokens_in_flight as u64),
+            cpu_millis_per_task: (cpu_t * 1000.0).round() as u32,
+            gpu_millis_per_task: (gpu_t * 1000.0).round() as u32,
+            kv_mb_per_token: kv / 1000.0,
+            base_ms: base,
+            prefill_ms_per_token: 1000.0 / prefill,
+            decode_ms_per_token: 1000.0 / decode,
+            batch_slowdown: slow,
+            price_per_token: price / 1000.0,
+            weight,
+        })
+    }
+}
+
+/// A validated node, ready for the routing table.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Resolved {
+    pub(crate) caps: CapSet,
+    pub(crate) scores: Box<[(u16, f32)]>,
+    pub(crate) cap0: u64,
+    pub(crate) cap1: u64,
+    pub(crate) cpu_millis_per_task: u32,
+    pub(crate) gpu_millis_per_task: u32,
+    pub(crate) kv_mb_per_token: f64,
+    pub(crate) base_ms: f64,
+    pub(crate) prefill_ms_per_token: f64,
+    pub(crate) decode_ms_per_token: f64,
+    pub(crate) batch_slowdown: f64,
+    pub(crate) price_per_token: f64,
+    pub(crate) weight: f64,
+}
+
+/// A configured chain of stages, e.g. a guard model then a large model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainSpec {
+    /// Unique name.
+    pub name: String,
+    /// Node names, in order.
+    pub stages: Vec<String>,
+    /// Capabilities the chain as a whole offers (empty: the union of its stages').
+    pub capabilities: Vec<String>,
+}
+
+impl ChainSpec {
+    /// A chain over the named nodes.
+    pub fn new<I, S>(name: impl Into<String>, stages: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            name: name.into(),
+            stages: stages.into_iter().map(Into::into).collect(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    /// Declares the capabilities the chain offers.
+    pub fn capabilities<I, S>(mut self, caps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities = caps.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+// ===== ledger packing =====
+
+pub(crate) const fn pack0(inflight: u64, cpu_millis: u64, gpu_millis: u64) -> u64 {
+    inflight | (cpu_millis << 16) | (gpu_millis << 40)
+}
+
+pub(crate) const fn pack1(memory_mb: u64, tokens: u64) -> u64 {
+    memory_mb | (tokens << 32)
+}
+
+pub(crate) const fn unpack0(w: u64) -> (u64, u64, u64) {
+    (w & 0xFFFF, (w >> 16) & MAX_MILLIS, w >> 40)
+}
+
+pub(crate) const fn unpack1(w: u64) -> (u64, u64) {
+    (w & 0xFFFF_FFFF, w >> 32)
+}
+
+/// Whether `cur + add` fits under `cap` in every field of a word.
+#[inline]
+pub(crate) fn fits0(cur: u64, add: u64, cap: u64) -> bool {
+    let (a, b, c) = unpack0(cur);
+    let (x, y, z) = unpack0(add);
+    let (p, q, r) = unpack0(cap);
+    a + x <= p && b + y <= q && c + z <= r
+}
+
+#[inline]
+pub(crate) fn fits1(cur: u64, add: u64, cap: u64) -> bool {
+    let (a, b) = unpack1(cur);
+    let (x, y) = unpack1(add);
+    let (p, q) = unpack1(cap);
+    a + x <= p && b + y <= q
+}
+
+/// Per-node state that changes on every call, shared by every snapshot that holds the node
+/// and by every lease out on it. Keyed by the node's stable id, never by snapshot slot.
+#[derive(Debug)]
+pub(crate) struct NodeLive {
+    pub(crate) id: NodeId,
+    /// Written by every reservation and release (pickers and completers).
+    ledger: CachePadded<Ledger>,
+    /// Written by completions only.
+    stats: CachePadded<NodeStats>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    w0: AtomicU64,
+    w1: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct NodeStats {
+    outcomes: [AtomicU64; 6],
+    /// EWMA of observed latency, µs, as f64 bits.
+    latency_ewma: AtomicU64,
+    /// EWMA of observed/predicted latency, as f64 bits (0 = no sample yet).
+    slowness_ewma: AtomicU64,
+    /// Leases taken.
+    leases: AtomicU64,
+}
+
+/// EWMA smoothing for completions: each sample moves the average a fifth of the way.
+/// Plucked from the usual 0.1–0.3 range; the control thread's decisions look at many samples.
+const EWMA_ALPHA: f64 = 0.2;
+
+impl NodeLive {
+    pub(crate) fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            ledger: CachePadded::new(Ledger::default()),
+            stats: CachePadded::new(NodeStats::default()),
+        }
+    }
+
+    /// Current ledger words (relaxed: a load report, see the module's orderings).
+    #[inline]
+    pub(crate) fn load(&self) -> (u64, u64) {
+        (
+            self.ledger.w0.load(Ordering::Relaxed),
+            self.ledger.w1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Claims `add0`/`add1` if they fit under `cap0`/`cap1`; all or nothing.
+    #[inline]
+    pub(crate) fn try_reserve(&self, add0: u64, add1: u64, cap0: u64, cap1: u64) -> bool {
+        if !cas_add(&self.ledger.w1, add1, |cur| fits1(cur, add1, cap1)) {
+            return false;
+        }
+        if !cas_add(&self.ledger.w0, add0, |cur| fits0(cur, add0, cap0)) {
+            // Give w1 back: we added exactly add1 and nobody else can remove our share.
+            self.ledger.w1.fetch_sub(add1, Ordering::Relaxed);
+            return false;
+        }
+        // Relaxed: a statistic.
+        self.stats.leases.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Returns a reservation. Callers guarantee each reservation is released once (a lease
+    /// owns its amounts and releases them in `Drop`).
+    #[inline]
+    pub(crate) fn release(&self, add0: u64, add1: u64) {
+        // Relaxed: see the module's orderings; the subtraction cannot underflow because these
+        // exact amounts were added by the matching reservation.
+        self.ledger.w0.fetch_sub(add0, Ordering::Relaxed);
+        self.ledger.w1.fetch_sub(add1, Ordering::Relaxed);
+    }
+
+    /// Records one finished task.
+    pub(crate) fn record_outcome(&self, outcome: Outcome, latency_ms: f64, predicted_ms: f64) {
+        // Relaxed: counters read for reports and by the control thread's next tick; a tick
+        // that misses the newest increment sees it on the following one.
+        self.stats.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::Success && latency_ms.is_finite() && latency_ms >= 0.0 {
+            ewma_update(&self.stats.latency_ewma, latency_ms * 1000.0);
+            if predicted_ms > 0.0 && predicted_ms.is_finite() {
+                ewma_update(&self.stats.slowness_ewma, latency_ms / predicted_ms);
+            }
+        }
+    }
+
+    pub(crate) fn outcomes(&self) -> [u64; 6] {
+        // Relaxed: a report.
+        std::array::from_fn(|i| self.stats.outcomes[i].load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn leases(&self) -> u64 {
+        // Relaxed: a report.
+        self.stats.leases.load(Ordering::Relaxed)
+    }
+
+    /// Latency EWMA in ms (0 before the first success).
+    pub(crate) fn latency_ewma_ms(&self) -> f64 {
+        // Relaxed: a report; the f64 is read whole from one atomic word.
+        f64::from_bits(self.stats.latency_ewma.load(Ordering::Relaxed)) / 1000.0
+    }
+
+    /// Observed over predicted latency (0 before the first success).
+    pub(crate) fn slowness(&self) -> f64 {
+        // Relaxed: as above.
+        f64::from_bits(self.stats.slowness_ewma.load(Ordering::Relaxed))
+    }
+}
+
+/// Adds `add` to `word` if `ok(current)` holds, retrying on contention.
+#[inline]
+fn cas_add(word: &AtomicU64, add: u64, ok: impl Fn(u64) -> bool) -> bool {
+    // Relaxed throughout: see the module's orderings.
+    let mut cur = word.load(Ordering::Relaxed);
+    loop {
+        if !ok(cur) {
+            return false;
+        }
+        match word.compare_exchange_weak(cur, cur + add, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(seen) => cur = seen,
+        }
+    }
+}
+
+fn ewma_update(word: &AtomicU64, sample: f64) {
+    // Relaxed: the EWMA is a statistic; the CAS loop only keeps concurrent updates from being
+    // lost, it publishes nothing else.
+    let mut cur = word.load(Ordering::Relaxed);
+    loop {
+        let old = f64::from_bits(cur);
+        let new = if cur == 0 {
+            sample
+        } else {
+            old + EWMA_ALPHA * (sample - old)
+        };
+        match word.compare_exchange_weak(cur, new.to_bits(), Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => cur = seen,
+        }
+    }
+}
+
+#[cfg(all(test, not(switchyard_loom)))]
+mod test {
+    use super::*;
+
+    fn reg() -> CapabilityRegistry {
+        let mut r = CapabilityRegistry::new();
+        r.intern("chat").unwrap();
+        r
+    }
+
+    #[test]
+    fn packing_round_trips() {
+        let w = pack0(65_535, MAX_MILLIS, MAX_MILLIS);
+        assert_eq!(unpack0(w), (65_535, MAX_MILLIS, MAX_MILLIS));
+        assert_eq!(unpack1(pack1(u32::MAX as u64, 7)), (u32::MAX as u64, 7));
+        assert!(fits0(pack0(1, 2, 3), pack0(1, 0, 0), pack0(2, 2, 3)));
+        assert!(!fits0(pack0(1, 2, 3), pack0(0, 0, 1), pack0(2, 2, 3)));
+        assert!(!fits1(pack1(10, 5), pack1(1, 0), pack1(10, 100)));
+    }
+
+    #[test]
+    fn reserve_is_all_or_nothing() {
+        let live = NodeLive::new(NodeId(1));
+        let cap0 = pack0(2, 0, 0);
+        let cap1 = pack1(100, 1000);
+        assert!(live.try_reserve(pack0(1, 0, 0), pack1(60, 10), cap0, cap1));
+        // memory would exceed: nothing is taken
+        assert!(!live.try_reserve(pack0(1, 0, 0), pack1(60, 10), cap0, cap1));
+        assert_eq!(live.load(), (pack0(1, 0, 0), pack1(60, 10)));
+        assert!(live.try_reserve(pack0(1, 0, 0), pack1(40, 10), cap0, cap1));
+        // concurrency full: w1 must be rolled back
+        assert!(!live.try_reserve(pack0(1, 0, 0), pack1(0, 1), cap0, cap1));
+        assert_eq!(live.load(), (pack0(2, 0, 0), pack1(100, 20)));
+        live.release(pack0(1, 0, 0), pack1(60, 10));
+        live.release(pack0(1, 0, 0), pack1(40, 10));
+        assert_eq!(live.load(), (0, 0));
+        assert_eq!(live.leases(), 2);
+    }
+
+    #[test]
+    fn outcomes_and_ewma() {
+        let live = NodeLive::new(NodeId(1));
+        live.record_outcome(Outcome::Success, 100.0, 50.0);
+        live.record_outcome(Outcome::Success, 200.0, 100.0);
+        live.record_outcome(Outcome::Timeout, f64::NAN, 1.0);
+        assert_eq!(live.outcomes()[0], 2);
+        assert_eq!(live.outcomes()[Outcome::Timeout.index()], 1);
+        assert!((live.latency_ewma_ms() - 120.0).abs() < 1e-9);
+        assert!((live.slowness() - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let r = reg();
+        assert!(NodeSpec::new("a")
+            .capabilities(["chat"])
+            .validate(&r)
+            .is_ok());
+        let e = NodeSpec::new("a")
+            .weight(f64::NAN)
+            .validate(&r)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::InvalidNumber {
+                field: "weight",
+                ..
+            }
+        ));
+        let e = NodeSpec::new("a").weight(-1.0).validate(&r).unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::InvalidNumber {
+                field: "weight",
+                ..
+            }
+        ));
+        let e = NodeSpec::new("a")
+            .max_concurrency(0)
+            .validate(&r)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::ZeroCapacity {
+                node: "a".into(),
+                field: "max_concurrency"
+            }
+        );
+        let e = NodeSpec::new("a")
+            .max_concurrency(70_000)
+            .validate(&r)
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::CapacityTooLarge { .. }));
+        let e = NodeSpec::new("a")
+            .capabilities(["vision"])
+            .validate(&r)
+            .unwrap_err();
+        assert_eq!(e, ConfigError::UnknownCapability("vision".into()));
+        let e = NodeSpec::new("a")
+            .compute(0.0, 1.0, 0.0, 0.0)
+            .validate(&r)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::ZeroCapacity {
+                field: "cpu_cores",
+                ..
+            }
+        ));
+        let e = NodeSpec::new("").validate(&r).unwrap_err();
+        assert!(matches!(e, ConfigError::InvalidName { .. }));
+        let e = NodeSpec::new("a")
+            .speed(1.0, 0.0, 1.0)
+            .validate(&r)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::InvalidNumber {
+                field: "prefill_tokens_per_sec",
+                ..
+            }
+        ));
+        let e = NodeSpec::new("a")
+            .capability_score("chat", 1.5)
+            .validate(&r)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::InvalidNumber {
+                field: "capability_score",
+                ..
+            }
+        ));
+        let ok = NodeSpec::new("a")
+            .capabilities(["chat"])
+            .capability_score("chat", 0.5)
+            .capability_score("chat", 0.7)
+            .validate(&r)
+            .unwrap();
+        assert_eq!(&*ok.scores, &[(0u16, 0.7f32)]);
+    }
+
+    #[test]
+    fn service_time_formula() {
+        let n = NodeSpec::new("a").speed(10.0, 1000.0, 100.0);
+        assert!((n.service_time_ms(500, 20) - (10.0 + 500.0 + 200.0)).abs() < 1e-9);
+    }
+}

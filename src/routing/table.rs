@@ -1,0 +1,424 @@
+//! The immutable routing snapshot.
+//!
+//! Built whole by the control thread, published through one `ArcSwap`, read by every picker.
+//! Flat boxed slices only, so a snapshot drops cheaply wherever its last reader lets go.
+use crate::capability::{CapSet, CapabilityRegistry};
+use crate::error::ConfigError;
+use crate::model::{HealthStatus, NodeId, RouteId, MAX_ALTERNATIVES, MAX_STAGES};
+use crate::node::{NodeLive, Resolved};
+use crate::sync::Arc;
+
+/// How routes are ranked. Lower scores win; see `docs/architecture.md` for the formula.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoringWeights {
+    /// How strongly live utilisation (0–1) inflates a route's score.
+    pub load: f64,
+    /// How strongly price (relative to the fleet mean) inflates a route's score.
+    pub cost: f64,
+    /// How strongly a capability score below 1 inflates a route's score (0–1).
+    pub capability: f64,
+    /// Alternatives returned beside the primary route (0..=4).
+    pub alternatives: usize,
+}
+
+impl Default for ScoringWeights {
+    /// `load` 2, `cost` 0.25, `capability` 1, two alternatives.
+    fn default() -> Self {
+        Self {
+            load: 2.0,
+            cost: 0.25,
+            capability: 1.0,
+            alternatives: 2,
+        }
+    }
+}
+
+impl ScoringWeights {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for (field, v, max) in [
+            ("weights.load", self.load, 1e6),
+            ("weights.cost", self.cost, 1e6),
+            ("weights.capability", self.capability, 1.0),
+        ] {
+            if !(v.is_finite() && (0.0..=max).contains(&v)) {
+                return Err(ConfigError::InvalidNumber {
+                    owner: "router".into(),
+                    field,
+                    value: v,
+                });
+            }
+        }
+        if self.alternatives > MAX_ALTERNATIVES {
+            return Err(ConfigError::InvalidSetting {
+                field: "weights.alternatives",
+                reason: "at most 4 alternatives",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One node as the hot path sees it.
+#[derive(Debug)]
+pub(crate) struct NodeEntry {
+    pub(crate) id: NodeId,
+    pub(crate) name: Arc<str>,
+    pub(crate) live: Arc<NodeLive>,
+    pub(crate) caps: CapSet,
+    pub(crate) scores: Box<[(u16, f32)]>,
+    pub(crate) cap0: u64,
+    pub(crate) cap1: u64,
+    pub(crate) inv_conc: f64,
+    pub(crate) inv_mem: f64,
+    pub(crate) inv_tokens: f64,
+    pub(crate) cpu_millis_per_task: u32,
+    pub(crate) gpu_millis_per_task: u32,
+    pub(crate) cpu_share_per_task: f64,
+    pub(crate) kv_mb_per_token: f64,
+    pub(crate) base_ms: f64,
+    pub(crate) prefill_ms_per_token: f64,
+    pub(crate) decode_ms_per_token: f64,
+    pub(crate) batch_slowdown: f64,
+    pub(crate) price_per_token: f64,
+    /// Price relative to the fleet mean (1 = average).
+    pub(crate) price_rel: f64,
+    /// Observed/predicted latency, from the control thread (1 = as modelled).
+    pub(crate) latency_factor: f64,
+    /// Static weight × balance × health (> 0).
+    pub(crate) weight: f64,
+    pub(crate) success_rate: f64,
+    pub(crate) status: HealthStatus,
+    /// Whether new tasks may be placed here.
+    pub(crate) eligible: bool,
+}
+
+/// One route (a node, or a configured chain) as the hot path sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteEntry {
+    pub(crate) id: RouteId,
+    pub(crate) name: Arc<str>,
+    pub(crate) caps: CapSet,
+    pub(crate) stages: [u32; MAX_STAGES],
+    pub(crate) len: u8,
+}
+
+impl RouteEntry {
+    #[inline]
+    pub(crate) fn stages(&self) -> &[u32] {
+        &self.stages[..self.len as usize]
+    }
+}
+
+/// Inputs the control thread hands to [`RoutingTable::build`].
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInput {
+    pub(crate) id: NodeId,
+    pub(crate) name: Arc<str>,
+    pub(crate) live: Arc<NodeLive>,
+    pub(crate) res: Resolved,
+    pub(crate) status: HealthStatus,
+    pub(crate) latency_factor: f64,
+    pub(crate) balance: f64,
+    pub(crate) success_rate: f64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ChainInput {
+    pub(crate) number: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) stages: Vec<NodeId>,
+    /// Declared capabilities; empty means the union of the stages'.
+    pub(crate) caps: CapSet,
+}
+
+/// An immutable view of the fleet at one epoch.
+///
+/// Obtain one with [`Router::snapshot`](crate::Router::snapshot); it is what every routing
+/// decision reads.
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub(crate) epoch: u64,
+    pub(crate) registry: Arc<CapabilityRegistry>,
+    pub(crate) nodes: Box<[NodeEntry]>,
+    pub(crate) routes: Box<[RouteEntry]>,
+    /// For each capability bit, the slots of the routes that offer it.
+    pub(crate) by_cap: Box<[Box<[u32]>]>,
+    /// Every route slot, for tasks with no requirement.
+    pub(crate) all: Box<[u32]>,
+    /// Stable node id → node slot (`u32::MAX` when absent).
+    pub(crate) node_slot: Box<[u32]>,
+    /// Stable chain number → route slot (`u32::MAX` when absent).
+    pub(crate) chain_slot: Box<[u32]>,
+    pub(crate) weights: ScoringWeights,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+impl RoutingTable {
+    /// Builds a snapshot. Never panics: a chain naming a node that is not in `nodes` is left
+    /// out, and non-finite or non-positive factors are clamped to neutral values.
+    pub(crate) fn build(
+        epoch: u64,
+        registry: Arc<CapabilityRegistry>,
+        nodes: &[NodeInput],
+        chains: &[ChainInput],
+        weights: ScoringWeights,
+    ) -> Self {
+        let max_id = nodes.iter().map(|n| n.id.0 as usize + 1).max().unwrap_or(0);
+        let mut node_slot = vec![ABSENT; max_id];
+        let mean_price = if nodes.is_empty() {
+            0.0
+        } else {
+            nodes.iter().map(|n| n.res.price_per_token).sum::<f64>() / nodes.len() as f64
+        };
+        let sane = |v: f64, lo: f64, hi: f64, default: f64| {
+            if v.is_finite() {
+                v.clamp(lo, hi)
+            } else {
+                default
+            }
+        };
+        let mut entries = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            if node_slot[n.id.0 as usize] != ABSENT {
+                continue; // duplicate id: first wins
+            }
+            node_slot[n.id.0 as usize] = entries.len() as u32;
+            let (conc, cpu, _gpu) = crate::node::unpack0(n.res.cap0);
+            let (mem, tok) = crate::node::unpack1(n.res.cap1);
+            let health = match n.status {
+                HealthStatus::Healthy => 1.0,
+                HealthStatus::Degraded => 0.5,
+                HealthStatus::Failed => 0.0,
+            };
+            let weight = sane(
+                n.res.weight * sane(n.balance, 0.01, 100.0, 1.0),
+                1e-6,
+                1e6,
+                1.0,
+            ) * if health > 0.0 { health } else { 1.0 };
+            entries.push(NodeEntry {
+                id: n.id,
+                name: n.name.clone(),
+                live: n.live.clone(),
+                caps: n.res.caps,
+                scores: n.res.scores.clone(),
+                cap0: n.res.cap0,
+                cap1: n.res.cap1,
+                inv_conc: 1.0 / conc.max(1) as f64,
+                inv_mem: 1.0 / mem.max(1) as f64,
+                inv_tokens: 1.0 / tok.max(1) as f64,
+                cpu_millis_per_task: n.res.cpu_millis_per_task,
+                gpu_millis_per_task: n.res.gpu_millis_per_task,
+                cpu_share_per_task: if cpu == 0 {
+                    0.0
+                } else {
+                    n.res.cpu_millis_per_task as f64 / cpu as f64
+                },
+                kv_mb_per_token: sane(n.res.kv_mb_per_token, 0.0, 1e9, 0.0),
+                base_ms: sane(n.res.base_ms, 0.0, 1e9, 0.0),
+                prefill_ms_per_token: sane(n.res.prefill_ms_per_token, 0.0, 1e9, 0.0),
+                decode_ms_per_token: sane(n.res.decode_ms_per_token, 0.0, 1e9, 0.0),
+                batch_slowdown: sane(n.res.batch_slowdown, 0.0, 1e6, 0.0),
+                price_per_token: sane(n.res.price_per_token, 0.0, 1e12, 0.0),
+                price_rel: if mean_price > 0.0 && mean_price.is_finite() {
+                    sane(n.res.price_per_token / mean_price, 0.0, 1e6, 1.0)
+                } else {
+                    1.0
+                },
+                latency_factor: sane(n.latency_factor, 0.01, 1e3, 1.0),
+                weight,
+                success_rate: sane(n.success_rate, 0.0, 1.0, 1.0),
+                status: n.status,
+                eligible: n.status != HealthStatus::Failed,
+            });
+        }
+        let mut routes: Vec<RouteEntry> = entries
+            .iter()
+            .enumerate()
+            .map(|(slot, e)| RouteEntry {
+                id: RouteId::node(e.id),
+                name: e.name.clone(),
+                caps: e.caps,
+                stages: {
+                    let mut s = [0u32; MAX_STAGES];
+                    s[0] = slot as u32;
+                    s
+                },
+                len: 1,
+            })
+            .collect();
+        let max_chain = chains
+            .iter()
+            .map(|c| c.number as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut chain_slot = vec![ABSENT; max_chain];
+        'chains: for c in chains {
+            if c.stages.is_empty()
+                || c.stages.len() > MAX_STAGES
+                || chain_slot[c.number as usize] != ABSENT
+            {
+                continue;
+            }
+            let mut stages = [0u32; MAX_STAGES];
+            let mut union = CapSet::EMPTY;
+            for (i, id) in c.stages.iter().enumerate() {
+                let slot = node_slot.get(id.0 as usize).copied().unwrap_or(ABSENT);
+                if slot == ABSENT {
+                    continue 'chains;
+                }
+                stages[i] = slot;
+                union = union.union(&entries[slot as usize].caps);
+            }
+            chain_slot[c.number as usize] = routes.len() as u32;
+            routes.push(RouteEntry {
+                id: RouteId::chain(c.number),
+                name: c.name.clone(),
+                caps: if c.caps.is_empty() { union } else { c.caps },
+                stages,
+                len: c.stages.len() as u8,
+            });
+        }
+        let ncaps = registry.len();
+        let mut by_cap: Vec<Vec<u32>> = vec![Vec::new(); ncaps];
+        for (slot, r) in routes.iter().enumerate() {
+            for bit in r.caps.iter() {
+                if bit < ncaps {
+                    by_cap[bit].push(slot as u32);
+                }
+            }
+        }
+        let mut weights = weights;
+        weights.alternatives = weights.alternatives.min(MAX_ALTERNATIVES);
+        RoutingTable {
+            epoch,
+            registry,
+            all: (0..routes.len() as u32).collect(),
+            nodes: entries.into_boxed_slice(),
+            routes: routes.into_boxed_slice(),
+            by_cap: by_cap.into_iter().map(Vec::into_boxed_slice).collect(),
+            node_slot: node_slot.into_boxed_slice(),
+            chain_slot: chain_slot.into_boxed_slice(),
+            weights,
+        }
+    }
+
+    /// The snapshot's epoch (increases by one per publish).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Number of routes (nodes plus chains).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// The capability names, for resolving a task's requirements.
+    pub fn capabilities(&self) -> &CapabilityRegistry {
+        &self.registry
+    }
+
+    /// The name of a route.
+    pub fn route_name(&self, id: RouteId) -> Option<&str> {
+        self.route_slot(id).map(|s| &*self.routes[s as usize].name)
+    }
+
+    /// The name of a node.
+    pub fn node_name(&self, id: NodeId) -> Option<&str> {
+        self.node(id).map(|n| &*n.name)
+    }
+
+    /// A node's health verdict in this snapshot.
+    pub fn node_status(&self, id: NodeId) -> Option<HealthStatus> {
+        self.node(id).map(|n| n.status)
+    }
+
+    /// The id of a named node (a linear search: not for the hot path).
+    pub fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.nodes.iter().find(|n| &*n.name == name).map(|n| n.id)
+    }
+
+    pub(crate) fn node(&self, id: NodeId) -> Option<&NodeEntry> {
+        let slot = *self.node_slot.get(id.0 as usize)?;
+        self.nodes.get(slot as usize)
+    }
+
+    pub(crate) fn route_slot(&self, id: RouteId) -> Option<u32> {
+        let slot = if id.is_chain() {
+            *self.chain_slot.get((id.0 & !(1 << 31)) as usize)?
+        } else {
+            *self.node_slot.get(id.0 as usize)?
+        };
+        (slot != ABSENT).then_some(slot)
+    }
+
+    /// The candidate pool for a requirement: the shortest per-capability list among the
+    /// required bits (every route in it still gets the full bitset check). `None` when a
+    /// required capability has no route at all.
+    #[inline]
+    pub(crate) fn pool(&self, required: &CapSet) -> Option<&[u32]> {
+        let mut best: &[u32] = &self.all;
+        for bit in required.iter() {
+            let list = self.by_cap.get(bit).map(|b| &**b).unwrap_or(&[]);
+            if list.is_empty() {
+                return None;
+            }
+            if list.len() < best.len() {
+                best = list;
+            }
+        }
+        Some(best)
+    }
+
+    /// Checks the snapshot's internal invariants; returns the first broken one.
+    ///
+    /// Used by tests and the fuzz targets; cheap enough to call after every build there.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (slot, n) in self.nodes.iter().enumerate() {
+            if self.node_slot.get(n.id.0 as usize) != Some(&(slot as u32)) {
+                return Err(format!("node slot map broken at {slot}"));
+            }
+            for v in [n.weight, n.latency_factor, n.price_rel, n.base_ms] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(format!("node {slot}: non-finite or negative factor {v}"));
+                }
+            }
+            if n.weight <= 0.0 {
+                return Err(format!("node {slot}: weight {}", n.weight));
+            }
+            if !(0.0..=1.0).contains(&n.success_rate) {
+                return Err(format!("node {slot}: success rate {}", n.success_rate));
+            }
+        }
+        for (slot, r) in self.routes.iter().enumerate() {
+            if r.len == 0 || r.len as usize > MAX_STAGES {
+                return Err(format!("route {slot}: {} stages", r.len));
+            }
+            if r.stages().iter().any(|&s| s as usize >= self.nodes.len()) {
+                return Err(format!("route {slot}: stage out of range"));
+            }
+            if self.route_slot(r.id) != Some(slot as u32) {
+                return Err(format!("route {slot}: id map broken"));
+            }
+            for bit in 0..self.by_cap.len() {
+                let listed = self.by_cap[bit].contains(&(slot as u32));
+                if listed != r.caps.contains(bit) {
+                    return Err(format!(
+                        "route {slot}: capability index broken at bit {bit}"
+                    ));
+                }
+            }
+        }
+        if self.all.len() != self.routes.len() {
+            return Err("route list length".into());
+        }
+        Ok(())
+    }
+}

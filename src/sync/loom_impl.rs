@@ -1,0 +1,140 @@
+//! loom builds: loom's atomics, and lock-based stand-ins with the real API for the parts loom
+//! cannot model (arc-swap, crossbeam-deque, crossbeam's parker). The stand-ins are obviously
+//! linearizable, so a model failure points at our protocol, not at theirs.
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::{Arc, Mutex};
+pub(crate) use loom::thread;
+
+pub(crate) use crossbeam_deque::Steal;
+use std::collections::VecDeque;
+
+/// `ArcSwap` stand-in: a lock around an `Arc`.
+#[derive(Debug)]
+pub(crate) struct SnapshotCell<T>(Arc<loom::sync::RwLock<Arc<T>>>);
+
+impl<T> SnapshotCell<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Self(Arc::new(loom::sync::RwLock::new(value)))
+    }
+    pub(crate) fn load(&self) -> Arc<T> {
+        Arc::clone(&self.0.read().unwrap())
+    }
+    pub(crate) fn load_full(&self) -> Arc<T> {
+        self.load()
+    }
+    pub(crate) fn store(&self, value: Arc<T>) {
+        *self.0.write().unwrap() = value;
+    }
+    pub(crate) fn reader(&self) -> SnapshotReader<T> {
+        let current = self.load();
+        SnapshotReader {
+            cell: Arc::clone(&self.0),
+            current,
+        }
+    }
+}
+
+/// `arc_swap::Cache` stand-in.
+#[derive(Debug)]
+pub(crate) struct SnapshotReader<T> {
+    cell: Arc<loom::sync::RwLock<Arc<T>>>,
+    current: Arc<T>,
+}
+
+impl<T> SnapshotReader<T> {
+    pub(crate) fn load(&mut self) -> &Arc<T> {
+        self.current = Arc::clone(&self.cell.read().unwrap());
+        &self.current
+    }
+}
+
+/// `crossbeam_deque::Worker` stand-in (FIFO).
+#[derive(Debug)]
+pub(crate) struct Worker<T>(Arc<Mutex<VecDeque<T>>>);
+
+impl<T> Worker<T> {
+    pub(crate) fn new_fifo() -> Self {
+        Self(Arc::new(Mutex::new(VecDeque::new())))
+    }
+    pub(crate) fn push(&self, value: T) {
+        self.0.lock().unwrap().push_back(value)
+    }
+    pub(crate) fn pop(&self) -> Option<T> {
+        self.0.lock().unwrap().pop_front()
+    }
+    pub(crate) fn stealer(&self) -> Stealer<T> {
+        Stealer(Arc::clone(&self.0))
+    }
+}
+
+/// `crossbeam_deque::Stealer` stand-in.
+#[derive(Debug)]
+pub(crate) struct Stealer<T>(Arc<Mutex<VecDeque<T>>>);
+
+impl<T> Clone for Stealer<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Stealer<T> {
+    pub(crate) fn steal(&self) -> Steal<T> {
+        match self.0.lock().unwrap().pop_front() {
+            Some(v) => Steal::Success(v),
+            None => Steal::Empty,
+        }
+    }
+}
+
+/// `crossbeam_deque::Injector` stand-in.
+#[derive(Debug)]
+pub(crate) struct Injector<T>(Mutex<VecDeque<T>>);
+
+impl<T> Injector<T> {
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(VecDeque::new()))
+    }
+    pub(crate) fn push(&self, value: T) {
+        self.0.lock().unwrap().push_back(value)
+    }
+    pub(crate) fn steal_batch_and_pop(&self, _dest: &Worker<T>) -> Steal<T> {
+        match self.0.lock().unwrap().pop_front() {
+            Some(v) => Steal::Success(v),
+            None => Steal::Empty,
+        }
+    }
+}
+
+/// `crossbeam_utils::sync::Parker` stand-in: a token guarded by a lock and a condvar.
+#[derive(Debug)]
+pub(crate) struct Parker(Arc<(Mutex<bool>, loom::sync::Condvar)>, Unparker);
+
+/// `crossbeam_utils::sync::Unparker` stand-in.
+#[derive(Debug, Clone)]
+pub(crate) struct Unparker(Arc<(Mutex<bool>, loom::sync::Condvar)>);
+
+impl Parker {
+    pub(crate) fn new() -> Self {
+        let inner = Arc::new((Mutex::new(false), loom::sync::Condvar::new()));
+        Self(Arc::clone(&inner), Unparker(inner))
+    }
+    pub(crate) fn park(&self) {
+        let (lock, cv) = &*self.0;
+        let mut token = lock.lock().unwrap();
+        while !*token {
+            token = cv.wait(token).unwrap();
+        }
+        *token = false;
+    }
+    pub(crate) fn unparker(&self) -> &Unparker {
+        &self.1
+    }
+}
+
+impl Unparker {
+    pub(crate) fn unpark(&self) {
+        let (lock, cv) = &*self.0;
+        *lock.lock().unwrap() = true;
+        cv.notify_one();
+    }
+}

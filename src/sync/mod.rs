@@ -1,0 +1,21 @@
+//! The one concurrency shim.
+//!
+//! Every other module imports atomics, `Arc`, the snapshot cell, the work-stealing deques and
+//! the parker from here and never from `std::sync` directly. A normal build re-exports the real
+//! primitives (`std.rs`); a build with `RUSTFLAGS="--cfg switchyard_loom"` swaps in loom's
+//! atomics and lock-based stand-ins with the same API for what loom cannot model (`loom.rs`):
+//! `arc_swap` and `crossbeam_deque` have no loom support, so our loom models check *our*
+//! protocols (epochs, ledgers, parking, shutdown) on top of stand-ins that are obviously correct.
+#![allow(clippy::disallowed_types)]
+
+#[cfg(not(switchyard_loom))]
+mod std_impl;
+#[cfg(not(switchyard_loom))]
+pub(crate) use std_impl::*;
+
+#[cfg(switchyard_loom)]
+mod loom_impl;
+#[cfg(switchyard_loom)]
+pub(crate) use loom_impl::*;
+
+pub(crate) use crossbeam_utils::CachePadded;
