@@ -28,6 +28,7 @@
 //! ```
 //!
 //! See `docs/architecture.md` for the flow and the table of every atomic and its ordering.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 

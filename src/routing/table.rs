@@ -329,6 +329,14 @@ impl RoutingTable {
         self.route_slot(id).map(|s| &*self.routes[s as usize].name)
     }
 
+    /// The capabilities a route offers in this snapshot.
+    ///
+    /// Used by tests and the fuzz targets to check that a route serves a task's requirements.
+    #[doc(hidden)]
+    pub fn route_capabilities(&self, id: RouteId) -> Option<CapSet> {
+        self.route_slot(id).map(|s| self.routes[s as usize].caps)
+    }
+
     /// The name of a node.
     pub fn node_name(&self, id: NodeId) -> Option<&str> {
         self.node(id).map(|n| &*n.name)

@@ -1,0 +1,310 @@
+//! Concurrency through the public API: capacity under many threads, every task ends exactly
+//! once under concurrent submitters and completers, with dropped tickets, across shutdown.
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use switchyard::{
+    Backend, BuildError, Completion, Dispatcher, NodeSpec, Outcome, RouteError, RouteOptions,
+    Router, SubmitError, Task, Ticket,
+};
+
+#[test]
+fn capacity_is_never_exceeded_under_many_threads() {
+    const CAP: u32 = 5;
+    let router = Router::builder()
+        .nodes((0..3).map(|i| {
+            NodeSpec::new(format!("n{i}"))
+                .max_concurrency(CAP)
+                .max_tokens_in_flight(1_000)
+        }))
+        .build()
+        .unwrap();
+    // Per node: how many leases are held right now, and the most ever seen.
+    let held: Arc<Vec<AtomicU64>> = Arc::new((0..3).map(|_| AtomicU64::new(0)).collect());
+    let peak: Arc<Vec<AtomicU64>> = Arc::new((0..3).map(|_| AtomicU64::new(0)).collect());
+    let saturated = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let (router, held, peak, saturated) = (
+                router.clone(),
+                held.clone(),
+                peak.clone(),
+                saturated.clone(),
+            );
+            thread::spawn(move || {
+                let mut reader = router.reader();
+                for i in 0..3_000u64 {
+                    // 20 + 30 tokens: the token limit (1000) allows 20, concurrency allows 5.
+                    match reader.route(&Task::new(t * 10_000 + i, 20, 30)) {
+                        Ok((_, lease)) => {
+                            let n = lease.route().head().0 as usize;
+                            let now = held[n].fetch_add(1, Ordering::SeqCst) + 1;
+                            peak[n].fetch_max(now, Ordering::SeqCst);
+                            if i % 7 == 0 {
+                                thread::yield_now();
+                            }
+                            held[n].fetch_sub(1, Ordering::SeqCst);
+                            drop(lease);
+                        }
+                        Err(RouteError::Saturated) => {
+                            saturated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for p in peak.iter() {
+        // `held` is incremented after the reservation and decremented before the release,
+        // so it can only under-count the ledger: its peak bounds what the ledger allowed.
+        assert!(p.load(Ordering::SeqCst) <= CAP as u64);
+    }
+    assert!(router.ledgers_are_zero());
+}
+
+/// Completes every ticket on a pool of completer threads; drops every 5th; panics on id 13.
+struct Pool {
+    tx: Mutex<mpsc::Sender<(Task, Ticket)>>,
+    dispatched: AtomicUsize,
+    rejected: AtomicUsize,
+}
+
+impl Backend for Pool {
+    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+        self.dispatched.fetch_add(1, Ordering::SeqCst);
+        if task.id == 13 {
+            panic!("backend bug on purpose");
+        }
+        self.tx.lock().unwrap().send((task, ticket)).unwrap();
+    }
+    fn reject(&self, _task: Task, _error: RouteError) {
+        self.rejected.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn every_task_ends_exactly_once_across_shutdown() {
+    let router = Router::builder()
+        .nodes((0..4).map(|i| NodeSpec::new(format!("n{i}")).max_concurrency(64)))
+        .build()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<(Task, Ticket)>();
+    let backend = Pool {
+        tx: Mutex::new(tx),
+        dispatched: AtomicUsize::new(0),
+        rejected: AtomicUsize::new(0),
+    };
+    let rx = Arc::new(Mutex::new(rx));
+    let completers: Vec<_> = (0..2)
+        .map(|_| {
+            let rx = rx.clone();
+            thread::spawn(move || loop {
+                let msg = rx.lock().unwrap().recv();
+                match msg {
+                    Ok((task, ticket)) => {
+                        if task.id % 5 == 0 {
+                            drop(ticket); // abandoned
+                        } else if task.id % 5 == 1 {
+                            ticket.complete(Completion::failure(Outcome::ServerError, 1.0));
+                        } else {
+                            ticket.complete(Completion::success(2.0, task.output_tokens));
+                        }
+                    }
+                    Err(_) => return,
+                }
+            })
+        })
+        .collect();
+    let d = Arc::new(
+        Dispatcher::builder(router.clone())
+            .workers(2)
+            .capacity(256)
+            .control_interval(Some(Duration::from_millis(1)))
+            .build(backend)
+            .unwrap(),
+    );
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let submitters: Vec<_> = (0..4u64)
+        .map(|s| {
+            let (d, accepted, refused) = (d.clone(), accepted.clone(), refused.clone());
+            thread::spawn(move || {
+                for i in 0..5_000u64 {
+                    let task = Task::new(s * 100_000 + i, 50, 5);
+                    match d.submit(task) {
+                        Ok(()) => {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(SubmitError::Full(t)) | Err(SubmitError::ShutDown(t)) => {
+                            assert_eq!(t, task, "the task comes back untouched");
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Shut down while the submitters are still running.
+    thread::sleep(Duration::from_millis(5));
+    d.shutdown();
+    for s in submitters {
+        s.join().unwrap();
+    }
+    assert!(d.wait_for_tickets(Duration::from_secs(10)), "tickets drain");
+    let m = d.metrics();
+    let accepted = accepted.load(Ordering::SeqCst);
+    assert_eq!(accepted + refused.load(Ordering::SeqCst), 20_000);
+    assert_eq!(m.submitted, accepted);
+    assert_eq!(m.refused, refused.load(Ordering::SeqCst));
+    let finished: u64 = m.outcomes.iter().sum();
+    assert_eq!(
+        m.dispatched + m.no_route_total(),
+        accepted,
+        "every accepted task was routed or rejected"
+    );
+    assert_eq!(
+        finished, m.dispatched,
+        "every dispatched task ended exactly once"
+    );
+    assert_eq!(m.in_flight, 0);
+    assert_eq!(m.queued, 0);
+    assert_eq!(m.decision_latency.count, accepted);
+    if m.dispatched > 13 {
+        assert!(d.backend_panics() <= 1);
+    }
+    assert!(router.ledgers_are_zero(), "every lease released");
+    // After shutdown, submissions are refused with the task handed back.
+    let t = Task::new(99, 1, 1);
+    assert_eq!(d.submit(t), Err(SubmitError::ShutDown(t)));
+    drop(d);
+    for c in completers {
+        c.join().unwrap();
+    }
+}
+
+struct Hold(Mutex<Vec<Ticket>>);
+impl Backend for Hold {
+    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+        self.0.lock().unwrap().push(ticket);
+    }
+}
+
+#[test]
+fn full_queue_hands_the_task_back_and_metrics_add_up() {
+    let router = Router::builder()
+        .node(NodeSpec::new("a").max_concurrency(2))
+        .build()
+        .unwrap();
+    let d = Dispatcher::builder(router.clone())
+        .workers(1)
+        .capacity(1)
+        .control_interval(None)
+        .build(Hold(Mutex::new(Vec::new())))
+        .unwrap();
+    let mut full = 0;
+    for i in 0..2_000 {
+        match d.submit(Task::new(i, 10, 10)) {
+            Ok(()) => {}
+            Err(SubmitError::Full(t)) => {
+                assert_eq!(t.id, i);
+                full += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // Make sure at least three tasks got in (retrying while the queue is full).
+    let mut id = 10_000;
+    while d.metrics().submitted < 3 {
+        if d.submit(Task::new(id, 10, 10)).is_err() {
+            full += 1;
+            thread::yield_now();
+        }
+        id += 1;
+    }
+    d.shutdown();
+    let m = d.metrics();
+    assert!(
+        full > 0,
+        "a capacity of 1 must refuse some of 2000 rapid submits"
+    );
+    assert_eq!(m.refused, full);
+    // Two leases fit; the rest found the node saturated.
+    assert_eq!(m.dispatched, 2);
+    assert_eq!(m.no_route_total(), m.submitted - 2);
+    assert!(m
+        .no_route
+        .iter()
+        .any(|&(n, c)| n == "saturated" && c == m.submitted - 2));
+    assert_eq!(m.in_flight, 2);
+    assert_eq!(m.nodes[0].in_flight, 2);
+    assert!((m.nodes[0].utilization - 1.0).abs() < 1e-9);
+    assert!(m.balance_deviation.abs() < 1e-9);
+    assert!(!format!("{d:?}").is_empty());
+    assert!(d.router().in_flight() == 2);
+    assert_eq!(d.queued(), 0);
+}
+
+#[test]
+fn builder_rejects_bad_settings() {
+    let router = Router::builder().node(NodeSpec::new("a")).build().unwrap();
+    let e = Dispatcher::builder(router.clone())
+        .workers(0)
+        .build(Hold(Mutex::new(vec![])))
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        BuildError::InvalidSetting {
+            field: "workers",
+            ..
+        }
+    ));
+    let e = Dispatcher::builder(router.clone())
+        .capacity(0)
+        .build(Hold(Mutex::new(vec![])))
+        .unwrap_err();
+    assert!(e.to_string().contains("capacity"));
+    let e = Dispatcher::builder(router)
+        .control_interval(Some(Duration::ZERO))
+        .build(Hold(Mutex::new(vec![])))
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        BuildError::InvalidSetting {
+            field: "control_interval",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn idle_workers_park_and_wake_for_new_work() {
+    struct Count(AtomicU64);
+    impl Backend for Count {
+        fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            ticket.complete(Completion::success(1.0, 1));
+        }
+    }
+    let router = Router::builder().node(NodeSpec::new("a")).build().unwrap();
+    let d = Dispatcher::builder(router)
+        .workers(2)
+        .spin_rounds(1)
+        .pin_cores(true)
+        .build(Count(AtomicU64::new(0)))
+        .unwrap();
+    for round in 0..20u64 {
+        // Let the workers go idle and park between bursts.
+        thread::sleep(Duration::from_millis(2));
+        for i in 0..10 {
+            d.submit(Task::new(round * 100 + i, 1, 1)).unwrap();
+        }
+    }
+    d.shutdown();
+    assert_eq!(d.metrics().outcome(Outcome::Success), 200);
+}

@@ -1,0 +1,79 @@
+//! The steady-state decision allocates nothing: a counting global allocator watches
+//! `RouteReader::route` + lease drop after a warm-up.
+#![allow(unsafe_code)] // a counting global allocator needs it; the library itself forbids unsafe
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use switchyard::{ChainSpec, NodeSpec, Router, Task};
+
+struct Counting;
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// Forwards to the system allocator and counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn routing_allocates_nothing_in_steady_state() {
+    let caps = ["chat", "code", "long-context", "vision"];
+    let router = Router::builder()
+        .capabilities(caps)
+        .nodes((0..64).map(|i| {
+            NodeSpec::new(format!("n{i}"))
+                .capabilities(caps.iter().copied().take(1 + i % 4))
+                .capability_score("chat", 0.5 + (i % 5) as f64 / 10.0)
+        }))
+        .chain(ChainSpec::new("c", ["n1", "n2"]))
+        .build()
+        .unwrap();
+    let sets = [
+        router.resolve::<&str>(&[]).unwrap(),
+        router.resolve(&["chat"]).unwrap(),
+        router.resolve(&["code"]).unwrap(),
+        router.resolve(&["chat", "long-context"]).unwrap(),
+        router.resolve(&["vision"]).unwrap(),
+    ];
+    let tasks: Vec<Task> = (0..1000u64)
+        .map(|i| {
+            Task::new(i, 100 + i as u32 % 4000, 10 + i as u32 % 200)
+                .require(sets[i as usize % sets.len()])
+                .max_latency_ms(if i % 3 == 0 { 100_000 } else { u32::MAX })
+        })
+        .collect();
+    let mut reader = router.reader();
+    for t in &tasks {
+        drop(reader.route(t).unwrap());
+    }
+    COUNTING.store(true, Ordering::SeqCst);
+    let mut ok = 0;
+    for _ in 0..10 {
+        for t in &tasks {
+            if let Ok((_routes, lease)) = reader.route(t) {
+                ok += 1;
+                drop(lease);
+            }
+        }
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(ok, 10_000);
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations on the routing hot path"
+    );
+}
