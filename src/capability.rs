@@ -63,6 +63,14 @@ impl CapSet {
         missing == 0
     }
 
+    /// Number of capabilities in both sets.
+    #[inline]
+    pub fn intersection_len(&self, other: &CapSet) -> usize {
+        (0..WORDS)
+            .map(|i| (self.0[i] & other.0[i]).count_ones() as usize)
+            .sum()
+    }
+
     /// The union of two sets.
     pub fn union(&self, other: &CapSet) -> CapSet {
         let mut out = *self;

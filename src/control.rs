@@ -24,9 +24,9 @@ use crate::capability::{CapSet, CapabilityRegistry};
 use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::model::{HealthStatus, NodeId, Outcome};
-use crate::node::{unpack0, unpack1, ChainSpec, NodeLive, NodeSpec, Resolved};
+use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
 use crate::routing::table::{ChainInput, NodeInput, RoutingTable, ScoringWeights};
-use crate::sync::{Arc, SnapshotCell};
+use crate::sync::{arc_from_std, Arc, SnapshotCell};
 
 /// Most nodes one router holds (node ids stay below this).
 pub const MAX_NODES: usize = 1 << 20;
@@ -127,7 +127,7 @@ impl Controller {
         };
         self.nodes.push(NodeState {
             id,
-            name: spec.name.as_str().into(),
+            name: arc_from_std(spec.name.as_str().into()),
             spec,
             res,
             live,
@@ -251,13 +251,7 @@ impl Controller {
             .iter()
             .map(|n| {
                 let (w0, w1) = n.live.load();
-                let (c, _, _) = unpack0(w0);
-                let (m, t) = unpack1(w1);
-                let (cc, _, _) = unpack0(n.res.cap0);
-                let (cm, ct) = unpack1(n.res.cap1);
-                (c as f64 / cc.max(1) as f64)
-                    .max(m as f64 / cm.max(1) as f64)
-                    .max(t as f64 / ct.max(1) as f64)
+                Amounts::unpack(w0, w1).utilization(&n.res.cap)
             })
             .collect();
         let mean = if utils.is_empty() {
@@ -318,7 +312,7 @@ impl Controller {
             })
             .map(|c| ChainInput {
                 number: c.number,
-                name: c.spec.name.as_str().into(),
+                name: arc_from_std(c.spec.name.as_str().into()),
                 stages: c.stages.clone(),
                 caps: c.caps,
             })
@@ -339,24 +333,16 @@ impl Controller {
     }
 
     /// Live state of every node, current and draining, for reports.
-    pub(crate) fn live_nodes(&self) -> Vec<(Arc<str>, Arc<NodeLive>, u64, u64, bool)> {
-        self.nodes
+    pub(crate) fn live_nodes(&self) -> Vec<(Arc<str>, Arc<NodeLive>, Amounts, bool)> {
+        let current = self
+            .nodes
             .iter()
-            .map(|n| {
-                (
-                    n.name.clone(),
-                    n.live.clone(),
-                    n.res.cap0,
-                    n.res.cap1,
-                    false,
-                )
-            })
-            .chain(
-                self.retired
-                    .iter()
-                    .map(|(name, l)| (name.clone(), l.clone(), 0, 0, true)),
-            )
-            .collect()
+            .map(|n| (n.name.clone(), n.live.clone(), n.res.cap, false));
+        let draining = self
+            .retired
+            .iter()
+            .map(|(name, l)| (name.clone(), l.clone(), Amounts::default(), true));
+        current.chain(draining).collect()
     }
 
     pub(crate) fn node_specs(&self) -> Vec<NodeSpec> {

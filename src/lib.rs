@@ -42,6 +42,7 @@ mod model;
 mod node;
 mod router;
 mod routing;
+pub mod sim;
 mod sync;
 
 pub use capability::{CapSet, CapabilityRegistry, MAX_CAPABILITIES};
@@ -56,6 +57,6 @@ pub use model::{
     RouteConstraints, RouteId, RouteOptions, Task, TaskAllocation, TenantId, MAX_ALTERNATIVES,
     MAX_STAGES,
 };
-pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY};
+pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY, MAX_LEDGER_24};
 pub use router::{RouteReader, Router, RouterBuilder, RoutingEngine};
 pub use routing::{Lease, RoutingTable, ScoringWeights};

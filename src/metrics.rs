@@ -16,7 +16,7 @@
 use hdrhistogram::Histogram;
 
 use crate::model::Outcome;
-use crate::node::{unpack0, unpack1, NodeLive};
+use crate::node::{Amounts, NodeLive};
 use crate::sync::{AtomicU64, Ordering};
 
 const SUB: u64 = 128;
@@ -153,19 +153,15 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    pub(crate) fn read(name: &str, live: &NodeLive, cap0: u64, cap1: u64, draining: bool) -> Self {
+    pub(crate) fn read(name: &str, live: &NodeLive, cap: &Amounts, draining: bool) -> Self {
         let (w0, w1) = live.load();
-        let (c, _, _) = unpack0(w0);
-        let (m, t) = unpack1(w1);
-        let (cc, _, _) = unpack0(cap0);
-        let (cm, ct) = unpack1(cap1);
-        let share = |x: u64, cap: u64| if cap == 0 { 0.0 } else { x as f64 / cap as f64 };
+        let a = Amounts::unpack(w0, w1);
         Self {
             name: name.to_string(),
-            in_flight: c,
-            utilization: share(c, cc).max(share(m, cm)).max(share(t, ct)),
-            memory_mb: m,
-            tokens_in_flight: t,
+            in_flight: a.inflight,
+            utilization: a.utilization(cap),
+            memory_mb: a.memory_mb,
+            tokens_in_flight: a.tokens,
             leases: live.leases(),
             outcomes: live.outcomes(),
             latency_ewma_ms: live.latency_ewma_ms(),

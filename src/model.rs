@@ -369,6 +369,12 @@ pub struct RouteOptions {
     pub constraints: RouteConstraints,
 }
 
+impl Default for RouteOptions {
+    fn default() -> Self {
+        Self::new(RouteConstraints::default())
+    }
+}
+
 impl RouteOptions {
     pub(crate) fn new(constraints: RouteConstraints) -> Self {
         Self {
@@ -378,14 +384,42 @@ impl RouteOptions {
         }
     }
 
-    pub(crate) fn push(&mut self, c: RouteChoice) -> bool {
-        if (self.len as usize) < self.choices.len() {
-            self.choices[self.len as usize] = c;
-            self.len += 1;
-            true
-        } else {
-            false
-        }
+    /// Empties the options for a new decision (the buffer is reused, not re-initialised).
+    #[inline]
+    pub(crate) fn reset(&mut self, constraints: RouteConstraints) {
+        self.len = 0;
+        self.constraints = constraints;
+    }
+
+    /// The next free slot, to be filled in place and then committed.
+    #[inline]
+    pub(crate) fn next_slot(&mut self) -> Option<&mut RouteChoice> {
+        self.choices.get_mut(self.len as usize)
+    }
+
+    #[inline]
+    pub(crate) fn commit_slot(&mut self) {
+        self.len += 1;
+    }
+
+    #[inline]
+    pub(crate) fn choices_mut(&mut self) -> &mut [RouteChoice] {
+        &mut self.choices[..self.len as usize]
+    }
+
+    #[inline]
+    pub(crate) fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n as u8);
+    }
+
+    /// Number of routes (primary plus alternatives).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether there is no route (only in a buffer that was never filled).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Every route, primary first.
@@ -428,17 +462,28 @@ mod test {
     #[test]
     fn options_hold_at_most_capacity() {
         let mut o = RouteOptions::new(RouteConstraints::default());
+        assert!(o.is_empty());
         for i in 0..10 {
-            let mut c = RouteChoice::default();
-            c.route.route = RouteId(i);
-            let pushed = o.push(c);
+            let pushed = match o.next_slot() {
+                Some(c) => {
+                    c.route.route = RouteId(i);
+                    o.commit_slot();
+                    true
+                }
+                None => false,
+            };
             assert_eq!(pushed, (i as usize) < 1 + MAX_ALTERNATIVES);
         }
+        assert_eq!(o.len(), 5);
         assert_eq!(o.choices().len(), 1 + MAX_ALTERNATIVES);
         assert_eq!(o.primary().route.route, RouteId(0));
         assert_eq!(o.alternatives().len(), MAX_ALTERNATIVES);
         assert_eq!(o.estimated_costs().count(), 5);
         assert_eq!(o.confidence_scores().nth(1).unwrap().0, RouteId(1));
+        o.truncate(2);
+        assert_eq!(o.alternatives().len(), 1);
+        o.reset(RouteConstraints::default());
+        assert!(o.is_empty());
     }
 
     #[test]

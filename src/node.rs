@@ -6,15 +6,16 @@
 //!
 //! | word | bits 0–15 | bits 16–39 | bits 40–63 |
 //! | --- | --- | --- | --- |
-//! | `w0` | tasks in flight | CPU, 1/1000 core | GPU, 1/1000 device |
+//! | `w0` | tasks in flight | memory, MB | tokens in flight |
 //!
 //! | word | bits 0–31 | bits 32–63 |
 //! | --- | --- | --- |
-//! | `w1` | memory, MB | tokens in flight |
+//! | `w1` | CPU, 1/1000 core | GPU, 1/1000 device |
 //!
-//! A reservation claims `w1` first, then `w0`, and gives `w1` back if `w0` is full. Each CAS
-//! checks every field against the node's capacity before adding, and a field's sum never
-//! exceeds its capacity, which is below the field's width, so no carry crosses fields.
+//! A reservation claims `w0` with one CAS; only a node whose tasks hold CPU or GPU also claims
+//! `w1`, giving `w0` back if `w1` is full. Each CAS checks every field against the node's
+//! capacity before adding, and a field's sum never exceeds its capacity, which fits the
+//! field's width, so no carry crosses fields.
 //!
 //! # Orderings
 //! Ledger RMWs are `Relaxed`: the capacity invariant concerns one location at a time, and every
@@ -28,7 +29,9 @@ use crate::sync::{AtomicU64, CachePadded, Ordering};
 
 /// Most tasks in flight on one node (the 16-bit ledger field).
 pub const MAX_CONCURRENCY: u32 = u16::MAX as u32;
-const MAX_MILLIS: u64 = (1 << 24) - 1;
+/// Largest memory (MB) and tokens-in-flight capacity of one node (the 24-bit ledger fields).
+pub const MAX_LEDGER_24: u32 = (1 << 24) - 1;
+const MAX_MILLIS: u64 = u32::MAX as u64;
 
 /// A model backend: capacity, speed model, price and capabilities.
 ///
@@ -229,6 +232,18 @@ impl NodeSpec {
         if self.memory_mb == 0 {
             return Err(zero("memory_mb"));
         }
+        for (field, v) in [
+            ("max_tokens_in_flight", self.max_tokens_in_flight),
+            ("memory_mb", self.memory_mb),
+        ] {
+            if v > MAX_LEDGER_24 {
+                return Err(ConfigError::CapacityTooLarge {
+                    node: self.name.clone(),
+                    field,
+                    max: MAX_LEDGER_24 as u64,
+                });
+            }
+        }
         let big = MAX_MILLIS as f64 / 1000.0;
         let cpu = num("cpu_cores", self.cpu_cores, 0.0, big, false)?;
         let gpu = num("gpus", self.gpus, 0.0, big, false)?;
@@ -303,8 +318,13 @@ impl NodeSpec {
         Ok(Resolved {
             caps,
             scores: scores.into_boxed_slice(),
-            cap0: pack0(self.max_concurrency as u64, cpu_millis, gpu_millis),
-            cap1: pack1(self.memory_mb as u64, self.max_tokens_in_flight as u64),
+            cap: Amounts {
+                inflight: self.max_concurrency as u64,
+                memory_mb: self.memory_mb as u64,
+                tokens: self.max_tokens_in_flight as u64,
+                cpu_millis,
+                gpu_millis,
+            },
             cpu_millis_per_task: (cpu_t * 1000.0).round() as u32,
             gpu_millis_per_task: (gpu_t * 1000.0).round() as u32,
             kv_mb_per_token: kv / 1000.0,
@@ -323,8 +343,7 @@ impl NodeSpec {
 pub(crate) struct Resolved {
     pub(crate) caps: CapSet,
     pub(crate) scores: Box<[(u16, f32)]>,
-    pub(crate) cap0: u64,
-    pub(crate) cap1: u64,
+    pub(crate) cap: Amounts,
     pub(crate) cpu_millis_per_task: u32,
     pub(crate) gpu_millis_per_task: u32,
     pub(crate) kv_mb_per_token: f64,
@@ -374,37 +393,64 @@ impl ChainSpec {
 
 // ===== ledger packing =====
 
-pub(crate) const fn pack0(inflight: u64, cpu_millis: u64, gpu_millis: u64) -> u64 {
-    inflight | (cpu_millis << 16) | (gpu_millis << 40)
+/// Ledger amounts, unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Amounts {
+    pub(crate) inflight: u64,
+    pub(crate) memory_mb: u64,
+    pub(crate) tokens: u64,
+    pub(crate) cpu_millis: u64,
+    pub(crate) gpu_millis: u64,
 }
 
-pub(crate) const fn pack1(memory_mb: u64, tokens: u64) -> u64 {
-    memory_mb | (tokens << 32)
+const M16: u64 = 0xFFFF;
+const M24: u64 = 0xFF_FFFF;
+const M32: u64 = 0xFFFF_FFFF;
+
+impl Amounts {
+    /// The two ledger words. Fields must fit their widths (validated capacities guarantee it
+    /// for capacities and for every sum that fits under them).
+    #[inline]
+    pub(crate) const fn pack(&self) -> (u64, u64) {
+        (
+            (self.inflight & M16) | ((self.memory_mb & M24) << 16) | ((self.tokens & M24) << 40),
+            (self.cpu_millis & M32) | ((self.gpu_millis & M32) << 32),
+        )
+    }
+
+    #[inline]
+    pub(crate) const fn unpack(w0: u64, w1: u64) -> Self {
+        Self {
+            inflight: w0 & M16,
+            memory_mb: (w0 >> 16) & M24,
+            tokens: w0 >> 40,
+            cpu_millis: w1 & M32,
+            gpu_millis: w1 >> 32,
+        }
+    }
+
+    /// The largest of the in-flight, memory and token shares of `cap` (0–1).
+    pub(crate) fn utilization(&self, cap: &Amounts) -> f64 {
+        let share = |x: u64, c: u64| if c == 0 { 0.0 } else { x as f64 / c as f64 };
+        share(self.inflight, cap.inflight)
+            .max(share(self.memory_mb, cap.memory_mb))
+            .max(share(self.tokens, cap.tokens))
+            .min(1.0)
+    }
 }
 
-pub(crate) const fn unpack0(w: u64) -> (u64, u64, u64) {
-    (w & 0xFFFF, (w >> 16) & MAX_MILLIS, w >> 40)
-}
-
-pub(crate) const fn unpack1(w: u64) -> (u64, u64) {
-    (w & 0xFFFF_FFFF, w >> 32)
-}
-
-/// Whether `cur + add` fits under `cap` in every field of a word.
+/// Whether `cur + add` fits under `cap` in every field of word 0.
 #[inline]
 pub(crate) fn fits0(cur: u64, add: u64, cap: u64) -> bool {
-    let (a, b, c) = unpack0(cur);
-    let (x, y, z) = unpack0(add);
-    let (p, q, r) = unpack0(cap);
-    a + x <= p && b + y <= q && c + z <= r
+    (cur & M16) + (add & M16) <= (cap & M16)
+        && ((cur >> 16) & M24) + ((add >> 16) & M24) <= ((cap >> 16) & M24)
+        && (cur >> 40) + (add >> 40) <= (cap >> 40)
 }
 
+/// Whether `cur + add` fits under `cap` in every field of word 1.
 #[inline]
 pub(crate) fn fits1(cur: u64, add: u64, cap: u64) -> bool {
-    let (a, b) = unpack1(cur);
-    let (x, y) = unpack1(add);
-    let (p, q) = unpack1(cap);
-    a + x <= p && b + y <= q
+    (cur & M32) + (add & M32) <= (cap & M32) && (cur >> 32) + (add >> 32) <= (cap >> 32)
 }
 
 /// Per-node state that changes on every call, shared by every snapshot that holds the node
@@ -457,15 +503,29 @@ impl NodeLive {
         )
     }
 
-    /// Claims `add0`/`add1` if they fit under `cap0`/`cap1`; all or nothing.
+    /// As [`load`](Self::load), reading `w1` only when `both` (it is zero for nodes whose
+    /// tasks hold no CPU or GPU).
+    #[inline]
+    pub(crate) fn load_for(&self, both: bool) -> (u64, u64) {
+        let w0 = self.ledger.w0.load(Ordering::Relaxed);
+        let w1 = if both {
+            self.ledger.w1.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        (w0, w1)
+    }
+
+    /// Claims `add0`/`add1` if they fit under `cap0`/`cap1`; all or nothing. `w1` is touched
+    /// only when `add1` is non-zero.
     #[inline]
     pub(crate) fn try_reserve(&self, add0: u64, add1: u64, cap0: u64, cap1: u64) -> bool {
-        if !cas_add(&self.ledger.w1, add1, |cur| fits1(cur, add1, cap1)) {
+        if !cas_add(&self.ledger.w0, add0, |cur| fits0(cur, add0, cap0)) {
             return false;
         }
-        if !cas_add(&self.ledger.w0, add0, |cur| fits0(cur, add0, cap0)) {
-            // Give w1 back: we added exactly add1 and nobody else can remove our share.
-            self.ledger.w1.fetch_sub(add1, Ordering::Relaxed);
+        if add1 != 0 && !cas_add(&self.ledger.w1, add1, |cur| fits1(cur, add1, cap1)) {
+            // Give w0 back: we added exactly add0 and nobody else can remove our share.
+            self.ledger.w0.fetch_sub(add0, Ordering::Relaxed);
             return false;
         }
         // Relaxed: a statistic.
@@ -480,7 +540,9 @@ impl NodeLive {
         // Relaxed: see the module's orderings; the subtraction cannot underflow because these
         // exact amounts were added by the matching reservation.
         self.ledger.w0.fetch_sub(add0, Ordering::Relaxed);
-        self.ledger.w1.fetch_sub(add1, Ordering::Relaxed);
+        if add1 != 0 {
+            self.ledger.w1.fetch_sub(add1, Ordering::Relaxed);
+        }
     }
 
     /// Records one finished task.
@@ -563,31 +625,61 @@ mod test {
         r
     }
 
+    fn amt(inflight: u64, memory_mb: u64, tokens: u64, cpu_millis: u64) -> (u64, u64) {
+        Amounts {
+            inflight,
+            memory_mb,
+            tokens,
+            cpu_millis,
+            gpu_millis: 0,
+        }
+        .pack()
+    }
+
     #[test]
     fn packing_round_trips() {
-        let w = pack0(65_535, MAX_MILLIS, MAX_MILLIS);
-        assert_eq!(unpack0(w), (65_535, MAX_MILLIS, MAX_MILLIS));
-        assert_eq!(unpack1(pack1(u32::MAX as u64, 7)), (u32::MAX as u64, 7));
-        assert!(fits0(pack0(1, 2, 3), pack0(1, 0, 0), pack0(2, 2, 3)));
-        assert!(!fits0(pack0(1, 2, 3), pack0(0, 0, 1), pack0(2, 2, 3)));
-        assert!(!fits1(pack1(10, 5), pack1(1, 0), pack1(10, 100)));
+        let a = Amounts {
+            inflight: 65_535,
+            memory_mb: M24,
+            tokens: M24,
+            cpu_millis: M32,
+            gpu_millis: 7,
+        };
+        let (w0, w1) = a.pack();
+        assert_eq!(Amounts::unpack(w0, w1), a);
+        let cap = amt(2, 10, 10, 5);
+        assert!(fits0(amt(1, 2, 3, 0).0, amt(1, 8, 7, 0).0, cap.0));
+        assert!(!fits0(amt(1, 2, 3, 0).0, amt(0, 9, 0, 0).0, cap.0));
+        assert!(!fits0(amt(1, 2, 3, 0).0, amt(0, 0, 8, 0).0, cap.0));
+        assert!(!fits0(amt(2, 0, 0, 0).0, amt(1, 0, 0, 0).0, cap.0));
+        assert!(!fits1(amt(0, 0, 0, 5).1, amt(0, 0, 0, 1).1, cap.1));
+        let full = Amounts {
+            inflight: 1,
+            memory_mb: 5,
+            tokens: 10,
+            ..Default::default()
+        };
+        assert!((full.utilization(&Amounts::unpack(cap.0, cap.1)) - 1.0).abs() < 1e-12);
     }
 
     #[test]
     fn reserve_is_all_or_nothing() {
         let live = NodeLive::new(NodeId(1));
-        let cap0 = pack0(2, 0, 0);
-        let cap1 = pack1(100, 1000);
-        assert!(live.try_reserve(pack0(1, 0, 0), pack1(60, 10), cap0, cap1));
+        let (cap0, cap1) = amt(2, 100, 1000, 1500);
+        let (a0, a1) = amt(1, 60, 10, 1000);
+        assert!(live.try_reserve(a0, a1, cap0, cap1));
         // memory would exceed: nothing is taken
-        assert!(!live.try_reserve(pack0(1, 0, 0), pack1(60, 10), cap0, cap1));
-        assert_eq!(live.load(), (pack0(1, 0, 0), pack1(60, 10)));
-        assert!(live.try_reserve(pack0(1, 0, 0), pack1(40, 10), cap0, cap1));
-        // concurrency full: w1 must be rolled back
-        assert!(!live.try_reserve(pack0(1, 0, 0), pack1(0, 1), cap0, cap1));
-        assert_eq!(live.load(), (pack0(2, 0, 0), pack1(100, 20)));
-        live.release(pack0(1, 0, 0), pack1(60, 10));
-        live.release(pack0(1, 0, 0), pack1(40, 10));
+        assert!(!live.try_reserve(a0, 0, cap0, cap1));
+        assert_eq!(live.load(), (a0, a1));
+        // cpu would exceed: w0 must be rolled back
+        let (b0, b1) = amt(1, 40, 10, 1000);
+        assert!(!live.try_reserve(b0, b1, cap0, cap1));
+        assert_eq!(live.load(), (a0, a1));
+        assert!(live.try_reserve(b0, 0, cap0, cap1));
+        // concurrency full
+        assert!(!live.try_reserve(amt(1, 0, 0, 0).0, 0, cap0, cap1));
+        live.release(a0, a1);
+        live.release(b0, 0);
         assert_eq!(live.load(), (0, 0));
         assert_eq!(live.leases(), 2);
     }

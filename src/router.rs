@@ -7,7 +7,7 @@ use crate::model::{HealthStatus, ModelChain, NodeId, RouteOptions, Task};
 use crate::node::{ChainSpec, NodeSpec};
 use crate::routing::engine::{self, Lease, Rng};
 use crate::routing::table::{RoutingTable, ScoringWeights};
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotReader};
+use crate::sync::{arc_from_std, Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotReader};
 
 /// The seed's `RoutingEngine`: plan routes, reserve the best feasible one, validate a route.
 pub trait RoutingEngine {
@@ -167,7 +167,7 @@ impl RouterBuilder {
                 control: Mutex::new(ctl),
                 clock: self
                     .clock
-                    .unwrap_or_else(|| Arc::new(SystemClock::default())),
+                    .unwrap_or_else(|| arc_from_std(std::sync::Arc::new(SystemClock::default()))),
                 seed: AtomicU64::new(self.seed),
                 lease_timeout_ms: self.lease_timeout_ms,
             }),
@@ -304,16 +304,26 @@ impl Router {
             .all(|(_, live, ..)| live.load() == (0, 0))
     }
 
+    /// Live figures of every node, current then draining (takes the control lock briefly:
+    /// for reports, not for the hot path).
+    pub fn node_metrics(&self) -> Vec<crate::metrics::NodeMetrics> {
+        self.live_nodes()
+    }
+
     pub(crate) fn live_nodes(&self) -> Vec<crate::metrics::NodeMetrics> {
         self.control()
             .live_nodes()
             .into_iter()
-            .map(|(name, live, cap0, cap1, draining)| {
-                crate::metrics::NodeMetrics::read(&name, &live, cap0, cap1, draining)
+            .map(|(name, live, cap, draining)| {
+                crate::metrics::NodeMetrics::read(&name, &live, &cap, draining)
             })
             .collect()
     }
 }
+
+// Under loom every modelled thread runs on one OS thread: use loom's per-model-thread locals.
+#[cfg(switchyard_loom)]
+use loom::thread_local;
 
 thread_local! {
     static RNG: std::cell::RefCell<Rng> = std::cell::RefCell::new(Rng::new(
@@ -338,7 +348,9 @@ impl ThreadIdCompat for std::thread::ThreadId {
 impl RoutingEngine for &Router {
     fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError> {
         let t = self.inner.table.load();
-        RNG.with(|r| engine::plan(&t, task, &mut r.borrow_mut()))
+        let mut out = RouteOptions::default();
+        RNG.with(|r| engine::plan(&t, task, &mut r.borrow_mut(), &mut out))?;
+        Ok(out)
     }
 
     fn optimize_allocation(
@@ -372,10 +384,25 @@ impl RouteReader {
     /// As [`RoutingEngine::calculate_routes`] and [`RoutingEngine::optimize_allocation`].
     #[inline]
     pub fn route(&mut self, task: &Task) -> Result<(RouteOptions, Lease), RouteError> {
-        let table = self.cache.load();
-        let options = engine::plan(table, task, &mut self.rng)?;
-        let lease = engine::allocate(table, &options, task, self.router.inner.lease_timeout_ms)?;
+        let mut options = RouteOptions::default();
+        let lease = self.route_into(task, &mut options)?;
         Ok((options, lease))
+    }
+
+    /// As [`route`](Self::route), writing the routes into a buffer the caller reuses (no
+    /// copy of the options on return).
+    ///
+    /// # Errors
+    /// As [`route`](Self::route); `options` then holds nothing useful.
+    #[inline]
+    pub fn route_into(
+        &mut self,
+        task: &Task,
+        options: &mut RouteOptions,
+    ) -> Result<Lease, RouteError> {
+        let table = self.cache.load();
+        engine::plan(table, task, &mut self.rng, options)?;
+        engine::allocate(table, options, task, self.router.inner.lease_timeout_ms)
     }
 
     /// The router this reader reads.
@@ -397,7 +424,9 @@ impl RouteReader {
 impl RoutingEngine for RouteReader {
     fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError> {
         let table = self.cache.load();
-        engine::plan(table, task, &mut self.rng)
+        let mut out = RouteOptions::default();
+        engine::plan(table, task, &mut self.rng, &mut out)?;
+        Ok(out)
     }
 
     fn optimize_allocation(

@@ -3,7 +3,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::{bump, new_ticket, Backend, Shared};
 use crate::clock::Stopwatch;
-use crate::model::Task;
+use crate::model::{RouteOptions, Task};
 use crate::routing::engine::Rng;
 use crate::sync::{Arc, Ordering, Parker, Steal, Worker};
 
@@ -124,10 +124,11 @@ fn handle<B: Backend>(
     task: Task,
 ) {
     let t0 = stopwatch.start();
-    let routed = reader.route(&task);
+    let mut routes = RouteOptions::default();
+    let routed = reader.route_into(&task, &mut routes);
     stats.latency.record(stopwatch.elapsed_ns(t0));
     match routed {
-        Ok((routes, lease)) => {
+        Ok(lease) => {
             bump(&stats.dispatched);
             let ticket = new_ticket(&shared.sink, lease, task.id);
             // A panicking backend must not take the worker (and the queue) down with it.

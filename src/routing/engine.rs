@@ -2,7 +2,7 @@
 //!
 //! 1. **Pool.** The shortest per-capability route list among the task's required bits (or all
 //!    routes). Every candidate still gets the full four-word capability check.
-//! 2. **Sample.** Small pools (≤ [`EXHAUSTIVE`] routes) are evaluated whole. Larger pools are
+//! 2. **Sample.** Pools no larger than the routes wanted are evaluated whole. Larger pools are
 //!    sampled at random without repeats, up to [`MAX_DRAWS`] draws, until `alternatives + 1`
 //!    feasible routes (at least two) are found. If fewer than two turn up, the pool is scanned
 //!    from a random start: the decision stays complete (a feasible route is always found when
@@ -20,15 +20,15 @@
 use crate::capability::CapSet;
 use crate::error::RouteError;
 use crate::model::{
-    AllocationResult, ModelChain, NodeId, Priority, ResourceConstraints, ResourceCost, ResourceMap,
+    AllocationResult, ModelChain, Priority, ResourceConstraints, ResourceCost, ResourceMap,
     RouteChoice, RouteOptions, Task, MAX_ALTERNATIVES, MAX_STAGES,
 };
-use crate::node::{fits0, fits1, pack0, pack1, unpack0, unpack1, NodeLive};
+use crate::node::{fits0, fits1, Amounts, NodeLive};
 use crate::routing::table::{NodeEntry, RouteEntry, RoutingTable};
 use crate::sync::Arc;
 
 /// Pools at most this large are evaluated whole.
-pub(crate) const EXHAUSTIVE: usize = 8;
+pub(crate) const EXHAUSTIVE: usize = 1 + MAX_ALTERNATIVES;
 /// Random draws before falling back to a scan.
 pub(crate) const MAX_DRAWS: usize = 16;
 
@@ -85,31 +85,51 @@ impl Miss {
 /// What one stage of a task demands of its node, in ledger units.
 #[inline]
 pub(crate) fn demand(n: &NodeEntry, task: &Task) -> (u64, u64) {
-    let tokens = task.total_tokens().min(u32::MAX as u64);
-    let mem = (tokens as f64 * n.kv_mb_per_token).ceil();
-    let mem = if mem >= u32::MAX as f64 {
-        u32::MAX as u64
+    // Clamped to the 24-bit field width: a demand that large never fits a validated
+    // capacity, so clamping only keeps it from spilling into the next field.
+    const MAX: u64 = crate::node::MAX_LEDGER_24 as u64;
+    let tokens = task.total_tokens().min(MAX);
+    // ceil without a libm call (no SSE4.1 `roundsd` in the baseline target).
+    let exact = tokens as f64 * n.kv_mb_per_token;
+    let floor = exact as u64; // saturating cast
+    let mem = if (floor as f64) < exact {
+        floor + 1
     } else {
-        mem as u64
-    };
-    (
-        pack0(
-            1,
-            n.cpu_millis_per_task as u64,
-            n.gpu_millis_per_task as u64,
-        ),
-        pack1(mem, tokens),
-    )
+        floor
+    }
+    .min(MAX);
+    Amounts {
+        inflight: 1,
+        memory_mb: mem,
+        tokens,
+        cpu_millis: n.cpu_millis_per_task as u64,
+        gpu_millis: n.gpu_millis_per_task as u64,
+    }
+    .pack()
 }
 
 #[inline]
-fn utilization(n: &NodeEntry, w0: u64, w1: u64) -> f64 {
-    let (inflight, _, _) = unpack0(w0);
-    let (mem, tok) = unpack1(w1);
-    let a = inflight as f64 * n.inv_conc;
-    let b = mem as f64 * n.inv_mem;
-    let c = tok as f64 * n.inv_tokens;
-    a.max(b).max(c).min(1.0)
+fn fmax(a: f64, b: f64) -> f64 {
+    // Operands are finite here; a plain compare avoids `f64::max`'s NaN handling.
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+#[inline]
+fn utilization(n: &NodeEntry, w0: u64) -> f64 {
+    let a = Amounts::unpack(w0, 0);
+    let x = a.inflight as f64 * n.inv_conc;
+    let y = a.memory_mb as f64 * n.inv_mem;
+    let z = a.tokens as f64 * n.inv_tokens;
+    let u = fmax(fmax(x, y), z);
+    if u > 1.0 {
+        1.0
+    } else {
+        u
+    }
 }
 
 #[inline]
@@ -117,29 +137,31 @@ fn capability_score(n: &NodeEntry, required: &CapSet) -> f64 {
     if n.scores.is_empty() || required.is_empty() {
         return 1.0;
     }
-    let (mut sum, mut count) = (0.0, 0u32);
-    for bit in required.iter() {
-        if !n.caps.contains(bit) {
-            continue; // offered by another stage of a chain
+    // Mean over the required capabilities this node offers (a chain's other stages may
+    // offer the rest); unscored ones count as 1.
+    let offered = n.caps.intersection_len(required);
+    if offered == 0 {
+        return 1.0;
+    }
+    let (mut sum, mut scored) = (0.0, 0usize);
+    for &(bit, s) in n.scores.iter() {
+        if required.contains(bit as usize) {
+            sum += s as f64;
+            scored += 1;
         }
-        let s = n
-            .scores
-            .iter()
-            .find(|&&(b, _)| b as usize == bit)
-            .map_or(1.0, |&(_, s)| s as f64);
-        sum += s;
-        count += 1;
     }
-    if count == 0 {
-        1.0
-    } else {
-        sum / count as f64
-    }
+    (sum + (offered - scored) as f64) / offered as f64
 }
 
-/// Evaluates one route for one task against the live ledgers.
+/// Evaluates one route for one task against the live ledgers, writing the candidate into
+/// `out` (left partially written on a miss).
 #[inline]
-fn evaluate(table: &RoutingTable, slot: u32, task: &Task) -> Result<RouteChoice, Miss> {
+fn evaluate(
+    table: &RoutingTable,
+    slot: u32,
+    task: &Task,
+    out: &mut RouteChoice,
+) -> Result<(), Miss> {
     let r: &RouteEntry = &table.routes[slot as usize];
     let req = &task.constraints.required;
     if !r.caps.contains_all(req) {
@@ -147,67 +169,70 @@ fn evaluate(table: &RoutingTable, slot: u32, task: &Task) -> Result<RouteChoice,
     }
     let w = &table.weights;
     let (input, output) = (task.input_tokens as f64, task.output_tokens as f64);
-    let mut cost = ResourceCost {
-        estimated_tokens: task.total_tokens(),
-        ..ResourceCost::default()
-    };
+    let tokens = task.total_tokens();
+    let (mut latency_sum, mut memory, mut cpu, mut price) = (0.0, 0.0, 0.0, 0.0);
     let (mut score, mut confidence, mut full) = (0.0, 1.0f64, false);
-    let mut chain = ModelChain {
-        route: r.id,
-        epoch: table.epoch,
-        slot,
-        stages: [NodeId(0); MAX_STAGES],
-        len: r.len,
-    };
+    out.route.route = r.id;
+    out.route.epoch = table.epoch;
+    out.route.slot = slot;
+    out.route.len = r.len;
     for (i, &s) in r.stages().iter().enumerate() {
         let n = &table.nodes[s as usize];
         if !n.eligible {
             return Err(Miss::Unhealthy);
         }
-        chain.stages[i] = n.id;
-        let (w0, w1) = n.live.load();
+        out.route.stages[i] = n.id;
         let (d0, d1) = demand(n, task);
-        full |= !(fits0(w0, d0, n.cap0) && fits1(w1, d1, n.cap1));
-        let u = utilization(n, w0, w1);
+        let (w0, w1) = n.live.load_for(d1 != 0);
+        full |= !(fits0(w0, d0, n.cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
+        let u = utilization(n, w0);
         let latency = (n.base_ms + input * n.prefill_ms_per_token + output * n.decode_ms_per_token)
             * (1.0 + n.batch_slowdown * u)
             * n.latency_factor;
         let cap = capability_score(n, req);
-        let cap_factor = (1.0 - w.capability * (1.0 - cap)).max(0.05);
+        let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
         score +=
             latency * (1.0 + w.load * u) * (1.0 + w.cost * n.price_rel) / (cap_factor * n.weight);
-        cost.expected_latency_ms += latency;
-        cost.memory_mb += unpack1(d1).0 as f64;
-        cost.cpu_utilization = cost.cpu_utilization.max(n.cpu_share_per_task);
-        cost.price += task.total_tokens() as f64 * n.price_per_token;
-        confidence = confidence.min(n.success_rate * cap);
+        latency_sum += latency;
+        memory += Amounts::unpack(d0, 0).memory_mb as f64;
+        cpu = fmax(cpu, n.cpu_share_per_task);
+        price += tokens as f64 * n.price_per_token;
+        let c = n.success_rate * cap;
+        if c < confidence {
+            confidence = c;
+        }
     }
     let c = &task.constraints;
-    if cost.expected_latency_ms > c.max_latency_ms as f64 || cost.memory_mb > c.max_memory_mb as f64
-    {
+    if latency_sum > c.max_latency_ms as f64 || memory > c.max_memory_mb as f64 {
         return Err(Miss::Constraint);
     }
     if full {
         return Err(Miss::Full);
     }
     if c.max_latency_ms != u32::MAX {
-        let x = cost.expected_latency_ms / c.max_latency_ms.max(1) as f64;
+        let x = latency_sum / c.max_latency_ms.max(1) as f64;
         confidence *= 1.0 - 0.5 * x * x;
     }
-    Ok(RouteChoice {
-        route: chain,
-        cost,
-        confidence: confidence.clamp(0.0, 1.0),
-        score,
-    })
+    out.cost = ResourceCost {
+        memory_mb: memory,
+        cpu_utilization: cpu,
+        expected_latency_ms: latency_sum,
+        estimated_tokens: tokens,
+        price,
+    };
+    out.confidence = confidence.clamp(0.0, 1.0);
+    out.score = score;
+    Ok(())
 }
 
-/// Computes the primary route and alternatives for `task` on `table`.
+/// Computes the primary route and alternatives for `task` on `table` into `out`.
 pub(crate) fn plan(
     table: &RoutingTable,
     task: &Task,
     rng: &mut Rng,
-) -> Result<RouteOptions, RouteError> {
+    out: &mut RouteOptions,
+) -> Result<(), RouteError> {
+    out.reset(task.constraints);
     if table.routes.is_empty() {
         return Err(RouteError::EmptyFleet);
     }
@@ -218,30 +243,27 @@ pub(crate) fn plan(
         return Err(RouteError::NoCapableRoute);
     }
     let want = (table.weights.alternatives + 1).clamp(2, 1 + MAX_ALTERNATIVES);
-    let mut found = [RouteChoice::default(); 1 + MAX_ALTERNATIVES];
-    let mut nfound = 0usize;
     let mut best_miss = Miss::NotCapable;
-    let mut consider =
-        |slot: u32, found: &mut [RouteChoice; 1 + MAX_ALTERNATIVES], nfound: &mut usize| {
-            match evaluate(table, slot, task) {
-                Ok(choice) => {
-                    if *nfound < found.len() {
-                        found[*nfound] = choice;
-                        *nfound += 1;
-                    }
+    let mut consider = |slot: u32, out: &mut RouteOptions| {
+        let Some(next) = out.next_slot() else { return };
+        match evaluate(table, slot, task, next) {
+            Ok(()) => out.commit_slot(),
+            Err(m) => {
+                if m > best_miss {
+                    best_miss = m;
                 }
-                Err(m) => best_miss = best_miss.max(m),
             }
-        };
-    if pool.len() <= EXHAUSTIVE {
+        }
+    };
+    if pool.len() <= want.min(EXHAUSTIVE) {
         let start = rng.below(pool.len());
         for k in 0..pool.len() {
-            consider(pool[(start + k) % pool.len()], &mut found, &mut nfound);
+            consider(pool[(start + k) % pool.len()], out);
         }
     } else {
         let mut drawn = [u32::MAX; MAX_DRAWS];
         for d in 0..MAX_DRAWS {
-            if nfound >= want {
+            if out.len() >= want {
                 break;
             }
             let slot = pool[rng.below(pool.len())];
@@ -249,31 +271,32 @@ pub(crate) fn plan(
                 continue;
             }
             drawn[d] = slot;
-            consider(slot, &mut found, &mut nfound);
+            consider(slot, out);
         }
-        if nfound < 2 {
+        if out.len() < 2 {
             // Feasible routes are rare here: scan, skipping what was already drawn.
             let start = rng.below(pool.len());
             for k in 0..pool.len() {
-                if nfound >= want {
+                if out.len() >= want {
                     break;
                 }
                 let slot = pool[(start + k) % pool.len()];
                 if drawn.contains(&slot) {
                     continue;
                 }
-                consider(slot, &mut found, &mut nfound);
+                consider(slot, out);
             }
         }
     }
-    if nfound == 0 {
+    let n = out.len();
+    if n == 0 {
         return Err(best_miss.error());
     }
-    let found = &mut found[..nfound];
-    if nfound >= 2 {
+    if n >= 2 {
+        let found = out.choices_mut();
         // Power of two choices between two distinct random feasible candidates.
-        let a = rng.below(nfound);
-        let mut b = rng.below(nfound - 1);
+        let a = rng.below(n);
+        let mut b = rng.below(n - 1);
         if b >= a {
             b += 1;
         }
@@ -286,17 +309,14 @@ pub(crate) fn plan(
         found.swap(0, winner);
         found[1..].sort_unstable_by(|x, y| x.score.total_cmp(&y.score));
     }
-    let mut out = RouteOptions::new(task.constraints);
-    for c in found.iter().take(1 + table.weights.alternatives) {
-        out.push(*c);
-    }
-    Ok(out)
+    out.truncate(1 + table.weights.alternatives);
+    Ok(())
 }
 
 /// Whether `route` is still feasible for `task` under `table`.
 pub(crate) fn validate(table: &RoutingTable, route: &ModelChain, task: &Task) -> bool {
     match table.route_slot(route.route) {
-        Some(slot) => evaluate(table, slot, task).is_ok(),
+        Some(slot) => evaluate(table, slot, task, &mut RouteChoice::default()).is_ok(),
         None => false,
     }
 }
@@ -310,7 +330,13 @@ pub(crate) fn allocate(
 ) -> Result<Lease, RouteError> {
     let mut stale = true;
     for choice in options.choices() {
-        let slot = if choice.route.epoch == table.epoch {
+        // The planned slot is only trusted when it still holds the planned route: an epoch
+        // alone does not identify a snapshot (options planned on another router share it).
+        let same_slot = table
+            .routes
+            .get(choice.route.slot as usize)
+            .is_some_and(|r| r.id == choice.route.route);
+        let slot = if choice.route.epoch == table.epoch && same_slot {
             Some(choice.route.slot)
         } else {
             table.route_slot(choice.route.route)
@@ -361,18 +387,17 @@ fn reserve_route(
             d0,
             d1,
         });
-        let (_, cpu, gpu) = unpack0(d0);
-        let (mem, tok) = unpack1(d1);
+        let d = Amounts::unpack(d0, d1);
         let a = &mut lease.allocation.allocated;
-        a.memory_mb = a.memory_mb.saturating_add(mem as u32);
-        a.cpu_millis = a.cpu_millis.saturating_add(cpu as u32);
-        a.gpu_millis = a.gpu_millis.saturating_add(gpu as u32);
-        a.tokens = a.tokens.max(tok as u32);
+        a.memory_mb = a.memory_mb.saturating_add(d.memory_mb as u32);
+        a.cpu_millis = a.cpu_millis.saturating_add(d.cpu_millis as u32);
+        a.gpu_millis = a.gpu_millis.saturating_add(d.gpu_millis as u32);
+        a.tokens = a.tokens.max(d.tokens as u32);
         if i == 0 {
-            let (_, cpu_cap, _) = unpack0(n.cap0);
+            let cap = Amounts::unpack(n.cap0, n.cap1);
             lease.allocation.constraints = ResourceConstraints {
-                max_memory_mb: unpack1(n.cap1).0 as u32,
-                max_cpu: cpu_cap as f64 / 1000.0,
+                max_memory_mb: cap.memory_mb as u32,
+                max_cpu: cap.cpu_millis as f64 / 1000.0,
                 max_tokens_per_second: 0.0,
             };
         }
@@ -441,5 +466,31 @@ impl Drop for Lease {
                 p.live.release(p.d0, p.d1);
             }
         }
+    }
+}
+
+#[cfg(all(test, not(switchyard_loom)))]
+mod test {
+    use crate::{NodeSpec, Router, RoutingEngine, Task};
+
+    /// Options planned on one router and reserved on another with the same epoch used to index
+    /// the other's routes by the planned slot, out of bounds (found by the fuzz target).
+    #[test]
+    fn options_from_another_router_do_not_index_out_of_bounds() {
+        let big = Router::builder()
+            .nodes((0..4).map(|i| NodeSpec::new(format!("n{i}"))))
+            .build()
+            .unwrap();
+        let small = Router::builder().node(NodeSpec::new("x")).build().unwrap();
+        let task = Task::new(1, 10, 10);
+        let mut reader = big.reader();
+        for seed in 0..16 {
+            reader.reseed(seed);
+            let options = reader.calculate_routes(&task).unwrap();
+            if let Ok(lease) = small.reader().optimize_allocation(&options, &task) {
+                drop(lease);
+            }
+        }
+        assert!(small.ledgers_are_zero() && big.ledgers_are_zero());
     }
 }

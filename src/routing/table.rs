@@ -184,8 +184,9 @@ impl RoutingTable {
                 continue; // duplicate id: first wins
             }
             node_slot[n.id.0 as usize] = entries.len() as u32;
-            let (conc, cpu, _gpu) = crate::node::unpack0(n.res.cap0);
-            let (mem, tok) = crate::node::unpack1(n.res.cap1);
+            let cap = n.res.cap;
+            let (conc, cpu, mem, tok) = (cap.inflight, cap.cpu_millis, cap.memory_mb, cap.tokens);
+            let (cap0, cap1) = cap.pack();
             let health = match n.status {
                 HealthStatus::Healthy => 1.0,
                 HealthStatus::Degraded => 0.5,
@@ -203,8 +204,8 @@ impl RoutingTable {
                 live: n.live.clone(),
                 caps: n.res.caps,
                 scores: n.res.scores.clone(),
-                cap0: n.res.cap0,
-                cap1: n.res.cap1,
+                cap0,
+                cap1,
                 inv_conc: 1.0 / conc.max(1) as f64,
                 inv_mem: 1.0 / mem.max(1) as f64,
                 inv_tokens: 1.0 / tok.max(1) as f64,

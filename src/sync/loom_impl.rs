@@ -3,7 +3,23 @@
 //! linearizable, so a model failure points at our protocol, not at theirs.
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 pub(crate) use loom::sync::{Arc, Mutex};
-pub(crate) use loom::thread;
+
+/// `std::thread` as loom models it, plus what loom lacks.
+pub(crate) mod thread {
+    pub(crate) use loom::thread::{yield_now, Builder, JoinHandle};
+
+    /// loom has no timed park: model the timeout as one that never fires within a model, so
+    /// the thread waits for an `unpark` (which is what every caller relies on to stop).
+    pub(crate) fn park_timeout(_timeout: std::time::Duration) {
+        loom::thread::park();
+    }
+}
+
+/// A loom `Arc` from a fresh std one: loom's `Arc` cannot be built from `&str` or coerced
+/// to a trait object, std's can.
+pub(crate) fn arc_from_std<T: ?Sized>(value: std::sync::Arc<T>) -> Arc<T> {
+    Arc::from_std(value)
+}
 
 pub(crate) use crossbeam_deque::Steal;
 use std::collections::VecDeque;
@@ -56,6 +72,7 @@ impl<T> Worker<T> {
     pub(crate) fn new_fifo() -> Self {
         Self(Arc::new(Mutex::new(VecDeque::new())))
     }
+    #[allow(dead_code)] // crossbeam's API; the dispatcher only pushes through the injector
     pub(crate) fn push(&self, value: T) {
         self.0.lock().unwrap().push_back(value)
     }

@@ -6,6 +6,12 @@ pub(crate) use std::thread;
 pub(crate) use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 pub(crate) use crossbeam_utils::sync::{Parker, Unparker};
 
+/// The identity here; under loom it wraps the value in loom's `Arc` (see `loom_impl.rs`).
+#[inline]
+pub(crate) fn arc_from_std<T: ?Sized>(value: std::sync::Arc<T>) -> Arc<T> {
+    value
+}
+
 /// An atomically swapped `Arc<T>`: one writer stores, many readers load wait-free.
 #[derive(Debug)]
 pub(crate) struct SnapshotCell<T>(Arc<arc_swap::ArcSwap<T>>);
