@@ -68,8 +68,10 @@ pub struct TickReport {
 pub(crate) struct Controller {
     registry: CapabilityRegistry,
     nodes: Vec<NodeState>,
-    /// Removed nodes with leases still out (kept for reports until they drain).
+    /// Removed nodes still referenced by a lease, a ticket or a snapshot (kept for reports).
     retired: Vec<(Arc<str>, Arc<NodeLive>)>,
+    /// Head outcomes of removed nodes that are gone for good.
+    retired_totals: [u64; 6],
     ids: HashMap<String, NodeId>,
     chains: Vec<ChainState>,
     chain_numbers: HashMap<String, u32>,
@@ -88,6 +90,7 @@ impl Controller {
             registry,
             nodes: Vec::new(),
             retired: Vec::new(),
+            retired_totals: [0; 6],
             ids: HashMap::new(),
             chains: Vec::new(),
             chain_numbers: HashMap::new(),
@@ -267,7 +270,7 @@ impl Controller {
             } else {
                 1.0
             };
-            let o = n.live.outcomes();
+            let o = n.live.all_outcomes();
             let d = |k: Outcome| o[k.index()].saturating_sub(n.prev_outcomes[k.index()]) as f64;
             let ok = d(Outcome::Success);
             let bad = d(Outcome::ServerError) + d(Outcome::Timeout) + d(Outcome::Abandoned);
@@ -277,10 +280,17 @@ impl Controller {
             }
             n.prev_outcomes = o;
         }
-        // Removed nodes leave the report once their last lease is back.
+        // A removed node leaves the report once nothing but us holds it: then no lease or
+        // ticket can still record on it, and its counts move into the retired totals.
+        let totals = &mut self.retired_totals;
         self.retired.retain(|(_, live)| {
-            let (w0, w1) = live.load();
-            w0 != 0 || w1 != 0
+            if Arc::strong_count(live) > 1 {
+                return true;
+            }
+            for (t, o) in totals.iter_mut().zip(live.outcomes()) {
+                *t += o;
+            }
+            false
         });
         self.publish(cell)
     }
@@ -343,6 +353,23 @@ impl Controller {
             .iter()
             .map(|(name, l)| (name.clone(), l.clone(), Amounts::default(), true));
         current.chain(draining).collect()
+    }
+
+    /// Tasks finished, by outcome, counted once each (by their route's head), over every
+    /// node the router has had.
+    pub(crate) fn finished_totals(&self) -> [u64; 6] {
+        let mut t = self.retired_totals;
+        let lives = self
+            .nodes
+            .iter()
+            .map(|n| &n.live)
+            .chain(self.retired.iter().map(|(_, l)| l));
+        for live in lives {
+            for (t, o) in t.iter_mut().zip(live.outcomes()) {
+                *t += o;
+            }
+        }
+        t
     }
 
     pub(crate) fn node_specs(&self) -> Vec<NodeSpec> {

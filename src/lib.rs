@@ -10,7 +10,7 @@
 //! on the hot path.
 //!
 //! ```
-//! use switchyard::{NodeSpec, Router, RoutingEngine, Task};
+//! use switchyard::{NodeSpec, Router, Task};
 //!
 //! let router = Router::builder()
 //!     .capabilities(["chat", "long-context"])

@@ -188,7 +188,7 @@ pub fn balance_deviation(utilizations: &[f64]) -> f64 {
 pub struct RoutingMetrics {
     /// Decision latency (plan + reserve), from every worker's histogram.
     pub decision_latency: LatencySummary,
-    /// Tasks accepted by `submit`.
+    /// Tasks accepted by `submit` (dispatched + no route + queued).
     pub submitted: u64,
     /// Tasks refused at `submit` (full or shut down).
     pub refused: u64,

@@ -472,13 +472,13 @@ struct Ledger {
 
 #[derive(Debug, Default)]
 struct NodeStats {
+    /// Tasks finished with this node as their route's first (or only) stage, by outcome.
     outcomes: [AtomicU64; 6],
-    /// EWMA of observed latency, µs, as f64 bits.
-    latency_ewma: AtomicU64,
-    /// EWMA of observed/predicted latency, as f64 bits (0 = no sample yet).
-    slowness_ewma: AtomicU64,
-    /// Leases taken.
-    leases: AtomicU64,
+    /// Tasks finished with this node as a later stage of a chain, by outcome.
+    downstream: [AtomicU64; 6],
+    /// Two EWMAs in one word, so one CAS updates both: observed latency in ms (low 32 bits)
+    /// and observed/predicted latency (high 32 bits), each an `f32` (0 = no sample yet).
+    ewma: AtomicU64,
 }
 
 /// EWMA smoothing for completions: each sample moves the average a fifth of the way.
@@ -528,8 +528,6 @@ impl NodeLive {
             self.ledger.w0.fetch_sub(add0, Ordering::Relaxed);
             return false;
         }
-        // Relaxed: a statistic.
-        self.stats.leases.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -545,39 +543,71 @@ impl NodeLive {
         }
     }
 
-    /// Records one finished task.
-    pub(crate) fn record_outcome(&self, outcome: Outcome, latency_ms: f64, predicted_ms: f64) {
-        // Relaxed: counters read for reports and by the control thread's next tick; a tick
-        // that misses the newest increment sees it on the following one.
-        self.stats.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    /// Records one finished task on this node; `head` when the node was the route's first
+    /// stage (the task is counted once in fleet totals, by its head).
+    pub(crate) fn record_outcome(
+        &self,
+        head: bool,
+        outcome: Outcome,
+        latency_ms: f64,
+        predicted_ms: f64,
+    ) {
+        let counters = if head {
+            &self.stats.outcomes
+        } else {
+            &self.stats.downstream
+        };
+        // Release: pairs with the Acquire loads in `outcomes`, so a reader that counts this
+        // task as finished also sees everything before it: the lease's ledger release and the
+        // dispatcher's count of the task as dispatched (`Dispatcher::in_flight`).
+        counters[outcome.index()].fetch_add(1, Ordering::Release);
         if outcome == Outcome::Success && latency_ms.is_finite() && latency_ms >= 0.0 {
-            ewma_update(&self.stats.latency_ewma, latency_ms * 1000.0);
-            if predicted_ms > 0.0 && predicted_ms.is_finite() {
-                ewma_update(&self.stats.slowness_ewma, latency_ms / predicted_ms);
-            }
+            let slow = if predicted_ms > 0.0 && predicted_ms.is_finite() {
+                latency_ms / predicted_ms
+            } else {
+                0.0
+            };
+            ewma_update(&self.stats.ewma, latency_ms as f32, slow as f32);
         }
     }
 
+    /// Tasks finished with this node at their head, by outcome.
     pub(crate) fn outcomes(&self) -> [u64; 6] {
-        // Relaxed: a report.
-        std::array::from_fn(|i| self.stats.outcomes[i].load(Ordering::Relaxed))
+        // Acquire: see `record_outcome`.
+        std::array::from_fn(|i| self.stats.outcomes[i].load(Ordering::Acquire))
     }
 
-    pub(crate) fn leases(&self) -> u64 {
+    /// Every task this node finished a stage of (head or downstream), by outcome.
+    pub(crate) fn all_outcomes(&self) -> [u64; 6] {
         // Relaxed: a report.
-        self.stats.leases.load(Ordering::Relaxed)
+        std::array::from_fn(|i| {
+            self.stats.outcomes[i].load(Ordering::Relaxed)
+                + self.stats.downstream[i].load(Ordering::Relaxed)
+        })
+    }
+
+    /// Leases taken so far: stages finished plus stages in flight.
+    pub(crate) fn leases(&self) -> u64 {
+        self.all_outcomes().iter().sum::<u64>() + Amounts::unpack(self.load().0, 0).inflight
+    }
+
+    fn ewmas(&self) -> (f64, f64) {
+        // Relaxed: a report; both halves are read from one atomic word.
+        let w = self.stats.ewma.load(Ordering::Relaxed);
+        (
+            f32::from_bits(w as u32) as f64,
+            f32::from_bits((w >> 32) as u32) as f64,
+        )
     }
 
     /// Latency EWMA in ms (0 before the first success).
     pub(crate) fn latency_ewma_ms(&self) -> f64 {
-        // Relaxed: a report; the f64 is read whole from one atomic word.
-        f64::from_bits(self.stats.latency_ewma.load(Ordering::Relaxed)) / 1000.0
+        self.ewmas().0
     }
 
     /// Observed over predicted latency (0 before the first success).
     pub(crate) fn slowness(&self) -> f64 {
-        // Relaxed: as above.
-        f64::from_bits(self.stats.slowness_ewma.load(Ordering::Relaxed))
+        self.ewmas().1
     }
 }
 
@@ -597,18 +627,24 @@ fn cas_add(word: &AtomicU64, add: u64, ok: impl Fn(u64) -> bool) -> bool {
     }
 }
 
-fn ewma_update(word: &AtomicU64, sample: f64) {
+fn ewma_update(word: &AtomicU64, latency: f32, slowness: f32) {
+    let step = |old: f32, sample: f32| {
+        if old == 0.0 {
+            sample
+        } else if sample == 0.0 {
+            old
+        } else {
+            old + EWMA_ALPHA as f32 * (sample - old)
+        }
+    };
     // Relaxed: the EWMA is a statistic; the CAS loop only keeps concurrent updates from being
     // lost, it publishes nothing else.
     let mut cur = word.load(Ordering::Relaxed);
     loop {
-        let old = f64::from_bits(cur);
-        let new = if cur == 0 {
-            sample
-        } else {
-            old + EWMA_ALPHA * (sample - old)
-        };
-        match word.compare_exchange_weak(cur, new.to_bits(), Ordering::Relaxed, Ordering::Relaxed) {
+        let lat = step(f32::from_bits(cur as u32), latency);
+        let slow = step(f32::from_bits((cur >> 32) as u32), slowness);
+        let new = lat.to_bits() as u64 | ((slow.to_bits() as u64) << 32);
+        match word.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return,
             Err(seen) => cur = seen,
         }
@@ -681,19 +717,26 @@ mod test {
         live.release(a0, a1);
         live.release(b0, 0);
         assert_eq!(live.load(), (0, 0));
-        assert_eq!(live.leases(), 2);
     }
 
     #[test]
     fn outcomes_and_ewma() {
         let live = NodeLive::new(NodeId(1));
-        live.record_outcome(Outcome::Success, 100.0, 50.0);
-        live.record_outcome(Outcome::Success, 200.0, 100.0);
-        live.record_outcome(Outcome::Timeout, f64::NAN, 1.0);
+        live.record_outcome(true, Outcome::Success, 100.0, 50.0);
+        live.record_outcome(true, Outcome::Success, 200.0, 100.0);
+        live.record_outcome(true, Outcome::Timeout, f64::NAN, 1.0);
+        live.record_outcome(false, Outcome::Success, 50.0, 0.0);
         assert_eq!(live.outcomes()[0], 2);
+        assert_eq!(live.all_outcomes()[0], 3);
         assert_eq!(live.outcomes()[Outcome::Timeout.index()], 1);
-        assert!((live.latency_ewma_ms() - 120.0).abs() < 1e-9);
-        assert!((live.slowness() - 2.0).abs() < 1e-9);
+        assert_eq!(live.leases(), 4);
+        // 100 → 120 → 114 (the downstream sample moves latency, not slowness)
+        assert!(
+            (live.latency_ewma_ms() - 106.0).abs() < 1e-3,
+            "{}",
+            live.latency_ewma_ms()
+        );
+        assert!((live.slowness() - 2.0).abs() < 1e-6);
     }
 
     #[test]

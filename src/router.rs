@@ -304,6 +304,12 @@ impl Router {
             .all(|(_, live, ..)| live.load() == (0, 0))
     }
 
+    /// Tasks finished through tickets, by [`Outcome`](crate::Outcome) index, each counted
+    /// once, over every node this router has had.
+    pub fn finished(&self) -> [u64; 6] {
+        self.control().finished_totals()
+    }
+
     /// Live figures of every node, current then draining (takes the control lock briefly:
     /// for reports, not for the hot path).
     pub fn node_metrics(&self) -> Vec<crate::metrics::NodeMetrics> {

@@ -95,20 +95,12 @@ impl Completion {
     }
 }
 
-/// Counters every ticket reports into.
-#[derive(Debug, Default)]
-pub(crate) struct Sink {
-    outcomes: [AtomicU64; 6],
-    in_flight: CachePadded<AtomicU64>,
-}
-
 /// A dispatched task's claim check: complete it once, from any thread.
 ///
 /// Dropping it without completing counts as [`Outcome::Abandoned`] and still releases the
 /// lease, so a lost ticket never leaks capacity.
 #[derive(Debug)]
 pub struct Ticket {
-    sink: Arc<Sink>,
     lease: Option<Lease>,
     task_id: u64,
 }
@@ -135,14 +127,10 @@ impl Ticket {
     }
 
     fn finish(&mut self, outcome: Outcome, latency_ms: f64) {
+        // The lease releases every stage, then counts the outcome on each node (the only
+        // shared counters a ticket touches: no dispatcher-wide atomic per task).
         if let Some(lease) = self.lease.take() {
-            lease.record_outcome(outcome, latency_ms);
-            drop(lease);
-            // Relaxed: a report counter.
-            self.sink.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
-            // Release: pairs with the Acquire load in `wait_for_tickets`, so a waiter that
-            // sees zero also sees every lease released before it.
-            self.sink.in_flight.fetch_sub(1, Ordering::Release);
+            lease.finish(outcome, latency_ms);
         }
     }
 }
@@ -191,8 +179,6 @@ pub(crate) struct Shared<B> {
     pub(crate) capacity: usize,
     pub(crate) shutdown: AtomicBool,
     pub(crate) stats: Box<[CachePadded<WorkerStats>]>,
-    pub(crate) sink: Arc<Sink>,
-    submitted: CachePadded<AtomicU64>,
     refused: AtomicU64,
     pub(crate) spin_rounds: u32,
 }
@@ -307,8 +293,6 @@ impl DispatcherBuilder {
             stats: (0..self.workers)
                 .map(|_| CachePadded::new(WorkerStats::new()))
                 .collect(),
-            sink: Arc::new(Sink::default()),
-            submitted: CachePadded::new(AtomicU64::new(0)),
             refused: AtomicU64::new(0),
             spin_rounds: self.spin_rounds,
         });
@@ -453,8 +437,6 @@ impl<B: Backend> Dispatcher<B> {
             return Err(SubmitError::Full(task));
         }
         s.injector.push(task);
-        // Relaxed: report counter.
-        s.submitted.fetch_add(1, Ordering::Relaxed);
         s.notify_one();
         Ok(())
     }
@@ -469,9 +451,26 @@ impl<B: Backend> Dispatcher<B> {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
-    /// Tickets out with the backend.
+    fn dispatched(&self) -> u64 {
+        // Relaxed: single-writer counters; see `in_flight` for how they pair with outcomes.
+        self.shared
+            .stats
+            .iter()
+            .map(|w| w.dispatched.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Tickets out with the backend: tasks dispatched minus tasks finished.
+    ///
+    /// Finished tasks are counted on the router's nodes, so this is exact when the router
+    /// serves one dispatcher (the usual set-up); with several dispatchers on one router, it
+    /// counts the others' finished tickets too.
     pub fn in_flight(&self) -> u64 {
-        self.shared.sink.in_flight.load(Ordering::Acquire)
+        // Finished first (Acquire, pairing with the Release increment of a finishing ticket),
+        // then dispatched: a ticket that finished was counted as dispatched before it existed,
+        // so the difference never dips below the truth.
+        let finished: u64 = self.shared.router.finished().iter().sum();
+        self.dispatched().saturating_sub(finished)
     }
 
     /// Stops accepting tasks, drains the queues (every accepted task is routed and handed
@@ -525,24 +524,26 @@ impl<B: Backend> Dispatcher<B> {
                 no_route[i] += c.load(Ordering::Relaxed);
             }
         }
+        let outcomes = s.router.finished();
         let nodes = s.router.live_nodes();
         let utils: Vec<f64> = nodes
             .iter()
             .filter(|n| !n.draining)
             .map(|n| n.utilization)
             .collect();
+        let queued = self.queued() as u64;
         RoutingMetrics {
             decision_latency: LatencySummary::of(&h),
-            submitted: s.submitted.load(Ordering::Relaxed),
+            submitted: dispatched + no_route.iter().sum::<u64>() + queued,
             refused: s.refused.load(Ordering::Relaxed),
             dispatched,
             no_route: RouteError::ALL
                 .iter()
                 .map(|e| (e.name(), no_route[e.index()]))
                 .collect(),
-            outcomes: std::array::from_fn(|i| s.sink.outcomes[i].load(Ordering::Relaxed)),
-            in_flight: self.in_flight(),
-            queued: self.queued() as u64,
+            in_flight: dispatched.saturating_sub(outcomes.iter().sum()),
+            outcomes,
+            queued,
             balance_deviation: balance_deviation(&utils),
             nodes,
             epoch: s.router.snapshot().epoch(),
@@ -565,12 +566,8 @@ impl<B: Backend> Drop for Dispatcher<B> {
     }
 }
 
-pub(crate) fn new_ticket(sink: &Arc<Sink>, lease: Lease, task_id: u64) -> Ticket {
-    // Relaxed: paired with the Release decrement / Acquire read of completion; the increment
-    // happens-before the ticket exists, and only the ticket decrements.
-    sink.in_flight.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn new_ticket(lease: Lease, task_id: u64) -> Ticket {
     Ticket {
-        sink: Arc::clone(sink),
         lease: Some(lease),
         task_id,
     }

@@ -129,8 +129,9 @@ fn handle<B: Backend>(
     stats.latency.record(stopwatch.elapsed_ns(t0));
     match routed {
         Ok(lease) => {
+            // Counted before the ticket exists, so before it can finish (see `in_flight`).
             bump(&stats.dispatched);
-            let ticket = new_ticket(&shared.sink, lease, task.id);
+            let ticket = new_ticket(lease, task.id);
             // A panicking backend must not take the worker (and the queue) down with it.
             // The ticket is dropped during unwinding and counted as abandoned.
             if catch_unwind(AssertUnwindSafe(|| {

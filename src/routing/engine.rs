@@ -449,12 +449,19 @@ impl Lease {
     /// Releases now (the same as dropping the lease).
     pub fn release(self) {}
 
-    pub(crate) fn record_outcome(&self, outcome: crate::model::Outcome, latency_ms: f64) {
-        let n = self.parts.iter().flatten().count().max(1) as f64;
+    /// Releases every stage, then records `outcome` on each, head last: whoever sees the
+    /// head's count (the dispatcher's totals) also sees every stage released.
+    pub(crate) fn finish(mut self, outcome: crate::model::Outcome, latency_ms: f64) {
         for p in self.parts.iter().flatten() {
-            // Each stage is judged against its share of the prediction.
-            p.live
-                .record_outcome(outcome, latency_ms / n, self.predicted_ms / n);
+            p.live.release(p.d0, p.d1);
+        }
+        let n = self.route.len.max(1) as f64;
+        for (i, part) in self.parts.iter_mut().enumerate().rev() {
+            if let Some(p) = part.take() {
+                // Each stage is judged against its share of the prediction.
+                p.live
+                    .record_outcome(i == 0, outcome, latency_ms / n, self.predicted_ms / n);
+            }
         }
     }
 }
