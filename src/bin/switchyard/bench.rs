@@ -16,93 +16,23 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use switchyard::{Backend, Completion, Dispatcher, NodeSpec, RouteOptions, Router, Task, Ticket};
+use switchyard::{Backend, Completion, Dispatcher, RouteOptions, Router, Task, Ticket};
 
 use crate::BenchArgs;
 
 type Error = Box<dyn std::error::Error>;
 
-const CAPS: [&str; 8] = [
-    "chat",
-    "code",
-    "long-context",
-    "vision",
-    "tools",
-    "json",
-    "de",
-    "ja",
-];
-
-/// Capabilities of node `i`: every node chats; 60 % code, 30 % long-context, 10 % vision,
-/// and a scatter of the rest.
-fn node_caps(i: usize) -> Vec<&'static str> {
-    let mut c = vec!["chat"];
-    if i % 5 < 3 {
-        c.push("code");
-    }
-    if i % 10 < 3 {
-        c.push("long-context");
-    }
-    if i % 10 == 7 {
-        c.push("vision");
-    }
-    if i % 4 == 1 {
-        c.push("tools");
-    }
-    if i % 3 == 2 {
-        c.push("json");
-    }
-    if i % 7 == 3 {
-        c.push("de");
-    }
-    if i % 11 == 5 {
-        c.push("ja");
-    }
-    c
-}
-
-/// Task requirement mix: 50 % chat, 25 % code, 15 % chat + long-context, 10 % vision.
-fn task_caps(i: usize) -> &'static [&'static str] {
-    match i % 20 {
-        0..=9 => &["chat"],
-        10..=14 => &["code"],
-        15..=17 => &["chat", "long-context"],
-        _ => &["vision"],
-    }
-}
+use switchyard::sim::{
+    node_capabilities as node_caps, synthetic_fleet, synthetic_tasks,
+    task_capabilities as task_caps,
+};
 
 fn fleet(n: usize) -> Result<Router, Error> {
-    Ok(Router::builder()
-        .capabilities(CAPS)
-        .nodes((0..n).map(|i| {
-            NodeSpec::new(format!("node-{i}"))
-                .capabilities(node_caps(i))
-                .max_concurrency(60_000)
-                .max_tokens_in_flight(switchyard::MAX_LEDGER_24)
-                .memory(switchyard::MAX_LEDGER_24, 0.1)
-                .speed(
-                    10.0 + (i % 7) as f64 * 5.0,
-                    3_000.0 + (i % 5) as f64 * 2_000.0,
-                    20.0 + (i % 4) as f64 * 15.0,
-                )
-                .cost_per_1k_tokens(0.2 + (i % 6) as f64 * 0.3)
-                .capability_score("chat", 0.6 + (i % 5) as f64 * 0.1)
-        }))
-        .build()?)
+    Ok(synthetic_fleet(n)?)
 }
 
 fn tasks(router: &Router) -> Result<Vec<Task>, Error> {
-    (0..4096)
-        .map(|i| {
-            let caps = router.resolve(task_caps(i))?;
-            Ok(Task::new(
-                i as u64,
-                200 + (i as u32 * 37) % 6_000,
-                10 + (i as u32 * 13) % 300,
-            )
-            .require(caps))
-        })
-        .collect()
+    Ok(synthetic_tasks(router, 4096)?)
 }
 
 #[derive(Debug, Clone, Copy)]
