@@ -1,0 +1,145 @@
+//! The command line, run as a user runs it: the main job on a small trace, its errors, and
+//! the bench command's JSON.
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+fn small_trace(dir: &std::path::Path, rows: usize, long_every: usize) -> std::path::PathBuf {
+    let mut s = String::from("arrival_ms,input_tokens,output_tokens\n");
+    for i in 0..rows {
+        let input = if long_every > 0 && i % long_every == 0 {
+            6_000
+        } else {
+            300 + i % 900
+        };
+        s += &format!("{},{},{}\n", i * 7, input, 5 + i % 40);
+    }
+    let p = dir.join(format!("trace-{rows}.csv"));
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("switchyard-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn simulate_replays_a_trace_and_loses_nothing() {
+    let dir = tmpdir("sim");
+    let trace = small_trace(&dir, 400, 10);
+    let out = bin()
+        .args(["simulate", "--trace"])
+        .arg(&trace)
+        .args([
+            "--speed",
+            "100",
+            "--load",
+            "2",
+            "--workers",
+            "2",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .contains("tasks: 400 submitted, 400 completed, 0 failed, 0 found no route, 0 refused"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("router decision latency"));
+    assert!(stdout.contains("balance deviation"));
+    assert!(stdout.contains("leases all released: true"), "{stdout}");
+    // Top-level flags work without the subcommand too.
+    let out = bin()
+        .arg("--trace")
+        .arg(&trace)
+        .args(["--speed", "5000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let dir = tmpdir("bad");
+    let out = bin()
+        .args(["--trace", "no/such/trace.csv"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no/such/trace.csv"), "{err}");
+    assert!(!err.contains("panicked"));
+
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "arrival_ms,input_tokens,output_tokens\n0,10,1\n5,ten,1\n",
+    )
+    .unwrap();
+    let out = bin().arg("--trace").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.csv:3:") && err.contains("input_tokens"),
+        "{err}"
+    );
+
+    for args in [
+        ["--load", "0"],
+        ["--speed", "NaN"],
+        ["--workers", "0"],
+        ["--base-capability", "vision"],
+    ] {
+        let trace = small_trace(&dir, 5, 0);
+        let out = bin()
+            .arg("--trace")
+            .arg(&trace)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn bench_json_has_every_key() {
+    let out = bin().args(["bench", "--json", "--quick"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.trim();
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    for key in [
+        "\"route_8\":{\"p50_ns\":",
+        "\"route_64\":{\"p50_ns\":",
+        "\"route_1024\":{\"p50_ns\":",
+        "\"route_4096\":{\"p50_ns\":",
+        "\"baseline_64\":{\"p50_ns\":",
+        "\"dispatch\":{\"tasks_per_sec\":",
+        "\"raw_queue_msgs_per_sec\":",
+        "\"memory_4096_mb\":",
+    ] {
+        assert!(line.contains(key), "missing {key} in {line}");
+    }
+    let out = bin().args(["bench", "--quick"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("route_64"));
+}
