@@ -60,3 +60,8 @@ pub use model::{
 pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY, MAX_LEDGER_24};
 pub use router::{RouteReader, Router, RouterBuilder, RoutingEngine};
 pub use routing::{Lease, RoutingTable, ScoringWeights};
+
+// The README's example is compiled and run as a doctest, so it stays true to the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
