@@ -62,6 +62,8 @@ pub struct TickReport {
     pub nodes: usize,
     /// Removed nodes whose leases are still out.
     pub draining: usize,
+    /// Whether this tick published a new snapshot (it does not when nothing changed).
+    pub published: bool,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,12 @@ pub(crate) struct Controller {
     weights: ScoringWeights,
     epoch: u64,
     last_tick_ns: u64,
+    /// A fleet change is waiting to be published.
+    dirty: bool,
+    /// The snapshot last published, and older ones some reader may still hold: the control
+    /// thread drops them once nobody else does, so a worker never pays for freeing a table.
+    current: Option<Arc<RoutingTable>>,
+    old_tables: Vec<Arc<RoutingTable>>,
 }
 
 impl Controller {
@@ -97,11 +105,16 @@ impl Controller {
             weights,
             epoch: 0,
             last_tick_ns: 0,
+            dirty: true,
+            current: None,
+            old_tables: Vec::new(),
         })
     }
 
     pub(crate) fn declare_capability(&mut self, name: &str) -> Result<usize, ConfigError> {
-        self.registry.intern(name)
+        let bit = self.registry.intern(name)?;
+        self.dirty = true;
+        Ok(bit)
     }
 
     pub(crate) fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, ConfigError> {
@@ -140,6 +153,7 @@ impl Controller {
             success_rate: 1.0,
             prev_outcomes: [0; 6],
         });
+        self.dirty = true;
         Ok(id)
     }
 
@@ -152,6 +166,7 @@ impl Controller {
             .ok_or_else(|| ConfigError::UnknownNode(spec.name.clone()))?;
         n.res = res;
         n.spec = spec;
+        self.dirty = true;
         Ok(())
     }
 
@@ -163,6 +178,7 @@ impl Controller {
             .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
         let n = self.nodes.remove(i);
         self.retired.push((n.name, n.live));
+        self.dirty = true;
         Ok(())
     }
 
@@ -203,6 +219,7 @@ impl Controller {
             stages,
             caps,
         });
+        self.dirty = true;
         Ok(())
     }
 
@@ -213,12 +230,14 @@ impl Controller {
             .position(|c| c.spec.name == name)
             .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
         self.chains.remove(i);
+        self.dirty = true;
         Ok(())
     }
 
     pub(crate) fn set_weights(&mut self, w: ScoringWeights) -> Result<(), ConfigError> {
         w.validate()?;
         self.weights = w;
+        self.dirty = true;
         Ok(())
     }
 
@@ -233,6 +252,7 @@ impl Controller {
             .find(|n| &*n.name == name)
             .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
         n.status = status;
+        self.dirty = true;
         Ok(())
     }
 
@@ -262,7 +282,11 @@ impl Controller {
         } else {
             utils.iter().sum::<f64>() / utils.len() as f64
         };
+        // Publish only when something moved by more than 1 %: an idle fleet churns no tables.
+        let moved = |old: f64, new: f64| (new - old).abs() > 0.01 * old.abs().max(1e-9);
+        let mut changed = self.dirty;
         for (n, u) in self.nodes.iter_mut().zip(&utils) {
+            let (balance, factor, success) = (n.balance, n.latency_factor, n.success_rate);
             n.balance = 1.0 / (1.0 + (u - mean).max(0.0));
             let slow = n.live.slowness();
             n.latency_factor = if slow > 0.0 {
@@ -279,7 +303,12 @@ impl Controller {
                 n.success_rate = 0.5 * n.success_rate + 0.5 * rate;
             }
             n.prev_outcomes = o;
+            changed |= moved(balance, n.balance)
+                || moved(factor, n.latency_factor)
+                || moved(success, n.success_rate);
         }
+        // Old snapshots first: they may be what still holds a removed node.
+        self.old_tables.retain(|t| Arc::strong_count(t) > 1);
         // A removed node leaves the report once nothing but us holds it: then no lease or
         // ticket can still record on it, and its counts move into the retired totals.
         let totals = &mut self.retired_totals;
@@ -292,7 +321,20 @@ impl Controller {
             }
             false
         });
-        self.publish(cell)
+        if changed {
+            self.publish(cell)
+        } else {
+            self.report(false)
+        }
+    }
+
+    fn report(&self, published: bool) -> TickReport {
+        TickReport {
+            epoch: self.epoch,
+            nodes: self.nodes.len(),
+            draining: self.retired.len(),
+            published,
+        }
     }
 
     /// Builds and stores a snapshot of the desired fleet.
@@ -334,12 +376,15 @@ impl Controller {
             &chains,
             self.weights,
         );
-        cell.store(Arc::new(table));
-        TickReport {
-            epoch: self.epoch,
-            nodes: self.nodes.len(),
-            draining: self.retired.len(),
+        let table = Arc::new(table);
+        cell.store(Arc::clone(&table));
+        if let Some(prev) = self.current.replace(table) {
+            self.old_tables.push(prev);
         }
+        // Dropped here, on the control thread, once no reader holds them any more.
+        self.old_tables.retain(|t| Arc::strong_count(t) > 1);
+        self.dirty = false;
+        self.report(true)
     }
 
     /// Live state of every node, current and draining, for reports.

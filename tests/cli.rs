@@ -14,7 +14,8 @@ fn small_trace(dir: &std::path::Path, rows: usize, long_every: usize) -> std::pa
         } else {
             300 + i % 900
         };
-        s += &format!("{},{},{}\n", i * 7, input, 5 + i % 40);
+        // 50 ms apart: about 40 × load tasks in flight, far below the fleet's 384 slots.
+        s += &format!("{},{},{}\n", i * 50, input, 5 + i % 40);
     }
     let p = dir.join(format!("trace-{rows}.csv"));
     std::fs::write(&p, s).unwrap();

@@ -14,7 +14,8 @@ thread_local! {
 }
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
-// Forwards to the system allocator and counts.
+// SAFETY: forwards every call unchanged to the system allocator (and counts), so it upholds
+// exactly the `GlobalAlloc` contract that `System` does.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.with(Cell::get) {

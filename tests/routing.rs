@@ -501,3 +501,33 @@ fn control_tick_learns_latency_from_completions() {
         "the slow node should rarely be primary after learning, got {a}/200"
     );
 }
+
+#[test]
+fn an_idle_fleet_publishes_nothing_and_old_snapshots_are_freed_by_the_controller() {
+    let r = fleet();
+    let first = r.tick();
+    let idle = r.tick();
+    assert!(!idle.published, "nothing changed");
+    assert_eq!(idle.epoch, first.epoch);
+    // A reader holding an old snapshot keeps it alive; the controller frees it later.
+    let old = r.snapshot();
+    r.set_weights(ScoringWeights {
+        load: 3.0,
+        ..Default::default()
+    })
+    .unwrap();
+    let changed = r.tick();
+    assert!(changed.published && changed.epoch == first.epoch + 1);
+    let weak = std::sync::Arc::downgrade(&old);
+    drop(old);
+    assert!(
+        weak.upgrade().is_some(),
+        "the controller still holds the retired snapshot"
+    );
+    r.set_health("fast", HealthStatus::Degraded).unwrap();
+    r.tick();
+    assert!(
+        weak.upgrade().is_none(),
+        "freed by the controller once nobody else held it"
+    );
+}

@@ -70,6 +70,12 @@ fn park<B: Backend>(index: usize, shared: &Shared<B>, parker: &Parker) {
     let work = shared.queued.load(Ordering::SeqCst) > 0 || shared.shutdown.load(Ordering::SeqCst);
     if !work {
         parker.park();
+    } else {
+        // Work is counted but perhaps not pushed yet (or shutdown drains): the loop polls
+        // again at once. A real CPU runs the submitter meanwhile; tell loom, which would
+        // otherwise keep scheduling this busy loop.
+        #[cfg(switchyard_loom)]
+        crate::sync::thread::yield_now();
     }
     // Whoever clears our flag decrements `sleepers`: us here, or a notifier that claimed us.
     if shared.sleeping[index].swap(false, Ordering::SeqCst) {

@@ -58,7 +58,7 @@ impl Rng {
     /// Uniform in `0..n` (n > 0), by multiply-shift.
     #[inline]
     pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -133,8 +133,8 @@ fn utilization(n: &NodeEntry, w0: u64) -> f64 {
 }
 
 #[inline]
-fn capability_score(n: &NodeEntry, required: &CapSet) -> f64 {
-    if n.scores.is_empty() || required.is_empty() {
+fn capability_score(table: &RoutingTable, n: &NodeEntry, required: &CapSet) -> f64 {
+    if n.scores_len == 0 || required.is_empty() {
         return 1.0;
     }
     // Mean over the required capabilities this node offers (a chain's other stages may
@@ -144,7 +144,7 @@ fn capability_score(n: &NodeEntry, required: &CapSet) -> f64 {
         return 1.0;
     }
     let (mut sum, mut scored) = (0.0, 0usize);
-    for &(bit, s) in n.scores.iter() {
+    for &(bit, s) in table.scores_of(n) {
         if required.contains(bit as usize) {
             sum += s as f64;
             scored += 1;
@@ -189,7 +189,7 @@ fn evaluate(
         let latency = (n.base_ms + input * n.prefill_ms_per_token + output * n.decode_ms_per_token)
             * (1.0 + n.batch_slowdown * u)
             * n.latency_factor;
-        let cap = capability_score(n, req);
+        let cap = capability_score(table, n, req);
         let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
         score +=
             latency * (1.0 + w.load * u) * (1.0 + w.cost * n.price_rel) / (cap_factor * n.weight);

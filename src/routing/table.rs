@@ -65,7 +65,10 @@ pub(crate) struct NodeEntry {
     pub(crate) name: Arc<str>,
     pub(crate) live: Arc<NodeLive>,
     pub(crate) caps: CapSet,
-    pub(crate) scores: Box<[(u16, f32)]>,
+    /// This node's capability scores: `scores_at..scores_at + scores_len` in the table's
+    /// shared score slice (one allocation per table, so dropping a table frees few blocks).
+    pub(crate) scores_at: u32,
+    pub(crate) scores_len: u16,
     pub(crate) cap0: u64,
     pub(crate) cap1: u64,
     pub(crate) inv_conc: f64,
@@ -150,6 +153,8 @@ pub struct RoutingTable {
     /// Stable chain number → route slot (`u32::MAX` when absent).
     pub(crate) chain_slot: Box<[u32]>,
     pub(crate) weights: ScoringWeights,
+    /// Every node's capability scores, back to back (see `NodeEntry::scores_at`).
+    pub(crate) scores: Box<[(u16, f32)]>,
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -179,6 +184,7 @@ impl RoutingTable {
             }
         };
         let mut entries = Vec::with_capacity(nodes.len());
+        let mut scores: Vec<(u16, f32)> = Vec::new();
         for n in nodes {
             if node_slot[n.id.0 as usize] != ABSENT {
                 continue; // duplicate id: first wins
@@ -203,7 +209,14 @@ impl RoutingTable {
                 name: n.name.clone(),
                 live: n.live.clone(),
                 caps: n.res.caps,
-                scores: n.res.scores.clone(),
+                scores_at: {
+                    let at = scores.len() as u32;
+                    scores.extend_from_slice(
+                        &n.res.scores[..n.res.scores.len().min(u16::MAX as usize)],
+                    );
+                    at
+                },
+                scores_len: n.res.scores.len().min(u16::MAX as usize) as u16,
                 cap0,
                 cap1,
                 inv_conc: 1.0 / conc.max(1) as f64,
@@ -302,6 +315,7 @@ impl RoutingTable {
             node_slot: node_slot.into_boxed_slice(),
             chain_slot: chain_slot.into_boxed_slice(),
             weights,
+            scores: scores.into_boxed_slice(),
         }
     }
 
@@ -351,6 +365,14 @@ impl RoutingTable {
     /// The id of a named node (a linear search: not for the hot path).
     pub fn node_id(&self, name: &str) -> Option<NodeId> {
         self.nodes.iter().find(|n| &*n.name == name).map(|n| n.id)
+    }
+
+    #[inline]
+    pub(crate) fn scores_of(&self, n: &NodeEntry) -> &[(u16, f32)] {
+        let at = n.scores_at as usize;
+        self.scores
+            .get(at..at + n.scores_len as usize)
+            .unwrap_or(&[])
     }
 
     pub(crate) fn node(&self, id: NodeId) -> Option<&NodeEntry> {
