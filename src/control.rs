@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use crate::capability::{CapSet, CapabilityRegistry};
 use crate::clock::Clock;
 use crate::error::ConfigError;
-use crate::model::{HealthStatus, NodeId, Outcome};
+use crate::model::{HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap};
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
 use crate::routing::table::{ChainInput, NodeInput, RoutingTable, ScoringWeights};
 use crate::sync::{arc_from_std, Arc, SnapshotCell};
@@ -415,6 +415,42 @@ impl Controller {
             }
         }
         t
+    }
+
+    /// The seed's `NodeHealth` for every current node.
+    pub(crate) fn health(&self) -> Vec<NodeHealth> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let (w0, w1) = n.live.load();
+                let used = Amounts::unpack(w0, w1);
+                let cap = n.res.cap;
+                let o = n.live.all_outcomes();
+                let finished: u64 = o.iter().sum();
+                let errors = finished - o[Outcome::Success.index()];
+                NodeHealth {
+                    node: n.name.to_string(),
+                    status: n.status,
+                    available: ResourceMap {
+                        memory_mb: cap.memory_mb.saturating_sub(used.memory_mb) as u32,
+                        cpu_millis: cap.cpu_millis.saturating_sub(used.cpu_millis) as u32,
+                        gpu_millis: cap.gpu_millis.saturating_sub(used.gpu_millis) as u32,
+                        tokens: cap.tokens.saturating_sub(used.tokens) as u32,
+                    },
+                    metrics: PerformanceMetrics {
+                        response_time_ms: n.live.latency_ewma_ms(),
+                        success_rate: n.success_rate,
+                        efficiency: 1.0 / n.latency_factor,
+                        errors,
+                    },
+                    error_rate: if finished == 0 {
+                        0.0
+                    } else {
+                        errors as f64 / finished as f64
+                    },
+                }
+            })
+            .collect()
     }
 
     pub(crate) fn node_specs(&self) -> Vec<NodeSpec> {

@@ -52,10 +52,12 @@ pub use dispatcher::{Backend, Completion, Dispatcher, DispatcherBuilder, NoBacke
 pub use error::{BuildError, ConfigError, RouteError, SubmitError};
 pub use metrics::{balance_deviation, LatencySummary, NodeMetrics, RoutingMetrics};
 pub use model::{
-    AllocationPriority, AllocationResult, HealthStatus, ModelChain, NodeHealth, NodeId, Outcome,
-    PerformanceMetrics, Priority, ResourceConstraints, ResourceCost, ResourceMap, RouteChoice,
-    RouteConstraints, RouteId, RouteOptions, Task, TaskAllocation, TenantId, MAX_ALTERNATIVES,
-    MAX_STAGES,
+    AllocationPriority, AllocationResult, BalanceMetrics, CapabilityAwareRoute, DegradationAction,
+    DegradationCondition, DegradationKind, ErrorKind, ErrorRecovery, HealthAwareRoute,
+    HealthStatus, LoadDistribution, ModelChain, NodeHealth, NodeId, Outcome, PerformanceMetrics,
+    Priority, RecoveryAction, RecoveryKind, RecoveryStatus, ResourceConstraints, ResourceCost,
+    ResourceMap, ResourceUtilization, RouteChoice, RouteConstraints, RouteId, RouteOptions,
+    Severity, Task, TaskAllocation, TenantId, MAX_ALTERNATIVES, MAX_STAGES,
 };
 pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY, MAX_LEDGER_24};
 pub use router::{RouteReader, Router, RouterBuilder, RoutingEngine};

@@ -556,3 +556,171 @@ impl Outcome {
         self != Outcome::Success
     }
 }
+
+// ===== the rest of the seed's types (filled by the balancer, health and recovery layers) =====
+
+/// Utilisation of a set of nodes (the seed's `ResourceUtilization`), each 0–1.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResourceUtilization {
+    /// Reserved over available memory.
+    pub memory: f64,
+    /// Reserved over available CPU.
+    pub cpu: f64,
+    /// Tokens in flight over token capacity.
+    pub token_usage: f64,
+}
+
+/// How evenly load is spread (the seed's `BalanceMetrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BalanceMetrics {
+    /// 1 = perfectly even, 0 = everything on one node: `1 / (1 + deviation)`.
+    pub distribution_score: f64,
+    /// Busiest node's utilisation over the mean, minus one.
+    pub deviation: f64,
+    /// Fleet-wide utilisation.
+    pub utilization: ResourceUtilization,
+    /// Fleet-wide quality.
+    pub performance: PerformanceMetrics,
+}
+
+/// Tasks placed per node, with balance and health (the seed's `LoadDistribution`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadDistribution {
+    /// Node name → the tasks placed on it.
+    pub node_allocations: Vec<(String, Vec<TaskAllocation>)>,
+    /// How even the placement is.
+    pub balance: BalanceMetrics,
+    /// Health of every node.
+    pub health: Vec<NodeHealth>,
+}
+
+/// Which layer an error came from (the seed's `ErrorRecovery.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No route could be found or used.
+    Routing,
+    /// A resource ran out.
+    Resource,
+    /// Load is unevenly spread.
+    Balance,
+}
+
+/// How bad an incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Cosmetic.
+    Low,
+    /// Degraded service.
+    Medium,
+    /// Failing requests.
+    High,
+    /// Outage.
+    Critical,
+}
+
+/// What recovery does (the seed's `RecoveryAction.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryKind {
+    /// Try the same route again.
+    Retry,
+    /// Move to an alternative route.
+    Failover,
+    /// Shift load between nodes.
+    Rebalance,
+    /// Ask for more capacity.
+    Scale,
+}
+
+/// One recovery step (the seed's `RecoveryAction`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryAction {
+    /// What to do.
+    pub kind: RecoveryKind,
+    /// Named numeric parameters (e.g. `("backoff_ms", 50.0)`).
+    pub params: Vec<(&'static str, f64)>,
+    /// Estimated probability that it works (0–1).
+    pub probability: f64,
+}
+
+/// Where a recovery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStatus {
+    /// Decided, not started.
+    Pending,
+    /// Under way.
+    InProgress,
+    /// Worked.
+    Completed,
+    /// Did not work.
+    Failed,
+}
+
+/// An incident and what is being done about it (the seed's `ErrorRecovery`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorRecovery {
+    /// Which layer.
+    pub kind: ErrorKind,
+    /// How bad.
+    pub severity: Severity,
+    /// The step taken.
+    pub action: RecoveryAction,
+    /// Where it stands.
+    pub status: RecoveryStatus,
+}
+
+/// A route with the capability view that chose it (the seed's `CapabilityAwareRoute`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapabilityAwareRoute {
+    /// The routes.
+    pub route: RouteOptions,
+    /// Required capability → minimum score.
+    pub required_capabilities: Vec<(String, f64)>,
+    /// Capability → the primary route's score.
+    pub scores: Vec<(String, f64)>,
+    /// Confidence in the primary route.
+    pub confidence: f64,
+}
+
+/// What to do about degradation (the seed's `DegradationAction.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DegradationKind {
+    /// Add capacity.
+    Scale,
+    /// Shift load.
+    Rebalance,
+    /// Move traffic off failing nodes.
+    Failover,
+}
+
+/// A condition that triggers a degradation action or a failover.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DegradationCondition {
+    /// The metric (e.g. `"error_rate"`).
+    pub metric: &'static str,
+    /// The threshold it crossed.
+    pub threshold: f64,
+    /// Its value now.
+    pub value: f64,
+}
+
+/// The seed's `DegradationAction`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DegradationAction {
+    /// What to do.
+    pub kind: DegradationKind,
+    /// Why.
+    pub conditions: Vec<DegradationCondition>,
+    /// Named numeric parameters.
+    pub params: Vec<(&'static str, f64)>,
+}
+
+/// Health checks and the response to degradation (the seed's `HealthAwareRoute`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthAwareRoute {
+    /// Every node's health.
+    pub health: Vec<NodeHealth>,
+    /// What is being done.
+    pub degradation_response: DegradationAction,
+    /// What triggers failover (the seed's `FailoverCondition`s).
+    pub failover_triggers: Vec<DegradationCondition>,
+}

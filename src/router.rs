@@ -280,6 +280,12 @@ impl Router {
         self.control().set_status(name, status)
     }
 
+    /// The seed's `NodeHealth` of every node: verdict, free capacity, latency EWMA, success
+    /// rate (as of the last tick), efficiency (predicted over observed latency), error rate.
+    pub fn node_health(&self) -> Vec<crate::model::NodeHealth> {
+        self.control().health()
+    }
+
     /// The node specs of the desired fleet.
     pub fn node_specs(&self) -> Vec<NodeSpec> {
         self.control().node_specs()

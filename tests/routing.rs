@@ -531,3 +531,48 @@ fn an_idle_fleet_publishes_nothing_and_old_snapshots_are_freed_by_the_controller
         "freed by the controller once nobody else held it"
     );
 }
+
+#[test]
+fn node_health_reports_free_capacity_and_errors() {
+    use switchyard::{Backend, Completion, Dispatcher, Outcome, RouteOptions, Ticket};
+    struct FailEven;
+    impl Backend for FailEven {
+        fn dispatch(&self, t: Task, _r: &RouteOptions, ticket: Ticket) {
+            if t.id % 2 == 0 {
+                ticket.complete(Completion::failure(Outcome::ServerError, 5.0));
+            } else {
+                ticket.complete(Completion::success(5.0, 1));
+            }
+        }
+    }
+    let r = Router::builder()
+        .node(
+            NodeSpec::new("solo")
+                .max_concurrency(4)
+                .memory(1_000, 100.0),
+        )
+        .build()
+        .unwrap();
+    let d = Dispatcher::builder(r.clone())
+        .workers(1)
+        .control_interval(None)
+        .build(FailEven)
+        .unwrap();
+    for i in 0..10 {
+        d.submit(Task::new(i, 5, 5)).unwrap();
+    }
+    d.shutdown();
+    r.tick();
+    let lease = r.reader().route(&Task::new(99, 1_000, 0)).unwrap().1;
+    let h = &r.node_health()[0];
+    assert_eq!(h.node, "solo");
+    assert_eq!(h.metrics.errors, 5);
+    assert!((h.error_rate - 0.5).abs() < 1e-9);
+    assert!(
+        (h.metrics.success_rate - 0.75).abs() < 1e-9,
+        "smoothed from 1.0 toward 0.5"
+    );
+    assert_eq!(h.available.memory_mb, 900);
+    assert!(h.metrics.response_time_ms > 0.0);
+    drop(lease);
+}
