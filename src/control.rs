@@ -312,10 +312,14 @@ impl Controller {
         // A removed node leaves the report once nothing but us holds it: then no lease or
         // ticket can still record on it, and its counts move into the retired totals.
         let totals = &mut self.retired_totals;
-        self.retired.retain(|(_, live)| {
-            if Arc::strong_count(live) > 1 {
+        self.retired.retain_mut(|(_, live)| {
+            // `get_mut` succeeds only when we hold the last reference, and checks that with
+            // Acquire: it synchronises with the Release of the last ticket's `Arc` drop, so
+            // the outcome that ticket recorded just before is visible below (a Relaxed
+            // `strong_count` would not guarantee that on weakly ordered CPUs).
+            let Some(live) = Arc::get_mut(live) else {
                 return true;
-            }
+            };
             for (t, o) in totals.iter_mut().zip(live.outcomes()) {
                 *t += o;
             }

@@ -513,6 +513,10 @@ impl<B: Backend> Dispatcher<B> {
     /// Decision latency, counts by outcome, per-node load and balance.
     pub fn metrics(&self) -> RoutingMetrics {
         let s = &*self.shared;
+        // Finished before dispatched, as in `in_flight`: a task counted as finished was
+        // counted as dispatched before its ticket existed, so the report never shows fewer
+        // tasks in flight than there are.
+        let outcomes = s.router.finished();
         let mut h = new_histogram();
         let mut dispatched = 0;
         let mut no_route = [0u64; 6];
@@ -524,7 +528,6 @@ impl<B: Backend> Dispatcher<B> {
                 no_route[i] += c.load(Ordering::Relaxed);
             }
         }
-        let outcomes = s.router.finished();
         let nodes = s.router.live_nodes();
         let utils: Vec<f64> = nodes
             .iter()

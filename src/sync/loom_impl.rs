@@ -1,8 +1,57 @@
 //! loom builds: loom's atomics, and lock-based stand-ins with the real API for the parts loom
 //! cannot model (arc-swap, crossbeam-deque, crossbeam's parker). The stand-ins are obviously
 //! linearizable, so a model failure points at our protocol, not at theirs.
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::Ordering;
 pub(crate) use loom::sync::{Arc, Mutex};
+pub(crate) use seq_cst::{AtomicBool, AtomicU64, AtomicUsize};
+
+/// loom's atomics, born with a `SeqCst` store of their initial value.
+///
+/// loom treats `SeqCst` accesses as `AcqRel` (its README, "Unsupported features"), with one
+/// exception: a `SeqCst` load never returns a `SeqCst` store older than another `SeqCst`
+/// store. Its initial value, though, is a plain store, so a `SeqCst` load could still return
+/// it after a `SeqCst` write by another thread: a store-buffering outcome `SeqCst` forbids,
+/// and exactly what the dispatcher's parking and shutdown protocols rule out with `SeqCst`
+/// on `queued`/`sleepers`/`sleeping`/`shutdown`. Storing the initial value again with
+/// `SeqCst` makes loom's `SeqCst` accesses to a location whose writes are all `SeqCst`
+/// behave in the single order of the interleaving, without adding any synchronisation:
+/// non-`SeqCst` accesses keep loom's full weak-memory exploration.
+mod seq_cst {
+    use loom::sync::atomic::{self as a, Ordering};
+
+    macro_rules! atomic {
+        ($name:ident, $t:ty) => {
+            #[derive(Debug)]
+            pub(crate) struct $name(a::$name);
+
+            impl $name {
+                pub(crate) fn new(v: $t) -> Self {
+                    let inner = a::$name::new(v);
+                    inner.store(v, Ordering::SeqCst);
+                    Self(inner)
+                }
+            }
+
+            impl Default for $name {
+                fn default() -> Self {
+                    Self::new(Default::default())
+                }
+            }
+
+            impl std::ops::Deref for $name {
+                type Target = a::$name;
+
+                fn deref(&self) -> &a::$name {
+                    &self.0
+                }
+            }
+        };
+    }
+
+    atomic!(AtomicBool, bool);
+    atomic!(AtomicUsize, usize);
+    atomic!(AtomicU64, u64);
+}
 
 /// `std::thread` as loom models it, plus what loom lacks.
 pub(crate) mod thread {
