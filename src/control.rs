@@ -23,9 +23,10 @@ use std::collections::HashMap;
 use crate::capability::{CapSet, CapabilityRegistry};
 use crate::clock::Clock;
 use crate::error::ConfigError;
+use crate::health::{HealthPolicy, NodeHealthState, Observation, Phase, Verdict};
 use crate::model::{HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap};
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
-use crate::routing::table::{ChainInput, NodeInput, RoutingTable, ScoringWeights};
+use crate::routing::table::{ChainInput, HealthView, NodeInput, RoutingTable, ScoringWeights};
 use crate::sync::{arc_from_std, Arc, SnapshotCell};
 
 /// Most nodes one router holds (node ids stay below this).
@@ -43,6 +44,8 @@ struct NodeState {
     balance: f64,
     success_rate: f64,
     prev_outcomes: [u64; 6],
+    health: NodeHealthState,
+    verdict: Verdict,
 }
 
 #[derive(Debug)]
@@ -78,6 +81,9 @@ pub(crate) struct Controller {
     chains: Vec<ChainState>,
     chain_numbers: HashMap<String, u32>,
     weights: ScoringWeights,
+    policy: HealthPolicy,
+    /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
+    panic: bool,
     epoch: u64,
     last_tick_ns: u64,
     /// A fleet change is waiting to be published.
@@ -103,6 +109,8 @@ impl Controller {
             chains: Vec::new(),
             chain_numbers: HashMap::new(),
             weights,
+            policy: HealthPolicy::default(),
+            panic: false,
             epoch: 0,
             last_tick_ns: 0,
             dirty: true,
@@ -152,6 +160,13 @@ impl Controller {
             balance: 1.0,
             success_rate: 1.0,
             prev_outcomes: [0; 6],
+            health: NodeHealthState::new(self.last_tick_ns),
+            verdict: Verdict {
+                status: HealthStatus::Healthy,
+                eligible: true,
+                probe_only: false,
+                weight: 1.0,
+            },
         });
         self.dirty = true;
         Ok(id)
@@ -251,7 +266,19 @@ impl Controller {
             .iter_mut()
             .find(|n| &*n.name == name)
             .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        // Failed or Degraded pin the verdict; Healthy hands the node back to the automatic
+        // verdicts. Applied at once (and published by the next tick).
+        n.health.manual = (status != HealthStatus::Healthy).then_some(status);
         n.status = status;
+        n.verdict.status = status;
+        n.verdict.eligible = status != HealthStatus::Failed;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn set_policy(&mut self, policy: HealthPolicy) -> Result<(), ConfigError> {
+        policy.validate()?;
+        self.policy = policy;
         self.dirty = true;
         Ok(())
     }
@@ -285,6 +312,10 @@ impl Controller {
         // Publish only when something moved by more than 1 %: an idle fleet churns no tables.
         let moved = |old: f64, new: f64| (new - old).abs() > 0.01 * old.abs().max(1e-9);
         let mut changed = self.dirty;
+        let policy = self.policy;
+        let fleet = self.nodes.len();
+        let cap = ((policy.max_ejected_share * fleet as f64) as usize).max(1);
+        let mut out = self.nodes.iter().filter(|n| n.health.is_out()).count();
         for (n, u) in self.nodes.iter_mut().zip(&utils) {
             let (balance, factor, success) = (n.balance, n.latency_factor, n.success_rate);
             n.balance = 1.0 / (1.0 + (u - mean).max(0.0));
@@ -295,18 +326,59 @@ impl Controller {
                 1.0
             };
             let o = n.live.all_outcomes();
-            let d = |k: Outcome| o[k.index()].saturating_sub(n.prev_outcomes[k.index()]) as f64;
+            let prev = std::mem::replace(&mut n.prev_outcomes, o);
+            let d = |k: Outcome| o[k.index()].saturating_sub(prev[k.index()]);
             let ok = d(Outcome::Success);
-            let bad = d(Outcome::ServerError) + d(Outcome::Timeout) + d(Outcome::Abandoned);
-            if ok + bad > 0.0 {
-                let rate = ok / (ok + bad);
+            let failed = d(Outcome::ServerError) + d(Outcome::Timeout) + d(Outcome::Abandoned);
+            if ok + failed > 0 {
+                let rate = ok as f64 / (ok + failed) as f64;
                 n.success_rate = 0.5 * n.success_rate + 0.5 * rate;
+            } else {
+                // No outcome this tick: forgive a tenth of the gap, so a node that gets little
+                // traffic (degraded, slow-starting) is not judged on old failures forever.
+                n.success_rate += 0.1 * (1.0 - n.success_rate);
             }
-            n.prev_outcomes = o;
+            let obs = Observation {
+                ok,
+                failed,
+                rate_limited: d(Outcome::RateLimited),
+                consecutive: n.live.consecutive_failures(),
+                latency_factor: n.latency_factor,
+                success_rate: n.success_rate,
+            };
+            let was_out = n.health.is_out();
+            let (verdict, reset) = n.health.step(now, &obs, &policy, out < cap);
+            match (was_out, n.health.is_out()) {
+                (false, true) => out += 1,
+                (true, false) => out = out.saturating_sub(1),
+                _ => {}
+            }
+            // A failing node the cap kept serving gets its streak cleared, or the hot path's
+            // gate would keep it out with no back-off and no probe.
+            let capped = n.health.phase == Phase::Serving
+                && policy.consecutive_failures > 0
+                && obs.consecutive >= policy.consecutive_failures as u64;
+            if reset || capped {
+                n.live.reset_consecutive_failures();
+            }
+
+            n.status = verdict.status;
+            changed |= (verdict.status, verdict.eligible, verdict.probe_only)
+                != (n.verdict.status, n.verdict.eligible, n.verdict.probe_only)
+                || moved(n.verdict.weight, verdict.weight);
+            n.verdict = verdict;
             changed |= moved(balance, n.balance)
                 || moved(factor, n.latency_factor)
                 || moved(success, n.success_rate);
         }
+        let serving = self
+            .nodes
+            .iter()
+            .filter(|n| n.verdict.eligible && !n.verdict.probe_only)
+            .count();
+        let panic = fleet > 0 && (serving as f64) < policy.panic_threshold * fleet as f64;
+        changed |= panic != self.panic;
+        self.panic = panic;
         // Old snapshots first: they may be what still holds a removed node.
         self.old_tables.retain(|t| Arc::strong_count(t) > 1);
         // A removed node leaves the report once nothing but us holds it: then no lease or
@@ -356,6 +428,9 @@ impl Controller {
                 latency_factor: n.latency_factor,
                 balance: n.balance,
                 success_rate: n.success_rate,
+                eligible: n.verdict.eligible,
+                probe_only: n.verdict.probe_only,
+                health_weight: n.verdict.weight,
             })
             .collect();
         let chains: Vec<ChainInput> = self
@@ -379,6 +454,11 @@ impl Controller {
             &nodes,
             &chains,
             self.weights,
+            HealthView {
+                panic: self.panic,
+                consecutive_failures: self.policy.consecutive_failures,
+                half_open_probes: self.policy.half_open_probes,
+            },
         );
         let table = Arc::new(table);
         cell.store(Arc::clone(&table));

@@ -37,6 +37,7 @@ mod clock;
 mod control;
 mod dispatcher;
 mod error;
+mod health;
 mod metrics;
 mod model;
 mod node;
@@ -50,6 +51,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{TickReport, MAX_NODES};
 pub use dispatcher::{Backend, Completion, Dispatcher, DispatcherBuilder, NoBackend, Ticket};
 pub use error::{BuildError, ConfigError, RouteError, SubmitError};
+pub use health::HealthPolicy;
 pub use metrics::{balance_deviation, LatencySummary, NodeMetrics, RoutingMetrics};
 pub use model::{
     AllocationPriority, AllocationResult, BalanceMetrics, CapabilityAwareRoute, DegradationAction,

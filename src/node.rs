@@ -468,6 +468,10 @@ pub(crate) struct NodeLive {
 struct Ledger {
     w0: AtomicU64,
     w1: AtomicU64,
+    /// Failures in a row (server error, timeout, abandoned); a success resets it. On the
+    /// ledger's cache line, which every decision already reads, so the hot path's
+    /// fast-ejection check costs no extra miss.
+    consecutive: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -552,6 +556,19 @@ impl NodeLive {
         latency_ms: f64,
         predicted_ms: f64,
     ) {
+        match outcome {
+            // Relaxed: a heuristic gate; a stale read delays ejection by a decision or two.
+            Outcome::ServerError | Outcome::Timeout | Outcome::Abandoned => {
+                self.ledger.consecutive.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Success => {
+                if self.ledger.consecutive.load(Ordering::Relaxed) != 0 {
+                    self.ledger.consecutive.store(0, Ordering::Relaxed);
+                }
+            }
+            // Busy or abandoned by the client: says nothing about whether the node works.
+            Outcome::RateLimited | Outcome::Cancelled => {}
+        }
         let counters = if head {
             &self.stats.outcomes
         } else {
@@ -569,6 +586,17 @@ impl NodeLive {
             };
             ewma_update(&self.stats.ewma, latency_ms as f32, slow as f32);
         }
+    }
+
+    /// Failures in a row (relaxed: see `record_outcome`).
+    #[inline]
+    pub(crate) fn consecutive_failures(&self) -> u64 {
+        self.ledger.consecutive.load(Ordering::Relaxed)
+    }
+
+    /// Clears the failure streak (the control thread, when a node goes half-open).
+    pub(crate) fn reset_consecutive_failures(&self) {
+        self.ledger.consecutive.store(0, Ordering::Relaxed);
     }
 
     /// Tasks finished with this node at their head, by outcome.

@@ -3,6 +3,7 @@ use crate::capability::CapSet;
 use crate::clock::{Clock, SystemClock};
 use crate::control::{Controller, TickReport};
 use crate::error::{ConfigError, RouteError};
+use crate::health::HealthPolicy;
 use crate::model::{HealthStatus, ModelChain, NodeId, RouteOptions, Task};
 use crate::node::{ChainSpec, NodeSpec};
 use crate::routing::engine::{self, Lease, Rng};
@@ -81,9 +82,16 @@ pub struct RouterBuilder {
     clock: Option<Arc<dyn Clock>>,
     seed: u64,
     lease_timeout_ms: u64,
+    health: HealthPolicy,
 }
 
 impl RouterBuilder {
+    /// Sets the health policy (ejection, probing, slow start, panic threshold).
+    pub fn health(mut self, policy: HealthPolicy) -> Self {
+        self.health = policy;
+        self
+    }
+
     /// Declares capability names (interned in order).
     pub fn capabilities<I, S>(mut self, caps: I) -> Self
     where
@@ -153,12 +161,14 @@ impl RouterBuilder {
         for c in self.chains {
             ctl.add_chain(c)?;
         }
+        ctl.set_policy(self.health)?;
         let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
             0,
             Arc::new(ctl.registry().clone()),
             &[],
             &[],
             ScoringWeights::default(),
+            Default::default(),
         )));
         ctl.publish(&cell);
         Ok(Router {
@@ -272,7 +282,17 @@ impl Router {
         self.control().set_weights(w)
     }
 
-    /// Sets a node's health verdict by hand (e.g. from an external health check).
+    /// Replaces the health policy.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidNumber`] / [`ConfigError::InvalidSetting`] for a bad threshold.
+    pub fn set_health_policy(&self, policy: HealthPolicy) -> Result<(), ConfigError> {
+        self.control().set_policy(policy)
+    }
+
+    /// Sets a node's health verdict by hand (e.g. from an external health check):
+    /// `Failed` or `Degraded` pin it until set back to `Healthy`, which returns the node to
+    /// the automatic verdicts.
     ///
     /// # Errors
     /// [`ConfigError::UnknownNode`].

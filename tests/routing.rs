@@ -504,7 +504,13 @@ fn control_tick_learns_latency_from_completions() {
 
 #[test]
 fn an_idle_fleet_publishes_nothing_and_old_snapshots_are_freed_by_the_controller() {
-    let r = fleet();
+    // A manual clock: with real time, slow start's weight ramp would count as a change.
+    let r = Router::builder()
+        .clock(std::sync::Arc::new(switchyard::ManualClock::new()))
+        .node(NodeSpec::new("fast"))
+        .node(NodeSpec::new("slow"))
+        .build()
+        .unwrap();
     let first = r.tick();
     let idle = r.tick();
     assert!(!idle.published, "nothing changed");
@@ -575,4 +581,58 @@ fn node_health_reports_free_capacity_and_errors() {
     assert_eq!(h.available.memory_mb, 900);
     assert!(h.metrics.response_time_ms > 0.0);
     drop(lease);
+}
+
+#[test]
+fn weights_give_proportional_shares_not_winner_take_all() {
+    // Same speed and load; "light" has a quarter of the weight. Weighted P2C (weights shape
+    // the draw, the score compares load and latency) gives it about 1/5 of the traffic; a
+    // weight inside the score would give it nothing.
+    let r = Router::builder()
+        .node(NodeSpec::new("full").max_concurrency(10_000))
+        .node(NodeSpec::new("light").max_concurrency(10_000).weight(0.25))
+        .node(NodeSpec::new("full2").max_concurrency(10_000))
+        .node(NodeSpec::new("full3").max_concurrency(10_000))
+        .build()
+        .unwrap();
+    let mut reader = r.reader();
+    let snap = r.snapshot();
+    let light = snap.node_id("light").unwrap();
+    let n = 20_000;
+    let mut hits = 0;
+    for i in 0..n {
+        let (_, lease) = reader.route(&Task::new(i, 100, 10)).unwrap();
+        if lease.route().head() == light {
+            hits += 1;
+        }
+    } // leases dropped at once: no load builds up, only the weights differ
+    let share = hits as f64 / n as f64;
+    assert!((0.04..0.12).contains(&share), "share {share}");
+}
+
+#[test]
+fn small_pools_weigh_the_pair_too() {
+    // Two nodes (a pool evaluated whole): the weight-0.25 node is primary about 1/5 of the
+    // time when loads and latencies tie.
+    let r = Router::builder()
+        .node(NodeSpec::new("a").max_concurrency(10_000))
+        .node(NodeSpec::new("b").max_concurrency(10_000).weight(0.25))
+        .build()
+        .unwrap();
+    let mut reader = r.reader();
+    let b = r.snapshot().node_id("b").unwrap();
+    let n = 20_000;
+    let hits = (0..n)
+        .filter(|&i| {
+            reader
+                .route(&Task::new(i, 100, 10))
+                .unwrap()
+                .1
+                .route()
+                .head()
+                == b
+        })
+        .count();
+    let share = hits as f64 / n as f64;
+    assert!((0.12..0.28).contains(&share), "share {share}");
 }

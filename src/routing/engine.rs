@@ -56,6 +56,12 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (n > 0), by multiply-shift.
+    /// Uniform in `[0, 1)`.
+    #[inline]
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
     #[inline]
     pub(crate) fn below(&mut self, n: usize) -> usize {
         (((self.next_u64() >> 32) * n as u64) >> 32) as usize
@@ -178,21 +184,26 @@ fn evaluate(
     out.route.len = r.len;
     for (i, &s) in r.stages().iter().enumerate() {
         let n = &table.nodes[s as usize];
-        if !n.eligible {
+        // The live failure streak takes a node out before the next tick does (health.rs).
+        if !n.eligible || n.live.consecutive_failures() >= n.eject_after {
             return Err(Miss::Unhealthy);
         }
         out.route.stages[i] = n.id;
         let (d0, d1) = demand(n, task);
         let (w0, w1) = n.live.load_for(d1 != 0);
         full |= !(fits0(w0, d0, n.cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
+        if n.probe_only && Amounts::unpack(w0, 0).inflight >= n.probe_limit {
+            return Err(Miss::Unhealthy); // half-open: its probes are out
+        }
         let u = utilization(n, w0);
         let latency = (n.base_ms + input * n.prefill_ms_per_token + output * n.decode_ms_per_token)
             * (1.0 + n.batch_slowdown * u)
             * n.latency_factor;
         let cap = capability_score(table, n, req);
         let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
-        score +=
-            latency * (1.0 + w.load * u) * (1.0 + w.cost * n.price_rel) / (cap_factor * n.weight);
+        // The weight is not in the score: it shapes which candidates are drawn (see `plan`),
+        // so a node at 10 % weight gets about 10 % of a share instead of losing every pair.
+        score += latency * (1.0 + w.load * u) * (1.0 + w.cost * n.price_rel) / cap_factor;
         latency_sum += latency;
         memory += Amounts::unpack(d0, 0).memory_mb as f64;
         cpu = fmax(cpu, n.cpu_share_per_task);
@@ -255,7 +266,8 @@ pub(crate) fn plan(
             }
         }
     };
-    if pool.len() <= want.min(EXHAUSTIVE) {
+    let exhaustive = pool.len() <= want.min(EXHAUSTIVE);
+    if exhaustive {
         let start = rng.below(pool.len());
         for k in 0..pool.len() {
             consider(pool[(start + k) % pool.len()], out);
@@ -271,6 +283,11 @@ pub(crate) fn plan(
                 continue;
             }
             drawn[d] = slot;
+            // Weighted draw by rejection: a route is kept with probability weight / max.
+            let w = table.routes[slot as usize].weight;
+            if w < table.max_weight && rng.unit() * table.max_weight >= w {
+                continue;
+            }
             consider(slot, out);
         }
         if out.len() < 2 {
@@ -294,12 +311,18 @@ pub(crate) fn plan(
     }
     if n >= 2 {
         let found = out.choices_mut();
-        // Power of two choices between two distinct random feasible candidates.
-        let a = rng.below(n);
-        let mut b = rng.below(n - 1);
-        if b >= a {
-            b += 1;
-        }
+        // Power of two choices between two distinct feasible candidates, drawn in proportion
+        // to their weights (sampled candidates already are; this matters for small pools,
+        // which are evaluated whole).
+        let weight = |c: &RouteChoice| {
+            if exhaustive {
+                table.routes[c.route.slot as usize].weight
+            } else {
+                1.0 // drawn in proportion already
+            }
+        };
+        let a = weighted_index(found, usize::MAX, &weight, rng);
+        let b = weighted_index(found, a, &weight, rng);
         debug_assert_ne!(a, b, "p2c needs two distinct candidates");
         let winner = if found[b].score < found[a].score {
             b
@@ -311,6 +334,34 @@ pub(crate) fn plan(
     }
     out.truncate(1 + table.weights.alternatives);
     Ok(())
+}
+
+/// An index into `found` other than `skip`, drawn in proportion to `weight`.
+fn weighted_index(
+    found: &[RouteChoice],
+    skip: usize,
+    weight: &impl Fn(&RouteChoice) -> f64,
+    rng: &mut Rng,
+) -> usize {
+    let total: f64 = found
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != skip)
+        .map(|(_, c)| weight(c))
+        .sum();
+    let mut x = rng.unit() * total;
+    let mut last = usize::MAX;
+    for (i, c) in found.iter().enumerate() {
+        if i == skip {
+            continue;
+        }
+        last = i;
+        x -= weight(c);
+        if x < 0.0 {
+            return i;
+        }
+    }
+    last // rounding: the last eligible index
 }
 
 /// Whether `route` is still feasible for `task` under `table`.
@@ -448,6 +499,14 @@ impl Lease {
 
     /// Releases now (the same as dropping the lease).
     pub fn release(self) {}
+
+    /// Ends the lease with an outcome: releases every stage and records the outcome and the
+    /// latency on each (what a [`Ticket`](crate::Ticket) does; for gateways that route
+    /// through a [`RouteReader`](crate::RouteReader) without the dispatcher). Dropping a lease
+    /// releases it without recording anything.
+    pub fn complete(self, outcome: crate::model::Outcome, latency_ms: f64) {
+        self.finish(outcome, latency_ms);
+    }
 
     /// Releases every stage, then records `outcome` on each, head last: whoever sees the
     /// head's count (the dispatcher's totals) also sees every stage released.

@@ -93,6 +93,11 @@ pub(crate) struct NodeEntry {
     pub(crate) status: HealthStatus,
     /// Whether new tasks may be placed here.
     pub(crate) eligible: bool,
+    /// Half-open: only `probe_limit` tasks at a time.
+    pub(crate) probe_only: bool,
+    pub(crate) probe_limit: u64,
+    /// The live failure streak that takes the node out at once (`u64::MAX`: never).
+    pub(crate) eject_after: u64,
 }
 
 /// One route (a node, or a configured chain) as the hot path sees it.
@@ -103,6 +108,8 @@ pub(crate) struct RouteEntry {
     pub(crate) caps: CapSet,
     pub(crate) stages: [u32; MAX_STAGES],
     pub(crate) len: u8,
+    /// The lowest weight among its stages: the draw probability relative to `max_weight`.
+    pub(crate) weight: f64,
 }
 
 impl RouteEntry {
@@ -123,6 +130,29 @@ pub(crate) struct NodeInput {
     pub(crate) latency_factor: f64,
     pub(crate) balance: f64,
     pub(crate) success_rate: f64,
+    /// From the health verdict.
+    pub(crate) eligible: bool,
+    pub(crate) probe_only: bool,
+    pub(crate) health_weight: f64,
+}
+
+/// Fleet-wide health settings a snapshot carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HealthView {
+    /// Too few nodes serve: route across all of them, ignoring ejections.
+    pub(crate) panic: bool,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) half_open_probes: u32,
+}
+
+impl Default for HealthView {
+    fn default() -> Self {
+        Self {
+            panic: false,
+            consecutive_failures: 0,
+            half_open_probes: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +185,10 @@ pub struct RoutingTable {
     pub(crate) weights: ScoringWeights,
     /// Every node's capability scores, back to back (see `NodeEntry::scores_at`).
     pub(crate) scores: Box<[(u16, f32)]>,
+    /// Too few nodes serve, so ejections are ignored.
+    pub(crate) panic: bool,
+    /// The largest route weight (draws are accepted with probability weight / max).
+    pub(crate) max_weight: f64,
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -168,6 +202,7 @@ impl RoutingTable {
         nodes: &[NodeInput],
         chains: &[ChainInput],
         weights: ScoringWeights,
+        health: HealthView,
     ) -> Self {
         let max_id = nodes.iter().map(|n| n.id.0 as usize + 1).max().unwrap_or(0);
         let mut node_slot = vec![ABSENT; max_id];
@@ -193,17 +228,16 @@ impl RoutingTable {
             let cap = n.res.cap;
             let (conc, cpu, mem, tok) = (cap.inflight, cap.cpu_millis, cap.memory_mb, cap.tokens);
             let (cap0, cap1) = cap.pack();
-            let health = match n.status {
-                HealthStatus::Healthy => 1.0,
-                HealthStatus::Degraded => 0.5,
-                HealthStatus::Failed => 0.0,
-            };
+            // Static weight × balance × the health verdict's factor (slow start, degraded,
+            // rate limited).
             let weight = sane(
-                n.res.weight * sane(n.balance, 0.01, 100.0, 1.0),
+                n.res.weight
+                    * sane(n.balance, 0.01, 100.0, 1.0)
+                    * sane(n.health_weight, 0.01, 1.0, 1.0),
                 1e-6,
                 1e6,
                 1.0,
-            ) * if health > 0.0 { health } else { 1.0 };
+            );
             entries.push(NodeEntry {
                 id: n.id,
                 name: n.name.clone(),
@@ -244,7 +278,16 @@ impl RoutingTable {
                 weight,
                 success_rate: sane(n.success_rate, 0.0, 1.0, 1.0),
                 status: n.status,
-                eligible: n.status != HealthStatus::Failed,
+                eligible: n.eligible || health.panic,
+                probe_only: n.probe_only && !health.panic,
+                probe_limit: health.half_open_probes.max(1) as u64,
+                eject_after: if health.panic || health.consecutive_failures == 0 {
+                    u64::MAX
+                } else if n.probe_only {
+                    1
+                } else {
+                    health.consecutive_failures as u64
+                },
             });
         }
         let mut routes: Vec<RouteEntry> = entries
@@ -260,6 +303,7 @@ impl RoutingTable {
                     s
                 },
                 len: 1,
+                weight: e.weight,
             })
             .collect();
         let max_chain = chains
@@ -277,6 +321,7 @@ impl RoutingTable {
             }
             let mut stages = [0u32; MAX_STAGES];
             let mut union = CapSet::EMPTY;
+            let mut weight = f64::MAX;
             for (i, id) in c.stages.iter().enumerate() {
                 let slot = node_slot.get(id.0 as usize).copied().unwrap_or(ABSENT);
                 if slot == ABSENT {
@@ -284,6 +329,7 @@ impl RoutingTable {
                 }
                 stages[i] = slot;
                 union = union.union(&entries[slot as usize].caps);
+                weight = weight.min(entries[slot as usize].weight);
             }
             chain_slot[c.number as usize] = routes.len() as u32;
             routes.push(RouteEntry {
@@ -292,6 +338,7 @@ impl RoutingTable {
                 caps: if c.caps.is_empty() { union } else { c.caps },
                 stages,
                 len: c.stages.len() as u8,
+                weight,
             });
         }
         let ncaps = registry.len();
@@ -305,7 +352,9 @@ impl RoutingTable {
         }
         let mut weights = weights;
         weights.alternatives = weights.alternatives.min(MAX_ALTERNATIVES);
+        let max_weight = routes.iter().map(|r| r.weight).fold(0.0, f64::max);
         RoutingTable {
+            max_weight,
             epoch,
             registry,
             all: (0..routes.len() as u32).collect(),
@@ -316,7 +365,13 @@ impl RoutingTable {
             chain_slot: chain_slot.into_boxed_slice(),
             weights,
             scores: scores.into_boxed_slice(),
+            panic: health.panic,
         }
+    }
+
+    /// Whether the fleet is in panic mode (too few nodes serving: ejections ignored).
+    pub fn panic_mode(&self) -> bool {
+        self.panic
     }
 
     /// The snapshot's epoch (increases by one per publish).
