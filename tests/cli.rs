@@ -138,6 +138,8 @@ fn bench_json_has_every_key() {
         "\"dispatch\":{\"tasks_per_sec\":",
         "\"raw_queue_msgs_per_sec\":",
         "\"memory_4096_mb\":",
+        "\"route_64_under_publish\":{\"p50_ns\":",
+        "\"control_tick_4096_us\":",
     ] {
         assert!(line.contains(key), "missing {key} in {line}");
     }
