@@ -276,6 +276,32 @@ impl Controller {
         Ok(())
     }
 
+    /// Acts on an incident (applied to the next publish; `Router::trigger_failover` ticks).
+    pub(crate) fn incident(
+        &mut self,
+        name: &str,
+        kind: crate::failover::IncidentKind,
+        now: u64,
+    ) -> Result<(), ConfigError> {
+        use crate::failover::IncidentKind;
+        let policy = self.policy;
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        match kind {
+            IncidentKind::Down => n.health.force_eject(now, &policy),
+            IncidentKind::Degraded => n.health.manual = Some(HealthStatus::Degraded),
+            IncidentKind::Recovered => {
+                n.health.manual = None;
+                n.health.force_probe();
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
     pub(crate) fn set_policy(&mut self, policy: HealthPolicy) -> Result<(), ConfigError> {
         policy.validate()?;
         self.policy = policy;

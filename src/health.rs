@@ -263,6 +263,20 @@ impl NodeHealthState {
         )
     }
 
+    /// An incident says the node is down: eject it now (unless it already is).
+    pub(crate) fn force_eject(&mut self, now: u64, p: &HealthPolicy) {
+        if self.phase == Phase::Serving || self.phase == Phase::HalfOpen {
+            self.eject(now, p);
+        }
+    }
+
+    /// An incident says the node is back: probe it at the next decision.
+    pub(crate) fn force_probe(&mut self) {
+        if matches!(self.phase, Phase::Ejected { .. }) {
+            self.phase = Phase::Ejected { until_ns: 0 };
+        }
+    }
+
     fn eject(&mut self, now: u64, p: &HealthPolicy) {
         self.times_ejected = self.times_ejected.saturating_add(1);
         self.phase = Phase::Ejected {

@@ -37,6 +37,7 @@ mod clock;
 mod control;
 mod dispatcher;
 mod error;
+mod failover;
 mod health;
 mod metrics;
 mod model;
@@ -51,6 +52,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{TickReport, MAX_NODES};
 pub use dispatcher::{Backend, Completion, Dispatcher, DispatcherBuilder, NoBackend, Ticket};
 pub use error::{BuildError, ConfigError, RouteError, SubmitError};
+pub use failover::{
+    FailoverError, FailoverReason, FailoverResult, HealthAwareRouting, HealthIncident,
+    IncidentKind, Retry, RetryPolicy, RouteAdjustment, SystemHealth, MAX_ATTEMPTS,
+};
 pub use health::HealthPolicy;
 pub use metrics::{balance_deviation, LatencySummary, NodeMetrics, RoutingMetrics};
 pub use model::{

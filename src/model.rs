@@ -407,6 +407,18 @@ impl RouteOptions {
         &mut self.choices[..self.len as usize]
     }
 
+    /// Keeps the routes for which `keep` holds, in order.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&RouteChoice) -> bool) {
+        let mut w = 0;
+        for r in 0..self.len as usize {
+            if keep(&self.choices[r]) {
+                self.choices[w] = self.choices[r];
+                w += 1;
+            }
+        }
+        self.len = w as u8;
+    }
+
     #[inline]
     pub(crate) fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n as u8);

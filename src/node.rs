@@ -279,19 +279,20 @@ impl NodeSpec {
             false,
         )?;
         let base = num("base_latency_ms", self.base_latency_ms, 0.0, 1e9, false)?;
+        // At least one token per 1000 s: below that, 1000/rate overflows the latency model.
         let prefill = num(
             "prefill_tokens_per_sec",
             self.prefill_tokens_per_sec,
-            0.0,
+            1e-3,
             1e12,
-            true,
+            false,
         )?;
         let decode = num(
             "decode_tokens_per_sec",
             self.decode_tokens_per_sec,
-            0.0,
+            1e-3,
             1e12,
-            true,
+            false,
         )?;
         let slow = num("batch_slowdown", self.batch_slowdown, 0.0, 1e6, false)?;
         let price = num(
@@ -478,7 +479,8 @@ struct Ledger {
 struct NodeStats {
     /// Tasks finished with this node as their route's first (or only) stage, by outcome.
     outcomes: [AtomicU64; 6],
-    /// Tasks finished with this node as a later stage of a chain, by outcome.
+    /// Stages finished that fleet totals do not count: a later stage of a chain, or a failed
+    /// attempt that failed over to another route.
     downstream: [AtomicU64; 6],
     /// Two EWMAs in one word, so one CAS updates both: observed latency in ms (low 32 bits)
     /// and observed/predicted latency (high 32 bits), each an `f32` (0 = no sample yet).
@@ -828,7 +830,7 @@ mod test {
         let e = NodeSpec::new("").validate(&r).unwrap_err();
         assert!(matches!(e, ConfigError::InvalidName { .. }));
         let e = NodeSpec::new("a")
-            .speed(1.0, 0.0, 1.0)
+            .speed(1.0, 5e-324, 1.0)
             .validate(&r)
             .unwrap_err();
         assert!(matches!(

@@ -40,6 +40,7 @@ pub(crate) struct RouterInner {
     pub(crate) clock: Arc<dyn Clock>,
     seed: AtomicU64,
     pub(crate) lease_timeout_ms: u64,
+    pub(crate) retry: crate::failover::RetryBudget,
 }
 
 /// The routing engine with its fleet: cheap to clone, shareable between threads.
@@ -83,9 +84,16 @@ pub struct RouterBuilder {
     seed: u64,
     lease_timeout_ms: u64,
     health: HealthPolicy,
+    retry: crate::failover::RetryPolicy,
 }
 
 impl RouterBuilder {
+    /// Sets how failed tasks are retried ([`Router::fail_over`]).
+    pub fn retry(mut self, policy: crate::failover::RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     /// Sets the health policy (ejection, probing, slow start, panic threshold).
     pub fn health(mut self, policy: HealthPolicy) -> Self {
         self.health = policy;
@@ -162,6 +170,7 @@ impl RouterBuilder {
             ctl.add_chain(c)?;
         }
         ctl.set_policy(self.health)?;
+        self.retry.validate()?;
         let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
             0,
             Arc::new(ctl.registry().clone()),
@@ -180,6 +189,7 @@ impl RouterBuilder {
                     .unwrap_or_else(|| arc_from_std(std::sync::Arc::new(SystemClock::default()))),
                 seed: AtomicU64::new(self.seed),
                 lease_timeout_ms: self.lease_timeout_ms,
+                retry: crate::failover::RetryBudget::new(self.retry),
             }),
         })
     }
@@ -314,7 +324,21 @@ impl Router {
     /// One control step: read live counters, recompute weights, publish a snapshot.
     pub fn tick(&self) -> TickReport {
         let clock = self.inner.clock.clone();
-        self.control().tick(&self.inner.table, &*clock)
+        let mut ctl = self.control();
+        let report = ctl.tick(&self.inner.table, &*clock);
+        // The retry budget earns a share of what finished since the last tick.
+        self.inner.retry.refill(ctl.finished_totals().iter().sum());
+        report
+    }
+
+    /// Acts on a health incident (see [`HealthAwareRouting`](crate::HealthAwareRouting)).
+    pub(crate) fn incident(
+        &self,
+        name: &str,
+        kind: crate::failover::IncidentKind,
+    ) -> Result<(), ConfigError> {
+        let now = self.inner.clock.now_ns();
+        self.control().incident(name, kind, now)
     }
 
     /// Tasks in flight over every node, current and draining.
@@ -361,6 +385,11 @@ thread_local! {
     static RNG: std::cell::RefCell<Rng> = std::cell::RefCell::new(Rng::new(
         std::thread::current().id().as_u64_compat()
     ));
+}
+
+/// Runs `f` with this thread's PRNG (the `&Router` engine paths and failover use it).
+pub(crate) fn with_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
+    RNG.with(|r| f(&mut r.borrow_mut()))
 }
 
 trait ThreadIdCompat {

@@ -101,14 +101,34 @@ impl Completion {
 /// lease, so a lost ticket never leaks capacity.
 #[derive(Debug)]
 pub struct Ticket {
-    lease: Option<Lease>,
-    task_id: u64,
+    pub(crate) lease: Option<Lease>,
+    pub(crate) task: Task,
+    /// Routes already tried (failover), oldest first.
+    pub(crate) tried: [crate::model::RouteId; crate::failover::MAX_ATTEMPTS],
+    pub(crate) attempts: u8,
 }
 
 impl Ticket {
+    /// A ticket for a task routed without the dispatcher (with a
+    /// [`RouteReader`](crate::RouteReader)), so it can fail over and have its outcome counted
+    /// like a dispatched one. (A dispatcher's `in_flight` counts only the tickets it made.)
+    pub fn from_lease(lease: Lease, task: Task) -> Self {
+        new_ticket(lease, task)
+    }
+
     /// The task's id.
     pub fn task_id(&self) -> u64 {
-        self.task_id
+        self.task.id
+    }
+
+    /// The task.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// Attempts so far (1 for a task on its first route).
+    pub fn attempt(&self) -> u32 {
+        self.attempts as u32 + 1
     }
 
     /// The route the task was reserved on.
@@ -569,9 +589,11 @@ impl<B: Backend> Drop for Dispatcher<B> {
     }
 }
 
-pub(crate) fn new_ticket(lease: Lease, task_id: u64) -> Ticket {
+pub(crate) fn new_ticket(lease: Lease, task: Task) -> Ticket {
     Ticket {
         lease: Some(lease),
-        task_id,
+        task,
+        tried: Default::default(),
+        attempts: 0,
     }
 }

@@ -137,7 +137,7 @@ fn handle<B: Backend>(
         Ok(lease) => {
             // Counted before the ticket exists, so before it can finish (see `in_flight`).
             bump(&stats.dispatched);
-            let ticket = new_ticket(lease, task.id);
+            let ticket = new_ticket(lease, task);
             // A panicking backend must not take the worker (and the queue) down with it.
             // The ticket is dropped during unwinding and counted as abandoned.
             if catch_unwind(AssertUnwindSafe(|| {

@@ -393,6 +393,18 @@ pub(crate) fn allocate(
             table.route_slot(choice.route.route)
         };
         let Some(slot) = slot else { continue };
+        // A chain re-created under the same name may have other stages now: then the plan
+        // is stale, not a plan for the new chain.
+        let r = &table.routes[slot as usize];
+        let same_stages = r
+            .stages()
+            .iter()
+            .zip(choice.route.stages())
+            .all(|(&s, id)| table.nodes[s as usize].id == *id)
+            && r.len == choice.route.len;
+        if !same_stages {
+            continue;
+        }
         stale = false;
         if let Some(lease) = reserve_route(table, slot, task, choice, timeout_ms) {
             return Ok(lease);
@@ -510,7 +522,18 @@ impl Lease {
 
     /// Releases every stage, then records `outcome` on each, head last: whoever sees the
     /// head's count (the dispatcher's totals) also sees every stage released.
-    pub(crate) fn finish(mut self, outcome: crate::model::Outcome, latency_ms: f64) {
+    pub(crate) fn finish(self, outcome: crate::model::Outcome, latency_ms: f64) {
+        self.finish_as(true, outcome, latency_ms);
+    }
+
+    /// As `finish`; `counted` false records the outcome for health only (a failed attempt
+    /// that fails over: the task is counted once, when it finally ends).
+    pub(crate) fn finish_as(
+        mut self,
+        counted: bool,
+        outcome: crate::model::Outcome,
+        latency_ms: f64,
+    ) {
         for p in self.parts.iter().flatten() {
             p.live.release(p.d0, p.d1);
         }
@@ -518,8 +541,12 @@ impl Lease {
         for (i, part) in self.parts.iter_mut().enumerate().rev() {
             if let Some(p) = part.take() {
                 // Each stage is judged against its share of the prediction.
-                p.live
-                    .record_outcome(i == 0, outcome, latency_ms / n, self.predicted_ms / n);
+                p.live.record_outcome(
+                    i == 0 && counted,
+                    outcome,
+                    latency_ms / n,
+                    self.predicted_ms / n,
+                );
             }
         }
     }
