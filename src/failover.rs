@@ -173,7 +173,9 @@ pub enum FailoverReason {
     AttemptsExhausted,
     /// The retry budget is spent (an outage is under way).
     BudgetExhausted,
-    /// No route it has not tried is feasible now.
+    /// Every feasible route was already tried.
+    AllRoutesTried,
+    /// No route is feasible now.
     NoRoute(RouteError),
 }
 
@@ -203,6 +205,7 @@ impl fmt::Display for FailoverError {
             FailoverReason::NotRetryable => f.write_str("not retryable"),
             FailoverReason::AttemptsExhausted => f.write_str("no attempts left"),
             FailoverReason::BudgetExhausted => f.write_str("retry budget exhausted"),
+            FailoverReason::AllRoutesTried => f.write_str("every feasible route was tried"),
             FailoverReason::NoRoute(e) => write!(f, "{e}"),
         }
     }
@@ -248,12 +251,13 @@ impl Router {
         let tried = &ticket.tried[..(ticket.attempts as usize).min(MAX_ATTEMPTS)];
         let planned =
             crate::router::with_rng(|rng| engine::plan(&table, &ticket.task, rng, &mut routes));
-        let next = planned.and_then(|()| {
+        let next = planned.map_err(FailoverReason::NoRoute).and_then(|()| {
             routes.retain(|c| !tried.contains(&c.route.route));
             if routes.is_empty() {
-                return Err(RouteError::NoCapableRoute);
+                return Err(FailoverReason::AllRoutesTried);
             }
             engine::allocate(&table, &routes, &ticket.task, self.inner.lease_timeout_ms)
+                .map_err(FailoverReason::NoRoute)
         });
         match next {
             Ok(new_lease) => {
@@ -270,9 +274,9 @@ impl Router {
                     backoff,
                 })
             }
-            Err(e) => {
+            Err(reason) => {
                 budget.give_back();
-                end(&ticket, lease, FailoverReason::NoRoute(e))
+                end(&ticket, lease, reason)
             }
         }
     }

@@ -34,6 +34,7 @@
 
 mod capability;
 mod clock;
+pub mod config;
 mod control;
 mod dispatcher;
 mod error;
@@ -49,6 +50,7 @@ mod sync;
 
 pub use capability::{CapSet, CapabilityRegistry, MAX_CAPABILITIES};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, ConfigFileError};
 pub use control::{TickReport, MAX_NODES};
 pub use dispatcher::{Backend, Completion, Dispatcher, DispatcherBuilder, NoBackend, Ticket};
 pub use error::{BuildError, ConfigError, RouteError, SubmitError};

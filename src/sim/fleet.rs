@@ -22,11 +22,15 @@ impl FleetConfig {
     /// # Errors
     /// The first [`ConfigError`].
     pub fn router(&self, seed: u64) -> Result<Router, ConfigError> {
+        self.builder(seed).build()
+    }
+
+    /// A router builder over this fleet, for further settings (a clock, policies).
+    pub fn builder(&self, seed: u64) -> crate::RouterBuilder {
         Router::builder()
             .capabilities(self.capabilities.iter().cloned())
             .nodes(self.nodes.iter().cloned())
             .seed(seed)
-            .build()
     }
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod faults;
 mod replay;
 
 #[cfg(not(miri))]
@@ -53,6 +54,11 @@ pub struct SimArgs {
     /// trace, `chat` otherwise).
     #[arg(long, default_value = "code")]
     pub base_capability: String,
+    /// Inject a fault (repeatable), in trace seconds: `down:NODE:START:END`,
+    /// `flap:NODE:PERIOD:START:END`, `ratelimit:NODE:START:END`,
+    /// `slow:NODE:FACTOR:START:END`, `outage:START:END`.
+    #[arg(long)]
+    pub fault: Vec<String>,
 }
 
 /// Options of `bench`.

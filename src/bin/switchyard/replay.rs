@@ -6,18 +6,20 @@
 //! service time as its latency. The router, its snapshot, leases, histograms and control
 //! thread are the real ones.
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use switchyard::sim::{default_fleet, load_trace, service_time_ms, synthesize, FleetConfig};
 use switchyard::{
-    balance_deviation, Backend, Completion, Dispatcher, NodeSpec, Outcome, Priority, RouteError,
-    RouteOptions, SubmitError, Task, Ticket,
+    balance_deviation, Backend, Clock, Completion, Dispatcher, HealthStatus, NodeSpec, Outcome,
+    Priority, RouteError, RouteOptions, Router, SubmitError, Task, Ticket,
 };
+
+use crate::faults::{Effect, Fault};
 
 use crate::SimArgs;
 
@@ -28,6 +30,7 @@ struct Pending {
     seq: u64,
     node: usize,
     latency_ms: f64,
+    outcome: Outcome,
     output_tokens: u32,
     ticket: Ticket,
 }
@@ -49,52 +52,157 @@ impl Ord for Pending {
     }
 }
 
-/// What the simulated backends and their timer share.
+/// Trace time: real time since the replay started × `speed × load`.
+#[derive(Debug)]
+struct TraceClock {
+    start: Instant,
+    rate: f64,
+}
+
+impl Clock for TraceClock {
+    fn now_ns(&self) -> u64 {
+        (self.start.elapsed().as_nanos() as f64 * self.rate) as u64
+    }
+}
+
+/// Per-fault figures (the health issue's targets).
+#[derive(Default)]
+struct FaultStats {
+    /// Tasks sent to the faulty node while the fault was on, before the router's snapshot
+    /// had it ejected, and after (half-open probes).
+    before_detection: AtomicU64,
+    after_detection: AtomicU64,
+}
+
+/// What the simulated backends, their timer and the report share.
 struct SimState {
     specs: Vec<NodeSpec>,
     in_flight: Vec<AtomicU64>,
     speed: f64,
-}
-
-/// Simulated backends: a service-time model per node; a timer thread completes the tickets.
-struct SimBackend {
-    state: Arc<SimState>,
+    /// Trace seconds per real second (speed × load).
+    trace_rate: f64,
+    start: Instant,
+    faults: Vec<Fault>,
+    fault_stats: Vec<FaultStats>,
+    router: Router,
     seq: AtomicU64,
-    tx: Sender<Pending>,
-    rejected: Arc<[AtomicU64; 4]>,
+    /// Tasks that failed over to another route, and how failed tasks ended.
+    failovers: AtomicU64,
+    ended: Mutex<HashMap<String, u64>>,
+    /// Arrival of each task (by id = trace row), trace seconds.
+    arrival_s: Vec<f64>,
+    /// [arrived outside a total outage, inside one] × [completed, failed].
+    by_window: [[AtomicU64; 2]; 2],
 }
 
-impl Backend for SimBackend {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
-        let Some(route) = ticket.route() else { return };
-        let node = route.head().0 as usize;
-        let st = &*self.state;
-        let spec = &st.specs[node];
-        let busy = st.in_flight[node].fetch_add(1, Ordering::Relaxed) as f64;
+impl SimState {
+    fn trace_now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * self.trace_rate
+    }
+
+    /// Starts serving `ticket` on its route's head node: the service-time model, plus any
+    /// fault on the node right now.
+    fn serve(&self, ticket: Ticket, at: Instant) -> Option<Pending> {
+        let node = ticket.route()?.head().0 as usize;
+        let task = *ticket.task();
+        let spec = &self.specs[node];
+        let t = self.trace_now();
+        let mut effect = None;
+        for (f, stats) in self.faults.iter().zip(&self.fault_stats) {
+            if f.hits(&spec.name, t) {
+                effect = Some(f.effect);
+                if f.effect == Effect::Down {
+                    let snap = self.router.snapshot();
+                    let ejected = snap.node_id(&spec.name).and_then(|id| snap.node_status(id))
+                        == Some(HealthStatus::Failed);
+                    let c = if ejected {
+                        &stats.after_detection
+                    } else {
+                        &stats.before_detection
+                    };
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let busy = self.in_flight[node].fetch_add(1, Ordering::Relaxed) as f64;
         let u = busy / spec.max_concurrency as f64;
         // ±10 % deterministic jitter, so latencies are not all on the model's line.
         let jitter = 0.9
             + (task.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64
                 * 0.2;
-        let latency_ms = service_time_ms(spec, task.input_tokens, task.output_tokens, u) * jitter;
-        let due = Instant::now() + Duration::from_secs_f64(latency_ms / 1000.0 / st.speed);
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.send(Pending {
-            due,
-            seq,
+        let service = service_time_ms(spec, task.input_tokens, task.output_tokens, u) * jitter;
+        let (latency_ms, outcome) = match effect {
+            None => (service, Outcome::Success),
+            Some(Effect::Slow(f)) => (service * f, Outcome::Success),
+            Some(Effect::Down) => (5.0, Outcome::ServerError),
+            Some(Effect::RateLimited) => (2.0, Outcome::RateLimited),
+        };
+        Some(Pending {
+            due: at + Duration::from_secs_f64(latency_ms / 1000.0 / self.speed),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
             node,
             latency_ms,
+            outcome,
             output_tokens: task.output_tokens,
             ticket,
-        });
+        })
     }
 
-    fn reject(&self, task: Task, _error: RouteError) {
-        self.rejected[task.constraints.priority.index()].fetch_add(1, Ordering::Relaxed);
+    /// Whether a down fault hits `node` now (a crash also fails the requests in flight).
+    fn down_now(&self, node: usize) -> bool {
+        let t = self.trace_now();
+        let name = &self.specs[node].name;
+        self.faults
+            .iter()
+            .any(|f| f.effect == Effect::Down && f.hits(name, t))
+    }
+
+    fn in_outage(&self, task: &Task) -> bool {
+        let t = self.arrival_s.get(task.id as usize).copied().unwrap_or(0.0);
+        self.faults
+            .iter()
+            .any(|f| f.node.is_none() && t >= f.start_s && t < f.end_s)
+    }
+
+    fn count_end(&self, task: &Task, completed: bool) {
+        self.by_window[self.in_outage(task) as usize][!completed as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ended(&self, task: &Task, how: String) {
+        self.count_end(task, false);
+        *self
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(how)
+            .or_insert(0) += 1;
     }
 }
 
-/// Completes tickets when due; returns once `closed` is set and nothing is pending.
+/// Simulated backends: hands each task to `SimState::serve`; a timer thread completes it.
+struct SimBackend {
+    state: Arc<SimState>,
+    tx: Sender<Pending>,
+    rejected: Arc<[AtomicU64; 4]>,
+}
+
+impl Backend for SimBackend {
+    fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
+        if let Some(p) = self.state.serve(ticket, Instant::now()) {
+            let _ = self.tx.send(p);
+        }
+    }
+
+    fn reject(&self, task: Task, error: RouteError) {
+        self.rejected[task.constraints.priority.index()].fetch_add(1, Ordering::Relaxed);
+        self.state
+            .ended(&task, format!("no route: {}", error.name()));
+    }
+}
+
+/// Completes tickets when due (failing over the failed ones); returns once `closed` is set
+/// and nothing is pending.
 fn timer(rx: Receiver<Pending>, state: Arc<SimState>, closed: Arc<AtomicBool>) -> Vec<f64> {
     let mut latencies = Vec::new();
     let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
@@ -103,9 +211,36 @@ fn timer(rx: Receiver<Pending>, state: Arc<SimState>, closed: Arc<AtomicBool>) -
         while heap.peek().is_some_and(|p| p.0.due <= now) {
             let Some(Reverse(p)) = heap.pop() else { break };
             state.in_flight[p.node].fetch_sub(1, Ordering::Relaxed);
-            latencies.push(p.latency_ms);
-            p.ticket
-                .complete(Completion::success(p.latency_ms, p.output_tokens));
+            let outcome = if p.outcome == Outcome::Success && state.down_now(p.node) {
+                Outcome::ServerError // the node went down while serving it
+            } else {
+                p.outcome
+            };
+            if outcome == Outcome::Success {
+                latencies.push(p.latency_ms);
+                state.count_end(p.ticket.task(), true);
+                p.ticket
+                    .complete(Completion::success(p.latency_ms, p.output_tokens));
+                continue;
+            }
+            match state
+                .router
+                .fail_over(p.ticket, Completion::failure(p.outcome, p.latency_ms))
+            {
+                Ok(retry) => {
+                    state.failovers.fetch_add(1, Ordering::Relaxed);
+                    // The back-off is in trace time, like the router's clock.
+                    let at = now
+                        + Duration::from_secs_f64(retry.backoff.as_secs_f64() / state.trace_rate);
+                    if let Some(next) = state.serve(retry.ticket, at) {
+                        heap.push(Reverse(next));
+                    }
+                }
+                Err(e) => state.ended(
+                    &e.task,
+                    format!("failed ({}): {:?}", e.outcome.name(), e.reason),
+                ),
+            }
         }
         let wait = heap
             .peek()
@@ -158,13 +293,41 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     let path = args.trace.clone().unwrap_or_else(default_trace);
     let rows = load_trace(&path)?;
     let fleet: FleetConfig = default_fleet();
-    let router = fleet.router(args.seed)?;
+    // Health timers (ejection back-off, half-open, slow start) and the retry back-off run in
+    // trace time, like the simulated backends.
+    let clock = Arc::new(TraceClock {
+        start: Instant::now(),
+        rate: args.speed * args.load,
+    });
+    let router = fleet.builder(args.seed).clock(clock.clone()).build()?;
     let tasks = synthesize(&router, &rows, &args.base_capability, args.seed)?;
+    let faults = args
+        .fault
+        .iter()
+        .map(|f| Fault::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in &faults {
+        if let Some(n) = &f.node {
+            if !fleet.nodes.iter().any(|s| &s.name == n) {
+                return Err(format!("--fault `{}`: no node `{n}` in the fleet", f.spec).into());
+            }
+        }
+    }
     // Node ids are assigned in fleet order, so node id i is fleet.nodes[i].
     let state = Arc::new(SimState {
         in_flight: fleet.nodes.iter().map(|_| AtomicU64::new(0)).collect(),
         specs: fleet.nodes.clone(),
         speed: args.speed,
+        trace_rate: args.speed * args.load,
+        start: clock.start,
+        fault_stats: faults.iter().map(|_| FaultStats::default()).collect(),
+        faults,
+        router: router.clone(),
+        seq: AtomicU64::new(0),
+        failovers: AtomicU64::new(0),
+        ended: Mutex::new(HashMap::new()),
+        arrival_s: rows.iter().map(|r| r.arrival_ms as f64 / 1000.0).collect(),
+        by_window: Default::default(),
     });
     let (tx, rx) = crossbeam_channel::unbounded();
     let rejected: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
@@ -173,7 +336,6 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         .control_interval(Some(Duration::from_millis(10)))
         .build(SimBackend {
             state: state.clone(),
-            seq: AtomicU64::new(0),
             tx,
             rejected: rejected.clone(),
         })?;
@@ -207,7 +369,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         args.workers
     );
 
-    let start = Instant::now();
+    let start = state.start;
     let mut refused = [0u64; 4];
     let mut util_sum = vec![0.0f64; fleet.nodes.len()];
     let mut busy_samples = 0u64;
@@ -300,6 +462,51 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         "balance deviation (busiest node's mean utilisation over the fleet mean, minus 1): {:.3}",
         balance_deviation(&means)
     );
+    if !state.faults.is_empty() {
+        println!("faults (trace seconds), failover and health:");
+        for (f, st) in state.faults.iter().zip(&state.fault_stats) {
+            let before = st.before_detection.load(Ordering::Relaxed);
+            let after = st.after_detection.load(Ordering::Relaxed);
+            if f.effect == Effect::Down {
+                println!(
+                    "  {:<30} tasks sent to the down node(s) before ejection: {before} (3 failed outcomes eject; tasks sent while those were in flight add to it); while ejected (probes): {after}",
+                    f.spec
+                );
+            } else {
+                println!("  {:<30} (no ejection expected)", f.spec);
+            }
+        }
+        let completed = m.outcome(Outcome::Success);
+        let w = |a: usize, b: usize| state.by_window[a][b].load(Ordering::Relaxed);
+        println!(
+            "  failovers {}; tasks with a healthy alternative (arrived outside a total outage): {} of {} completed ({:.2} %, target >= 99 %)",
+            state.failovers.load(Ordering::Relaxed),
+            w(0, 0),
+            w(0, 0) + w(0, 1),
+            100.0 * w(0, 0) as f64 / (w(0, 0) + w(0, 1)).max(1) as f64
+        );
+        if state.faults.iter().any(|f| f.node.is_none()) {
+            println!(
+                "  tasks that arrived during a total outage: {} ended with a typed error, {} completed after it (retries)",
+                w(1, 1),
+                w(1, 0)
+            );
+        }
+        let ended = state.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ended: Vec<_> = ended.iter().collect();
+        ended.sort();
+        for (how, n) in ended {
+            println!("  ended with a typed error: {n:>6}  {how}");
+        }
+        println!(
+            "  accounted for: {} submitted = {} completed + {} failed + {} no route (+ {} refused at submit)",
+            m.submitted,
+            completed,
+            m.outcomes.iter().sum::<u64>() - completed,
+            no_route,
+            refused.iter().sum::<u64>()
+        );
+    }
     println!(
         "wall time {:.1} s; leases all released: {}",
         wall.as_secs_f64(),
