@@ -282,12 +282,13 @@ pub(crate) fn plan(
             if drawn[..d].contains(&slot) {
                 continue;
             }
-            drawn[d] = slot;
-            // Weighted draw by rejection: a route is kept with probability weight / max.
+            // Weighted draw by rejection: a route is kept with probability weight / max. A
+            // rejected route is not marked as drawn, so the completeness scan still sees it.
             let w = table.routes[slot as usize].weight;
             if w < table.max_weight && rng.unit() * table.max_weight >= w {
                 continue;
             }
+            drawn[d] = slot;
             consider(slot, out);
         }
         if out.len() < 2 {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod compare;
 mod faults;
 mod replay;
 
@@ -29,6 +30,8 @@ enum Cmd {
     Simulate(SimArgs),
     /// Measure routing and dispatch on this machine.
     Bench(BenchArgs),
+    /// Compare routing policies on a trace in virtual time (discrete-event simulation).
+    Compare(compare::CompareArgs),
 }
 
 /// Options of `simulate`.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Some(Cmd::Bench(b)) => bench::run(&b),
         Some(Cmd::Simulate(s)) => replay::run(&s),
+        Some(Cmd::Compare(c)) => compare::run(&c),
         None => replay::run(&cli.sim),
     };
     match result {
