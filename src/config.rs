@@ -114,6 +114,8 @@ pub struct WeightsConfig {
     pub capability: f64,
     /// Alternatives returned beside the primary route (0..=4).
     pub alternatives: usize,
+    /// Share of prefill a recent same-prefix task is assumed to save on a node (0–1).
+    pub affinity: f64,
 }
 
 impl Default for WeightsConfig {
@@ -129,6 +131,7 @@ impl From<ScoringWeights> for WeightsConfig {
             cost: w.cost,
             capability: w.capability,
             alternatives: w.alternatives,
+            affinity: w.affinity,
         }
     }
 }
@@ -140,6 +143,7 @@ impl From<WeightsConfig> for ScoringWeights {
             cost: w.cost,
             capability: w.capability,
             alternatives: w.alternatives,
+            affinity: w.affinity,
         }
     }
 }
@@ -1369,7 +1373,8 @@ stages = ["gpu-1"]
                 load: 1.5,
                 cost: 0.5,
                 capability: 0.75,
-                alternatives: 3
+                alternatives: 3,
+                affinity: 0.5,
             }
         );
         let specs = cfg.node_specs();

@@ -463,6 +463,16 @@ pub(crate) struct NodeLive {
     ledger: CachePadded<Ledger>,
     /// Written by completions only.
     stats: CachePadded<NodeStats>,
+    /// Affinity keys of recently routed tasks, direct-mapped (see `remember`).
+    recent: Box<[AtomicU64]>,
+}
+
+/// Slots of a node's recent-affinity table: 64 keys, 512 bytes.
+const RECENT_SLOTS: usize = if cfg!(switchyard_loom) { 2 } else { 64 };
+
+#[inline]
+fn recent_slot(key: u64) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % RECENT_SLOTS
 }
 
 #[derive(Debug, Default)]
@@ -497,7 +507,26 @@ impl NodeLive {
             id,
             ledger: CachePadded::new(Ledger::default()),
             stats: CachePadded::new(NodeStats::default()),
+            recent: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Notes that a task with affinity `key` was routed here. A direct-mapped slot: a newer
+    /// key evicts an older one that hashes alike, which is the approximation (an LRU of one
+    /// per slot, like a tiny cache tag array).
+    #[inline]
+    pub(crate) fn remember(&self, key: u64) {
+        let slot = &self.recent[recent_slot(key)];
+        // Relaxed: a hint read by pickers; a lost or late update only costs an affinity miss.
+        if slot.load(Ordering::Relaxed) != key {
+            slot.store(key, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a task with affinity `key` was routed here recently (relaxed: a hint).
+    #[inline]
+    pub(crate) fn recalls(&self, key: u64) -> bool {
+        self.recent[recent_slot(key)].load(Ordering::Relaxed) == key
     }
 
     /// Current ledger words (relaxed: a load report, see the module's orderings).

@@ -636,3 +636,55 @@ fn small_pools_weigh_the_pair_too() {
     let share = hits as f64 / n as f64;
     assert!((0.12..0.28).contains(&share), "share {share}");
 }
+
+#[test]
+fn prefix_affinity_is_a_soft_factor() {
+    // Two identical nodes: a task whose affinity key was just routed to one prefers it
+    // (its prefill is predicted half cached) while loads are equal...
+    let r = Router::builder()
+        .node(NodeSpec::new("a").max_concurrency(10))
+        .node(NodeSpec::new("b").max_concurrency(10))
+        .build()
+        .unwrap();
+    let mut reader = r.reader();
+    let first = reader
+        .route(&Task::new(1, 8_000, 10).affinity(42))
+        .unwrap()
+        .1;
+    let home = first.route().head();
+    drop(first);
+    for i in 0..50 {
+        let (routes, lease) = reader.route(&Task::new(i, 8_000, 10).affinity(42)).unwrap();
+        assert_eq!(
+            lease.route().head(),
+            home,
+            "affinity wins while loads are equal"
+        );
+        assert!(
+            routes.primary().cost.expected_latency_ms
+                < routes.alternatives()[0].cost.expected_latency_ms
+        );
+    }
+    // ...but not against load: with its home half busy, the task goes to the idle node.
+    let held = (0..1_000)
+        .map(|i| reader.route(&Task::new(100 + i, 10, 1)).unwrap().1)
+        .find(|l| l.route().head() == home)
+        .expect("a lease on the home node");
+    let name = r.snapshot().node_name(home).unwrap().to_string();
+    r.update_node(NodeSpec::new(name).max_concurrency(2))
+        .unwrap();
+    r.tick();
+    let (_, lease) = reader.route(&Task::new(9, 8_000, 10).affinity(42)).unwrap();
+    assert_ne!(
+        lease.route().head(),
+        home,
+        "a busy home loses to an idle node"
+    );
+    drop((held, lease));
+    assert!(r
+        .set_weights(ScoringWeights {
+            affinity: 2.0,
+            ..Default::default()
+        })
+        .is_err());
+}

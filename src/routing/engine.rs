@@ -196,7 +196,15 @@ fn evaluate(
             return Err(Miss::Unhealthy); // half-open: its probes are out
         }
         let u = utilization(n, w0);
-        let latency = (n.base_ms + input * n.prefill_ms_per_token + output * n.decode_ms_per_token)
+        // Prefix affinity: a node that recently served this key likely holds its prefix in
+        // KV cache, so part of the prefill is predicted saved.
+        let mut prefill = input * n.prefill_ms_per_token;
+        if let Some(key) = task.affinity_key {
+            if w.affinity > 0.0 && n.live.recalls(key) {
+                prefill *= 1.0 - w.affinity;
+            }
+        }
+        let latency = (n.base_ms + prefill + output * n.decode_ms_per_token)
             * (1.0 + n.batch_slowdown * u)
             * n.latency_factor;
         let cap = capability_score(table, n, req);
@@ -445,6 +453,9 @@ fn reserve_route(
         let (d0, d1) = demand(n, task);
         if !n.live.try_reserve(d0, d1, n.cap0, n.cap1) {
             return None;
+        }
+        if let Some(key) = task.affinity_key {
+            n.live.remember(key);
         }
         lease.parts[i] = Some(Part {
             live: Arc::clone(&n.live),

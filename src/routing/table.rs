@@ -19,16 +19,21 @@ pub struct ScoringWeights {
     pub capability: f64,
     /// Alternatives returned beside the primary route (0..=4).
     pub alternatives: usize,
+    /// Prefix affinity: the share of a task's prefill assumed saved on a node that recently
+    /// served the same affinity key (0–1; 0 turns affinity off). A soft factor: it lowers the
+    /// predicted latency, which then competes with load, cost and capability in the score.
+    pub affinity: f64,
 }
 
 impl Default for ScoringWeights {
-    /// `load` 2, `cost` 0.25, `capability` 1, two alternatives.
+    /// `load` 2, `cost` 0.25, `capability` 1, two alternatives, `affinity` 0.5.
     fn default() -> Self {
         Self {
             load: 2.0,
             cost: 0.25,
             capability: 1.0,
             alternatives: 2,
+            affinity: 0.5,
         }
     }
 }
@@ -39,6 +44,7 @@ impl ScoringWeights {
             ("weights.load", self.load, 1e6),
             ("weights.cost", self.cost, 1e6),
             ("weights.capability", self.capability, 1.0),
+            ("weights.affinity", self.affinity, 1.0),
         ] {
             if !(v.is_finite() && (0.0..=max).contains(&v)) {
                 return Err(ConfigError::InvalidNumber {

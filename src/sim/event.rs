@@ -124,7 +124,7 @@ impl Default for SimConfig {
             seed: 1,
             base_capability: "code".into(),
             prefix_cache: true,
-            kv_admission: false,
+            kv_admission: true,
             slo_in_task: true,
         }
     }

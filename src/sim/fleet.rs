@@ -95,7 +95,8 @@ pub fn service_time_ms(spec: &NodeSpec, input: u32, output: u32, utilization: f6
 /// Turns trace rows into tasks, deterministically from `seed`: every task requires `code`
 /// (the bundled Azure trace is a code workload; pass `base` = "chat" for chat traces), inputs
 /// over 4096 tokens also require `long-context`; priorities 10 % critical, 20 % high, 40 %
-/// normal, 30 % low; 8 tenants; no latency limit (SLOs arrive with the simulator issue).
+/// normal, 30 % low; 8 tenants; no latency limit; the affinity key is the first prefix block
+/// (`hash_ids[0]`) when the trace has one.
 ///
 /// # Errors
 /// [`ConfigError::UnknownCapability`] if the router lacks `base` or `long-context`.
@@ -118,10 +119,15 @@ pub fn synthesize(
                 3..=6 => Priority::Normal,
                 _ => Priority::Low,
             };
-            Task::new(i as u64, r.input_tokens, r.output_tokens)
+            let t = Task::new(i as u64, r.input_tokens, r.output_tokens)
                 .require(if r.input_tokens > 4096 { long } else { short })
                 .priority(p)
-                .tenant(TenantId(rng.below(8) as u32))
+                .tenant(TenantId(rng.below(8) as u32));
+            // The first prefix block names the prompt's opening 512 tokens: the affinity key.
+            match r.hash_ids.first() {
+                Some(&block) => t.affinity(block),
+                None => t,
+            }
         })
         .collect())
 }

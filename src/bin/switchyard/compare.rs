@@ -34,9 +34,10 @@ pub struct CompareArgs {
     /// Model no KV prefix cache on the nodes.
     #[arg(long)]
     pub no_prefix_cache: bool,
-    /// Nodes start a task only while their running tasks' tokens fit their KV memory.
+    /// Let nodes run more tasks than their KV memory holds (by default a node starts a task
+    /// only while its running tasks' tokens fit its KV memory, as vLLM's scheduler does).
     #[arg(long)]
-    pub kv_admission: bool,
+    pub no_kv_admission: bool,
     /// Do not give the router each task's SLO as its `max_latency_ms` (SLO attainment is
     /// still measured against it).
     #[arg(long)]
@@ -69,7 +70,7 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
         seed: args.seed,
         base_capability: args.base_capability.clone(),
         prefix_cache: !args.no_prefix_cache,
-        kv_admission: args.kv_admission,
+        kv_admission: !args.no_kv_admission,
         slo_in_task: !args.no_slo_constraint,
     };
     if !(cfg.load.is_finite() && cfg.load > 0.0) {
