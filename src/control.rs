@@ -26,7 +26,9 @@ use crate::error::ConfigError;
 use crate::health::{HealthPolicy, NodeHealthState, Observation, Phase, Verdict};
 use crate::model::{HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap};
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
-use crate::routing::table::{ChainInput, HealthView, NodeInput, RoutingTable, ScoringWeights};
+use crate::routing::table::{
+    ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights,
+};
 use crate::sync::{arc_from_std, Arc, SnapshotCell};
 
 /// Most nodes one router holds (node ids stay below this).
@@ -82,6 +84,7 @@ pub(crate) struct Controller {
     chain_numbers: HashMap<String, u32>,
     weights: ScoringWeights,
     policy: HealthPolicy,
+    headroom: Headroom,
     /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
     panic: bool,
     epoch: u64,
@@ -110,6 +113,7 @@ impl Controller {
             chain_numbers: HashMap::new(),
             weights,
             policy: HealthPolicy::default(),
+            headroom: Headroom::default(),
             panic: false,
             epoch: 0,
             last_tick_ns: 0,
@@ -302,6 +306,13 @@ impl Controller {
         Ok(())
     }
 
+    pub(crate) fn set_headroom(&mut self, headroom: Headroom) -> Result<(), ConfigError> {
+        headroom.validate()?;
+        self.headroom = headroom;
+        self.dirty = true;
+        Ok(())
+    }
+
     pub(crate) fn set_policy(&mut self, policy: HealthPolicy) -> Result<(), ConfigError> {
         policy.validate()?;
         self.policy = policy;
@@ -485,6 +496,7 @@ impl Controller {
                 consecutive_failures: self.policy.consecutive_failures,
                 half_open_probes: self.policy.half_open_probes,
             },
+            self.headroom,
         );
         let table = Arc::new(table);
         cell.store(Arc::clone(&table));

@@ -70,7 +70,7 @@ pub use model::{
 };
 pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY, MAX_LEDGER_24};
 pub use router::{RouteReader, Router, RouterBuilder, RoutingEngine};
-pub use routing::{Lease, RoutingTable, ScoringWeights};
+pub use routing::{Headroom, Lease, RoutingTable, ScoringWeights};
 
 // The README's example is compiled and run as a doctest, so it stays true to the code.
 #[cfg(doctest)]

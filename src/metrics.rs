@@ -198,6 +198,9 @@ pub struct RoutingMetrics {
     pub no_route: Vec<(&'static str, u64)>,
     /// Finished tasks by [`Outcome`] (indexed by [`Outcome::index`]).
     pub outcomes: [u64; 6],
+    /// Tasks refused for lack of capacity (`Saturated`), by priority class
+    /// (indexed by [`Priority::index`](crate::Priority::index)).
+    pub shed_by_class: [u64; 4],
     /// Tickets out with the backend.
     pub in_flight: u64,
     /// Tasks waiting in the queues.

@@ -85,9 +85,16 @@ pub struct RouterBuilder {
     lease_timeout_ms: u64,
     health: HealthPolicy,
     retry: crate::failover::RetryPolicy,
+    headroom: crate::routing::Headroom,
 }
 
 impl RouterBuilder {
+    /// Sets the capacity share each priority class may fill (default 100/95/85/75 %).
+    pub fn headroom(mut self, headroom: crate::routing::Headroom) -> Self {
+        self.headroom = headroom;
+        self
+    }
+
     /// Sets how failed tasks are retried ([`Router::fail_over`]).
     pub fn retry(mut self, policy: crate::failover::RetryPolicy) -> Self {
         self.retry = policy;
@@ -170,6 +177,7 @@ impl RouterBuilder {
             ctl.add_chain(c)?;
         }
         ctl.set_policy(self.health)?;
+        ctl.set_headroom(self.headroom)?;
         self.retry.validate()?;
         let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
             0,
@@ -177,6 +185,7 @@ impl RouterBuilder {
             &[],
             &[],
             ScoringWeights::default(),
+            Default::default(),
             Default::default(),
         )));
         ctl.publish(&cell);
@@ -290,6 +299,15 @@ impl Router {
     /// [`ConfigError::InvalidNumber`] for a NaN, negative or out-of-range weight.
     pub fn set_weights(&self, w: ScoringWeights) -> Result<(), ConfigError> {
         self.control().set_weights(w)
+    }
+
+    /// Replaces the per-class headroom (published by the next tick).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidNumber`] for a share outside (0, 1] or a share above a higher
+    /// class's.
+    pub fn set_headroom(&self, headroom: crate::routing::Headroom) -> Result<(), ConfigError> {
+        self.control().set_headroom(headroom)
     }
 
     /// Replaces the health policy.

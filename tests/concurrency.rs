@@ -198,6 +198,8 @@ impl Backend for Hold {
 #[test]
 fn full_queue_hands_the_task_back_and_metrics_add_up() {
     let router = Router::builder()
+        // Full shares for every class: this test is about the queue, not headroom.
+        .headroom(switchyard::Headroom { shares: [1.0; 4] })
         .node(NodeSpec::new("a").max_concurrency(2))
         .build()
         .unwrap();

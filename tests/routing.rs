@@ -164,12 +164,15 @@ fn capacity_is_respected_and_saturation_is_typed() {
     let r = fleet();
     let mut reader = r.reader();
     let vision = r.resolve(&["vision"]).unwrap();
-    let t = Task::new(1, 10, 10).require(vision);
+    // Critical may fill the whole node (lower classes stop short: tests/admission.rs).
+    let t = Task::new(1, 10, 10)
+        .require(vision)
+        .priority(Priority::Critical);
     let a = reader.route(&t).unwrap().1;
     let b = reader.route(&t).unwrap().1;
     assert_eq!(reader.route(&t).unwrap_err(), RouteError::Saturated);
     assert_eq!(a.allocation().allocated.tokens, 20);
-    assert_eq!(a.allocation().priority, Priority::Normal);
+    assert_eq!(a.allocation().priority, Priority::Critical);
     drop(a);
     let c = reader.route(&t).unwrap().1;
     drop((b, c));

@@ -167,6 +167,8 @@ pub(crate) struct WorkerStats {
     pub(crate) latency: AtomicHistogram,
     pub(crate) dispatched: AtomicU64,
     pub(crate) no_route: [AtomicU64; 6],
+    /// Tasks refused for lack of capacity, by priority class.
+    pub(crate) shed: [AtomicU64; 4],
     pub(crate) panics: AtomicU64,
 }
 
@@ -176,6 +178,7 @@ impl WorkerStats {
             latency: AtomicHistogram::new(),
             dispatched: AtomicU64::new(0),
             no_route: Default::default(),
+            shed: Default::default(),
             panics: AtomicU64::new(0),
         }
     }
@@ -540,7 +543,12 @@ impl<B: Backend> Dispatcher<B> {
         let mut h = new_histogram();
         let mut dispatched = 0;
         let mut no_route = [0u64; 6];
+        let mut shed = [0u64; 4];
         for w in s.stats.iter() {
+            for (i, c) in w.shed.iter().enumerate() {
+                // Relaxed: report counters (single writer each).
+                shed[i] += c.load(Ordering::Relaxed);
+            }
             w.latency.merge_into(&mut h);
             // Relaxed: report counters (single writer each).
             dispatched += w.dispatched.load(Ordering::Relaxed);
@@ -565,6 +573,7 @@ impl<B: Backend> Dispatcher<B> {
                 .map(|e| (e.name(), no_route[e.index()]))
                 .collect(),
             in_flight: dispatched.saturating_sub(outcomes.iter().sum()),
+            shed_by_class: shed,
             outcomes,
             queued,
             balance_deviation: balance_deviation(&utils),

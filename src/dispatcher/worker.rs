@@ -150,6 +150,9 @@ fn handle<B: Backend>(
         }
         Err(e) => {
             bump(&stats.no_route[e.index()]);
+            if e == crate::error::RouteError::Saturated {
+                bump(&stats.shed[task.constraints.priority.index()]);
+            }
             if catch_unwind(AssertUnwindSafe(|| shared.backend.reject(task, e))).is_err() {
                 bump(&stats.panics);
             }

@@ -191,7 +191,8 @@ fn evaluate(
         out.route.stages[i] = n.id;
         let (d0, d1) = demand(n, task);
         let (w0, w1) = n.live.load_for(d1 != 0);
-        full |= !(fits0(w0, d0, n.cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
+        let cap0 = n.cap0_class[task.constraints.priority.index()];
+        full |= !(fits0(w0, d0, cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
         if n.probe_only && Amounts::unpack(w0, 0).inflight >= n.probe_limit {
             return Err(Miss::Unhealthy); // half-open: its probes are out
         }
@@ -451,7 +452,8 @@ fn reserve_route(
             return None; // `lease` drops and releases what it took
         }
         let (d0, d1) = demand(n, task);
-        if !n.live.try_reserve(d0, d1, n.cap0, n.cap1) {
+        let cap0 = n.cap0_class[task.constraints.priority.index()];
+        if !n.live.try_reserve(d0, d1, cap0, n.cap1) {
             return None;
         }
         if let Some(key) = task.affinity_key {

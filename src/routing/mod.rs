@@ -3,4 +3,4 @@ pub(crate) mod engine;
 pub(crate) mod table;
 
 pub use engine::Lease;
-pub use table::{RoutingTable, ScoringWeights};
+pub use table::{Headroom, RoutingTable, ScoringWeights};

@@ -76,6 +76,9 @@ pub(crate) struct NodeEntry {
     pub(crate) scores_at: u32,
     pub(crate) scores_len: u16,
     pub(crate) cap0: u64,
+    /// Word-0 capacity each priority class may fill (see [`Headroom`]): the node's capacity
+    /// scaled by the class's share, so lower classes leave the last of it to higher ones.
+    pub(crate) cap0_class: [u64; 4],
     pub(crate) cap1: u64,
     pub(crate) inv_conc: f64,
     pub(crate) inv_mem: f64,
@@ -140,6 +143,56 @@ pub(crate) struct NodeInput {
     pub(crate) eligible: bool,
     pub(crate) probe_only: bool,
     pub(crate) health_weight: f64,
+}
+
+/// Capacity headroom per priority class: the share of each node's capacity (in-flight tasks,
+/// memory, tokens) a class may fill. Defaults: critical 100 %, high 95 %, normal 85 %,
+/// low 75 %. A low task can never take the last quarter of a node, so under saturation the
+/// lowest classes are refused (shed) first and critical work still finds room; all of it is
+/// enforced by the one CAS that reserves a lease, against the class's ceiling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Headroom {
+    /// Shares for critical, high, normal and low, each in (0, 1], non-increasing.
+    pub shares: [f64; 4],
+}
+
+impl Default for Headroom {
+    fn default() -> Self {
+        Self {
+            shares: [1.0, 0.95, 0.85, 0.75],
+        }
+    }
+}
+
+impl Headroom {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for (i, &v) in self.shares.iter().enumerate() {
+            if !(v.is_finite() && v > 0.0 && v <= 1.0) || (i > 0 && v > self.shares[i - 1]) {
+                return Err(ConfigError::InvalidNumber {
+                    owner: "headroom".into(),
+                    field: "headroom.shares",
+                    value: v,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Word-0 ceilings per class; each field at least 1 so a tiny node still serves.
+    pub(crate) fn class_caps(&self, cap: &crate::node::Amounts) -> [u64; 4] {
+        let scale = |x: u64, share: f64| ((x as f64 * share).floor() as u64).clamp(1.min(x), x);
+        std::array::from_fn(|c| {
+            let s = self.shares[c];
+            crate::node::Amounts {
+                inflight: scale(cap.inflight, s),
+                memory_mb: scale(cap.memory_mb, s),
+                tokens: scale(cap.tokens, s),
+                ..Default::default()
+            }
+            .pack()
+            .0
+        })
+    }
 }
 
 /// Fleet-wide health settings a snapshot carries.
@@ -209,6 +262,7 @@ impl RoutingTable {
         chains: &[ChainInput],
         weights: ScoringWeights,
         health: HealthView,
+        headroom: Headroom,
     ) -> Self {
         let max_id = nodes.iter().map(|n| n.id.0 as usize + 1).max().unwrap_or(0);
         let mut node_slot = vec![ABSENT; max_id];
@@ -234,6 +288,7 @@ impl RoutingTable {
             let cap = n.res.cap;
             let (conc, cpu, mem, tok) = (cap.inflight, cap.cpu_millis, cap.memory_mb, cap.tokens);
             let (cap0, cap1) = cap.pack();
+            let cap0_class = headroom.class_caps(&cap);
             // Static weight × balance × the health verdict's factor (slow start, degraded,
             // rate limited).
             let weight = sane(
@@ -258,6 +313,7 @@ impl RoutingTable {
                 },
                 scores_len: n.res.scores.len().min(u16::MAX as usize) as u16,
                 cap0,
+                cap0_class,
                 cap1,
                 inv_conc: 1.0 / conc.max(1) as f64,
                 inv_mem: 1.0 / mem.max(1) as f64,
