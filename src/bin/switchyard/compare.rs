@@ -44,18 +44,6 @@ pub struct CompareArgs {
     pub no_slo_constraint: bool,
 }
 
-fn default_trace() -> PathBuf {
-    let local = PathBuf::from("data/azure_llm_2023_code.csv");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/data/azure_llm_2023_code.csv"
-        ))
-    }
-}
-
 pub fn run(args: &CompareArgs) -> Result<(), Error> {
     let policies: Vec<&str> = if args.policy.is_empty() {
         POLICY_NAMES.to_vec()
@@ -76,7 +64,7 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
     if !(cfg.load.is_finite() && cfg.load > 0.0) {
         return Err(switchyard::sim::SimError::InvalidLoad(cfg.load).into());
     }
-    let path = args.trace.clone().unwrap_or_else(default_trace);
+    let path = args.trace.clone().unwrap_or_else(crate::default_trace);
     let rows = load_trace(&path)?;
     let name = path.display().to_string();
     let started = Instant::now();

@@ -75,6 +75,19 @@ pub struct BenchArgs {
     pub quick: bool,
 }
 
+/// The bundled Azure trace: `data/` under the working directory, else under the crate.
+pub fn default_trace() -> PathBuf {
+    let local = PathBuf::from("data/azure_llm_2023_code.csv");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/azure_llm_2023_code.csv"
+        ))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {

@@ -7,7 +7,6 @@
 //! thread are the real ones.
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -261,18 +260,6 @@ fn timer(rx: Receiver<Pending>, state: Arc<SimState>, closed: Arc<AtomicBool>) -
     }
 }
 
-fn default_trace() -> PathBuf {
-    let local = PathBuf::from("data/azure_llm_2023_code.csv");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/data/azure_llm_2023_code.csv"
-        ))
-    }
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -290,7 +277,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     if args.workers == 0 {
         return Err("--workers must be at least 1".into());
     }
-    let path = args.trace.clone().unwrap_or_else(default_trace);
+    let path = args.trace.clone().unwrap_or_else(crate::default_trace);
     let rows = load_trace(&path)?;
     let fleet: FleetConfig = default_fleet();
     // Health timers (ejection back-off, half-open, slow start) and the retry back-off run in
