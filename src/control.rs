@@ -48,6 +48,8 @@ struct NodeState {
     prev_outcomes: [u64; 6],
     health: NodeHealthState,
     verdict: Verdict,
+    /// Measured-quality factor on the weight (`CapabilityAwareRouter::update_routing_weights`).
+    quality: f64,
 }
 
 #[derive(Debug)]
@@ -171,6 +173,7 @@ impl Controller {
                 probe_only: false,
                 weight: 1.0,
             },
+            quality: 1.0,
         });
         self.dirty = true;
         Ok(id)
@@ -302,6 +305,24 @@ impl Controller {
                 n.health.force_probe();
             }
         }
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn set_quality(&mut self, name: &str, quality: f64) -> Result<(), ConfigError> {
+        if !(quality.is_finite() && quality > 0.0) {
+            return Err(ConfigError::InvalidNumber {
+                owner: name.to_string(),
+                field: "quality",
+                value: quality,
+            });
+        }
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        n.quality = quality;
         self.dirty = true;
         Ok(())
     }
@@ -468,6 +489,7 @@ impl Controller {
                 eligible: n.verdict.eligible,
                 probe_only: n.verdict.probe_only,
                 health_weight: n.verdict.weight,
+                quality: n.quality,
             })
             .collect();
         let chains: Vec<ChainInput> = self

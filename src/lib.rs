@@ -43,8 +43,10 @@ mod health;
 mod metrics;
 mod model;
 mod node;
+mod recovery;
 mod router;
 mod routing;
+mod scoring;
 pub mod sim;
 mod sync;
 
@@ -69,8 +71,17 @@ pub use model::{
     Severity, Task, TaskAllocation, TenantId, MAX_ALTERNATIVES, MAX_STAGES,
 };
 pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY, MAX_LEDGER_24};
+pub use recovery::{
+    BalanceDisruption, Recovery, RecoveryId, ResourceIncident, DEFAULT_BALANCE_TARGET,
+    DEFAULT_BALANCE_THRESHOLD, DEFAULT_EXHAUSTION_THRESHOLD, DEFAULT_RECOVERY_TIMEOUT_MS,
+    RECOVERY_LOG_CAPACITY,
+};
 pub use router::{RouteReader, Router, RouterBuilder, RoutingEngine};
 pub use routing::{Headroom, Lease, RoutingTable, ScoringWeights};
+pub use scoring::{
+    CapabilityAwareRouter, CapabilityScores, HealthWindow, HistoricalData, MAX_QUALITY_FACTOR,
+    MIN_HISTORY_WINDOWS, MIN_QUALITY_FACTOR,
+};
 
 // The README's example is compiled and run as a doctest, so it stays true to the code.
 #[cfg(doctest)]

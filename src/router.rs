@@ -301,6 +301,12 @@ impl Router {
         self.control().set_weights(w)
     }
 
+    /// Sets a node's measured-quality factor on its weight (see
+    /// [`CapabilityAwareRouter`](crate::CapabilityAwareRouter)).
+    pub(crate) fn set_quality(&self, name: &str, quality: f64) -> Result<(), ConfigError> {
+        self.control().set_quality(name, quality)
+    }
+
     /// Replaces the per-class headroom (published by the next tick).
     ///
     /// # Errors

@@ -143,6 +143,8 @@ pub(crate) struct NodeInput {
     pub(crate) eligible: bool,
     pub(crate) probe_only: bool,
     pub(crate) health_weight: f64,
+    /// Measured-quality factor (1 = neutral).
+    pub(crate) quality: f64,
 }
 
 /// Capacity headroom per priority class: the share of each node's capacity (in-flight tasks,
@@ -294,7 +296,8 @@ impl RoutingTable {
             let weight = sane(
                 n.res.weight
                     * sane(n.balance, 0.01, 100.0, 1.0)
-                    * sane(n.health_weight, 0.01, 1.0, 1.0),
+                    * sane(n.health_weight, 0.01, 1.0, 1.0)
+                    * sane(n.quality, 0.01, 100.0, 1.0),
                 1e-6,
                 1e6,
                 1.0,
