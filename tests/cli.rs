@@ -211,3 +211,55 @@ fn faults_fail_over_and_every_task_is_accounted_for() {
         );
     }
 }
+
+#[test]
+fn a_fleet_config_file_drives_both_subcommands_and_bad_ones_are_named() {
+    let dir = tmpdir("config");
+    let trace = small_trace(&dir, 100, 10);
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet.toml");
+    let out = bin()
+        .arg("--trace")
+        .arg(&trace)
+        .arg("--config")
+        .arg(&example)
+        .args(["--speed", "400"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tasks: 100 submitted, 100 completed"));
+    let out = bin()
+        .args(["compare", "--trace"])
+        .arg(&trace)
+        .arg("--config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "capabilities = [\"chat\"]\n[[node]]\nname = \"x\"\nweight = -1.0\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("--trace")
+        .arg(&trace)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:4") && err.contains("weight"),
+        "{err}"
+    );
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use switchyard::sim::{compare, default_fleet, load_trace, SimConfig, Workload, POLICY_NAMES};
+use switchyard::sim::{compare, load_trace, SimConfig, Workload, POLICY_NAMES};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -31,6 +31,9 @@ pub struct CompareArgs {
     /// Capability every task requires besides long-context.
     #[arg(long, default_value = "code")]
     pub base_capability: String,
+    /// TOML fleet configuration (see `examples/fleet.toml`; default: the built-in fleet).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Model no KV prefix cache on the nodes.
     #[arg(long)]
     pub no_prefix_cache: bool,
@@ -68,7 +71,12 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
     let rows = load_trace(&path)?;
     let name = path.display().to_string();
     let started = Instant::now();
-    let workload = Workload::new(name.clone(), &rows, default_fleet(), &cfg)?;
+    let workload = Workload::new(
+        name.clone(),
+        &rows,
+        crate::fleet(args.config.as_deref())?,
+        &cfg,
+    )?;
     let report = compare(&workload, &policies, &cfg)?;
     let wall = started.elapsed();
     let span = workload.tasks.last().map_or(0, |t| t.arrival_ns) as f64 / 1e9;

@@ -57,6 +57,10 @@ pub struct SimArgs {
     /// trace, `chat` otherwise).
     #[arg(long, default_value = "code")]
     pub base_capability: String,
+    /// TOML fleet configuration (see `examples/fleet.toml`; default: the built-in fleet).
+    /// While the replay runs, a change to the file is validated and applied live.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Inject a fault (repeatable), in trace seconds: `down:NODE:START:END`,
     /// `flap:NODE:PERIOD:START:END`, `ratelimit:NODE:START:END`,
     /// `slow:NODE:FACTOR:START:END`, `outage:START:END`.
@@ -73,6 +77,22 @@ pub struct BenchArgs {
     /// Fewer iterations (a smoke run).
     #[arg(long)]
     pub quick: bool,
+}
+
+/// The fleet of `--config FILE`, or the built-in one.
+pub fn fleet(
+    config: Option<&std::path::Path>,
+) -> Result<switchyard::sim::FleetConfig, switchyard::ConfigFileError> {
+    Ok(match config {
+        Some(p) => {
+            let cfg = switchyard::Config::load(p)?;
+            switchyard::sim::FleetConfig {
+                capabilities: cfg.capabilities.clone(),
+                nodes: cfg.node_specs(),
+            }
+        }
+        None => switchyard::sim::default_fleet(),
+    })
 }
 
 /// The bundled Azure trace: `data/` under the working directory, else under the crate.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use switchyard::sim::{default_fleet, load_trace, service_time_ms, synthesize, FleetConfig};
+use switchyard::sim::{load_trace, service_time_ms, synthesize, FleetConfig};
 use switchyard::{
     balance_deviation, Backend, Clock, Completion, Dispatcher, HealthStatus, NodeSpec, Outcome,
     Priority, RouteError, RouteOptions, Router, SubmitError, Task, Ticket,
@@ -279,7 +279,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     }
     let path = args.trace.clone().unwrap_or_else(crate::default_trace);
     let rows = load_trace(&path)?;
-    let fleet: FleetConfig = default_fleet();
+    let fleet: FleetConfig = crate::fleet(args.config.as_deref())?;
     // Health timers (ejection back-off, half-open, slow start) and the retry back-off run in
     // trace time, like the simulated backends.
     let clock = Arc::new(TraceClock {
@@ -361,6 +361,11 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     let mut util_sum = vec![0.0f64; fleet.nodes.len()];
     let mut busy_samples = 0u64;
     let mut next_sample = start;
+    // `--config`: poll the file; a change is validated and applied live (an invalid file is
+    // reported and ignored: the fleet keeps running on the last good config).
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = args.config.as_deref().and_then(mtime);
+    let mut next_poll = start;
     for (row, task) in rows.iter().zip(&tasks) {
         let due = start + Duration::from_secs_f64(row.arrival_ms as f64 / 1000.0 / scale);
         loop {
@@ -379,6 +384,19 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
                     busy_samples += 1;
                 }
                 next_sample = now + Duration::from_millis(10);
+            }
+            if now >= next_poll {
+                next_poll = now + Duration::from_millis(100);
+                if let Some(path) = args.config.as_deref() {
+                    let m = mtime(path);
+                    if m != seen {
+                        seen = m;
+                        match switchyard::Config::load(path).and_then(|c| router.apply_config(&c)) {
+                            Ok(r) => println!("reloaded {}: {r:?}", path.display()),
+                            Err(e) => eprintln!("switchyard: reload refused: {e}"),
+                        }
+                    }
+                }
             }
             if now >= due {
                 break;
