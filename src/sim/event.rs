@@ -25,7 +25,7 @@
 //!   tokens off its prefill; then all its blocks are made most recent. Traces without
 //!   `hash_ids` get unique blocks per request (nothing is shared), so the cache never hits.
 //!   The cache is separate from the memory running sequences use.
-//! * **KV admission** (optional, off by default). A node also starts a task only while the
+//! * **KV admission** (on by default; `--no-kv-admission` turns it off). A node also starts a task only while the
 //!   tokens (input + output) of its running tasks stay within
 //!   `min(memory_mb / kv_mb_per_1k_tokens × 1000, max_tokens_in_flight)` (or when it is
 //!   idle), as a vLLM-style scheduler admits only what fits its KV memory.
