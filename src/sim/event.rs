@@ -30,8 +30,9 @@
 //!   `min(memory_mb / kv_mb_per_1k_tokens × 1000, max_tokens_in_flight)` (or when it is
 //!   idle), as a vLLM-style scheduler admits only what fits its KV memory.
 //! * **Gateway queue.** A [`Decision::Wait`] leaves the task in a FIFO queue per set of
-//!   required capabilities, retried from its head whenever a task finishes (and after a
-//!   control tick) until a retry waits again. New arrivals join behind a non-empty queue.
+//!   required capabilities and priority class, retried whenever a task finishes (and after a
+//!   control tick), highest class first, each class from its head until a retry waits
+//!   again. A new arrival joins behind waiting tasks of its own or a higher class.
 //!   Tasks still waiting when nothing else is left to happen are counted as shed.
 //! * **Ticks.** A policy asking for ticks every `Δ` gets one at each multiple of `Δ` that
 //!   has passed before an event. Consecutive multiples with no event between them are
@@ -306,7 +307,8 @@ struct Engine<'w> {
     last_change: Vec<u64>,
     heap: BinaryHeap<Reverse<Event>>,
     seq: u64,
-    gateway: Vec<VecDeque<usize>>,
+    /// Per capability set, one FIFO per priority class (critical first).
+    gateway: Vec<[VecDeque<usize>; 4]>,
     records: Vec<TaskRecord>,
     dispatched_at: Vec<u64>,
     lookups: u64,
@@ -366,7 +368,7 @@ pub fn run_policy(workload: &Workload, policy: &mut dyn Policy, cfg: &SimConfig)
         last_change: vec![0; n],
         heap: BinaryHeap::with_capacity(w.tasks.len() * 2),
         seq: 0,
-        gateway: vec![VecDeque::new(); w.classes.len()],
+        gateway: vec![Default::default(); w.classes.len()],
         records: vec![
             TaskRecord {
                 // Every task is settled below; one never settled was never placed.
@@ -449,12 +451,14 @@ impl Engine<'_> {
 
     fn arrive(&mut self, policy: &mut dyn Policy, i: usize, now: u64) {
         let class = self.w.tasks[i].class;
-        if !self.gateway[class].is_empty() {
-            self.gateway[class].push_back(i);
+        let prio = self.w.tasks[i].task.constraints.priority.index();
+        // Behind tasks of its own or a higher class that already wait; ahead of lower ones.
+        if self.gateway[class][..=prio].iter().any(|q| !q.is_empty()) {
+            self.gateway[class][prio].push_back(i);
             return;
         }
         match self.decide(policy, i, now) {
-            Decision::Wait => self.gateway[class].push_back(i),
+            Decision::Wait => self.gateway[class][prio].push_back(i),
             d => self.settle(i, d, now),
         }
     }
@@ -468,14 +472,18 @@ impl Engine<'_> {
         }
     }
 
+    /// Retries waiting tasks, highest priority class first; a class whose head still waits
+    /// does not block the classes below it (their tasks may fit where it does not).
     fn drain_gateway(&mut self, policy: &mut dyn Policy, now: u64) {
         for class in 0..self.gateway.len() {
-            while let Some(&i) = self.gateway[class].front() {
-                match self.decide(policy, i, now) {
-                    Decision::Wait => break,
-                    d => {
-                        self.gateway[class].pop_front();
-                        self.settle(i, d, now);
+            for prio in 0..4 {
+                while let Some(&i) = self.gateway[class][prio].front() {
+                    match self.decide(policy, i, now) {
+                        Decision::Wait => break,
+                        d => {
+                            self.gateway[class][prio].pop_front();
+                            self.settle(i, d, now);
+                        }
                     }
                 }
             }
