@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+mod balance;
 mod capability;
 mod clock;
 pub mod config;
@@ -50,6 +51,10 @@ mod scoring;
 pub mod sim;
 mod sync;
 
+pub use balance::{
+    ClassAction, LoadAdjustment, LoadBalancer, LoadStrategy, Placement, REBALANCE_THRESHOLD,
+    SPIKE_ADMIT_BELOW, SPIKE_SHED_LOW_FROM, SPIKE_SHED_NORMAL_FROM,
+};
 pub use capability::{CapSet, CapabilityRegistry, MAX_CAPABILITIES};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigFileError};
