@@ -140,16 +140,26 @@ impl RetryBudget {
     /// minimum, and keep at most ten ticks' worth.
     pub(crate) fn refill(&self, finished_total: u64) {
         let p = &self.policy;
-        // Relaxed: only the control thread refills; retries race it harmlessly.
+        // Relaxed: only the control thread refills.
         let last = self.last_finished.swap(finished_total, Ordering::Relaxed);
         let earned = (p.budget_ratio * finished_total.saturating_sub(last) as f64) as u64;
         let cap = (earned * 10).max(p.min_retries_per_tick);
-        let cur = self.tokens.load(Ordering::Relaxed);
-        let next = cur
-            .saturating_add(earned)
-            .max(p.min_retries_per_tick)
-            .min(cap.max(cur.min(cap)));
-        self.tokens.store(next, Ordering::Relaxed);
+        // A CAS loop, not load + store: a retry taking a token (or giving one back) between
+        // the two would otherwise be erased. Relaxed: a counter; nothing is published.
+        let mut cur = self.tokens.load(Ordering::Relaxed);
+        loop {
+            let next = cur
+                .saturating_add(earned)
+                .max(p.min_retries_per_tick)
+                .min(cap.max(cur.min(cap)));
+            match self
+                .tokens
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(seen) => cur = seen,
+            }
+        }
     }
 }
 

@@ -144,3 +144,65 @@ fn saturation_sheds_the_lowest_classes_first() {
         "critical work got capacity: {shed:?}"
     );
 }
+
+/// Completes every ticket 2 ms later, on another thread.
+struct Slow(std::sync::Mutex<std::sync::mpsc::Sender<Ticket>>);
+impl Backend for Slow {
+    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+        let _ = self.0.lock().unwrap().send(ticket);
+    }
+}
+
+fn slow_backend() -> (Slow, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<Ticket>();
+    let io = std::thread::spawn(move || {
+        for t in rx {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            t.complete(switchyard::Completion::success(2.0, 1));
+        }
+    });
+    (Slow(std::sync::Mutex::new(tx)), io)
+}
+
+#[test]
+fn a_burst_above_capacity_waits_for_capacity_instead_of_failing() {
+    use std::time::Duration;
+    let r = router(4);
+    let (backend, io) = slow_backend();
+    let d = Dispatcher::builder(r.clone())
+        .workers(2)
+        .saturation_wait([Duration::from_secs(5); 4])
+        .build(backend)
+        .unwrap();
+    // 60 tasks at once on 3 usable slots (normal: 85 % of 4): they wait and flow through.
+    for i in 0..60 {
+        d.submit(Task::new(i, 10, 10)).unwrap();
+    }
+    d.shutdown(); // drains: waiting tasks are retried until they fit
+    drop(d);
+    io.join().unwrap();
+    let done = r.finished();
+    assert_eq!(done[switchyard::Outcome::Success.index()], 60, "{done:?}");
+    assert!(r.ledgers_are_zero());
+}
+
+#[test]
+fn a_zero_wait_sheds_at_once() {
+    use std::time::Duration;
+    let r = router(4);
+    let (backend, io) = slow_backend();
+    let d = Dispatcher::builder(r.clone())
+        .workers(1)
+        .saturation_wait([Duration::ZERO; 4])
+        .build(backend)
+        .unwrap();
+    for i in 0..60 {
+        d.submit(Task::new(i, 10, 10)).unwrap();
+    }
+    d.shutdown();
+    let m = d.metrics();
+    assert!(m.shed_by_class[Priority::Normal.index()] > 0);
+    assert_eq!(m.dispatched + m.no_route_total(), 60);
+    drop(d);
+    io.join().unwrap();
+}

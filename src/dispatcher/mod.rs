@@ -17,6 +17,15 @@
 //! [`SubmitError`]. A ticket is consumed by `complete`, so it cannot complete twice; its
 //! lease is released by the same consumption or by its `Drop`, never both.
 //!
+//! # Saturation: wait, then shed by class
+//! A task whose feasible routes are all full (`RouteError::Saturated`) is not refused at
+//! once: the worker keeps it in a local waiting list (one FIFO per class, no shared state)
+//! and retries it, highest class first, every 50 µs while busy or every 200 µs while that is
+//! all it has, until it fits or its class's [`saturation_wait`](DispatcherBuilder::saturation_wait)
+//! runs out; then it ends through `Backend::reject` with `Saturated`. With per-class
+//! headroom, a sustained overload therefore sheds the lowest classes first. Shutdown drains
+//! the waiting lists too (each bounded by its wait).
+//!
 //! # Parking (no lost wake-ups)
 //! `queued` counts tasks submitted and not yet taken by a worker. A submitter increments it,
 //! pushes, then checks `sleepers`. A worker with nothing to do announces itself in
@@ -204,6 +213,8 @@ pub(crate) struct Shared<B> {
     pub(crate) stats: Box<[CachePadded<WorkerStats>]>,
     refused: AtomicU64,
     pub(crate) spin_rounds: u32,
+    /// How long a saturated task of each class may wait for capacity before it is shed.
+    pub(crate) saturation_wait: [Duration; 4],
 }
 
 impl<B: Backend> Shared<B> {
@@ -240,6 +251,7 @@ pub struct DispatcherBuilder {
     capacity: usize,
     control_interval: Option<Duration>,
     spin_rounds: u32,
+    saturation_wait: [Duration; 4],
 }
 
 impl DispatcherBuilder {
@@ -266,6 +278,15 @@ impl DispatcherBuilder {
     /// hand with [`Router::tick`]).
     pub fn control_interval(mut self, every: Option<Duration>) -> Self {
         self.control_interval = every;
+        self
+    }
+
+    /// How long a task whose feasible routes are all full may wait for capacity, per class
+    /// (critical, high, normal, low), before it is shed with [`RouteError::Saturated`]
+    /// (default 1 s, 500 ms, 200 ms, 50 ms; zero sheds at once). Waiting tasks are retried
+    /// highest class first, so lower classes are shed first under a sustained overload.
+    pub fn saturation_wait(mut self, per_class: [Duration; 4]) -> Self {
+        self.saturation_wait = per_class;
         self
     }
 
@@ -318,6 +339,7 @@ impl DispatcherBuilder {
                 .collect(),
             refused: AtomicU64::new(0),
             spin_rounds: self.spin_rounds,
+            saturation_wait: self.saturation_wait,
         });
         let cores = if self.pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -425,6 +447,12 @@ impl Dispatcher<NoBackend> {
             capacity: 65_536,
             control_interval: Some(Duration::from_millis(10)),
             spin_rounds: 64,
+            saturation_wait: [
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+                Duration::from_millis(200),
+                Duration::from_millis(50),
+            ],
         }
     }
 }
@@ -580,6 +608,18 @@ impl<B: Backend> Dispatcher<B> {
             nodes,
             epoch: s.router.snapshot().epoch(),
         }
+    }
+
+    /// Every worker's decision latencies (plan + reserve, in nanoseconds) merged into one
+    /// histogram: the data behind `metrics().decision_latency`, for buckets of one's own
+    /// (as [`prometheus::render`](crate::prometheus::render) draws). Off the hot path: it
+    /// allocates the histogram.
+    pub fn decision_histogram(&self) -> hdrhistogram::Histogram<u64> {
+        let mut h = new_histogram();
+        for w in self.shared.stats.iter() {
+            w.latency.merge_into(&mut h);
+        }
+        h
     }
 
     /// Panics caught inside `Backend::dispatch`.

@@ -1,8 +1,11 @@
 //! One worker's run loop: find a task, route it, hand it over; spin briefly, then park.
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 use super::{bump, new_ticket, Backend, Shared};
 use crate::clock::Stopwatch;
+use crate::error::RouteError;
 use crate::model::{RouteOptions, Task};
 use crate::routing::engine::Rng;
 use crate::sync::{Arc, Ordering, Parker, Steal, Worker};
@@ -22,12 +25,23 @@ pub(super) fn run<B: Backend>(
     let stopwatch = Stopwatch::new();
     let mut rng = Rng::new(0x5157_C4A2 ^ index as u64);
     let stats = &shared.stats[index];
+    let mut waiting = Waiting::default();
     loop {
         if let Some(task) = find_task(index, &shared, &local, &mut rng) {
             // SeqCst: the task has left the queues; ordered with the exit check and the
             // parking re-check (module docs).
             shared.queued.fetch_sub(1, Ordering::SeqCst);
-            handle(&shared, stats, &mut reader, &stopwatch, task);
+            let ctx = Ctx {
+                shared: &shared,
+                stats,
+                stopwatch: &stopwatch,
+            };
+            if let Err((task, e)) = ctx.route(&mut reader, task) {
+                ctx.saturated_or_reject(&mut waiting, task, e);
+            }
+            if waiting.due() {
+                ctx.retry(&mut reader, &mut waiting);
+            }
             continue;
         }
         // Nothing found: poll a little with back-off before parking.
@@ -39,16 +53,139 @@ pub(super) fn run<B: Backend>(
                 break;
             }
         }
+        let ctx = Ctx {
+            shared: &shared,
+            stats,
+            stopwatch: &stopwatch,
+        };
         if let Some(task) = found {
             shared.queued.fetch_sub(1, Ordering::SeqCst);
-            handle(&shared, stats, &mut reader, &stopwatch, task);
+            if let Err((task, e)) = ctx.route(&mut reader, task) {
+                ctx.saturated_or_reject(&mut waiting, task, e);
+            }
             continue;
+        }
+        if !waiting.is_empty() {
+            // Tasks wait for capacity: retry them, then nap briefly instead of parking for
+            // good (capacity frees when other threads complete tickets; nothing wakes us).
+            ctx.retry(&mut reader, &mut waiting);
+            if !waiting.is_empty() {
+                parker.park_timeout(WAIT_POLL);
+                continue;
+            }
         }
         // SeqCst: see "Shutdown drains" in the module docs.
         if shared.shutdown.load(Ordering::SeqCst) && shared.queued.load(Ordering::SeqCst) == 0 {
             return;
         }
         park(index, &shared, &parker);
+    }
+}
+
+/// How often waiting tasks are retried while the worker is busy, and how long it naps when
+/// they are all it has.
+const WAIT_RETRY: Duration = Duration::from_micros(50);
+const WAIT_POLL: Duration = Duration::from_micros(200);
+/// Most tasks one worker holds waiting for capacity; beyond, a saturated task is shed at once.
+const MAX_WAITING: usize = 16_384;
+
+/// Tasks whose feasible routes were all full, waiting for capacity, one FIFO per class
+/// (worker-local: no synchronisation). Retried highest class first; a task whose class's
+/// wait runs out is shed with `RouteError::Saturated`.
+#[derive(Default)]
+struct Waiting {
+    queues: [VecDeque<(Task, Instant)>; 4],
+    len: usize,
+    last_retry: Option<Instant>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn due(&self) -> bool {
+        self.len > 0 && self.last_retry.is_none_or(|t| t.elapsed() >= WAIT_RETRY)
+    }
+}
+
+/// What routing a task needs from the worker.
+struct Ctx<'a, B: Backend> {
+    shared: &'a Shared<B>,
+    stats: &'a super::WorkerStats,
+    stopwatch: &'a Stopwatch,
+}
+
+impl<B: Backend> Ctx<'_, B> {
+    /// Routes and dispatches; hands the task back with the error when there is no route.
+    #[inline]
+    fn route(
+        &self,
+        reader: &mut crate::router::RouteReader,
+        task: Task,
+    ) -> Result<(), (Task, RouteError)> {
+        let t0 = self.stopwatch.start();
+        let mut routes = RouteOptions::default();
+        let routed = reader.route_into(&task, &mut routes);
+        self.stats.latency.record(self.stopwatch.elapsed_ns(t0));
+        let lease = routed.map_err(|e| (task, e))?;
+        // Counted before the ticket exists, so before it can finish (see `in_flight`).
+        bump(&self.stats.dispatched);
+        let ticket = new_ticket(lease, task);
+        // A panicking backend must not take the worker (and the queue) down with it. The
+        // ticket is dropped during unwinding and counted as abandoned.
+        if catch_unwind(AssertUnwindSafe(|| {
+            self.shared.backend.dispatch(task, &routes, ticket)
+        }))
+        .is_err()
+        {
+            bump(&self.stats.panics);
+        }
+        Ok(())
+    }
+
+    /// A saturated task waits for capacity (for its class's wait); anything else ends now.
+    fn saturated_or_reject(&self, waiting: &mut Waiting, task: Task, e: RouteError) {
+        let p = task.constraints.priority.index();
+        let wait = self.shared.saturation_wait[p];
+        if e == RouteError::Saturated && !wait.is_zero() && waiting.len < MAX_WAITING {
+            waiting.queues[p].push_back((task, Instant::now() + wait));
+            waiting.len += 1;
+            return;
+        }
+        self.reject(task, e);
+    }
+
+    fn reject(&self, task: Task, e: RouteError) {
+        bump(&self.stats.no_route[e.index()]);
+        if e == RouteError::Saturated {
+            bump(&self.stats.shed[task.constraints.priority.index()]);
+        }
+        if catch_unwind(AssertUnwindSafe(|| self.shared.backend.reject(task, e))).is_err() {
+            bump(&self.stats.panics);
+        }
+    }
+
+    /// Retries waiting tasks, highest class first; sheds those whose wait ran out.
+    fn retry(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting) {
+        let now = Instant::now();
+        waiting.last_retry = Some(now);
+        for p in 0..4 {
+            while let Some((task, deadline)) = waiting.queues[p].pop_front() {
+                match self.route(reader, task) {
+                    Ok(()) => waiting.len -= 1,
+                    Err((task, RouteError::Saturated)) if now < deadline => {
+                        // Still full for this class: keep its order, try the next class.
+                        waiting.queues[p].push_front((task, deadline));
+                        break;
+                    }
+                    Err((task, e)) => {
+                        waiting.len -= 1;
+                        self.reject(task, e);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -117,45 +254,6 @@ fn find_task<B: Backend>(
         }
         if !retry {
             return None;
-        }
-    }
-}
-
-#[inline]
-fn handle<B: Backend>(
-    shared: &Shared<B>,
-    stats: &super::WorkerStats,
-    reader: &mut crate::router::RouteReader,
-    stopwatch: &Stopwatch,
-    task: Task,
-) {
-    let t0 = stopwatch.start();
-    let mut routes = RouteOptions::default();
-    let routed = reader.route_into(&task, &mut routes);
-    stats.latency.record(stopwatch.elapsed_ns(t0));
-    match routed {
-        Ok(lease) => {
-            // Counted before the ticket exists, so before it can finish (see `in_flight`).
-            bump(&stats.dispatched);
-            let ticket = new_ticket(lease, task);
-            // A panicking backend must not take the worker (and the queue) down with it.
-            // The ticket is dropped during unwinding and counted as abandoned.
-            if catch_unwind(AssertUnwindSafe(|| {
-                shared.backend.dispatch(task, &routes, ticket)
-            }))
-            .is_err()
-            {
-                bump(&stats.panics);
-            }
-        }
-        Err(e) => {
-            bump(&stats.no_route[e.index()]);
-            if e == crate::error::RouteError::Saturated {
-                bump(&stats.shed[task.constraints.priority.index()]);
-            }
-            if catch_unwind(AssertUnwindSafe(|| shared.backend.reject(task, e))).is_err() {
-                bump(&stats.panics);
-            }
         }
     }
 }

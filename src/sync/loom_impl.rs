@@ -192,6 +192,10 @@ impl Parker {
         }
         *token = false;
     }
+    /// loom cannot model a timeout: it parks until unparked.
+    pub(crate) fn park_timeout(&self, _timeout: std::time::Duration) {
+        self.park()
+    }
     pub(crate) fn unparker(&self) -> &Unparker {
         &self.1
     }

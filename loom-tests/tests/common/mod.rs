@@ -1,7 +1,7 @@
 //! Helpers shared by the loom models (each `tests/*.rs` file includes this module).
 #![allow(dead_code)] // each test file uses a different subset
 
-use switchyard::{Backend, Dispatcher, NodeSpec, Router};
+use switchyard::{Backend, Dispatcher, Headroom, NodeSpec, Router};
 
 /// Runs `f` under loom with `LOOM_MAX_PREEMPTIONS` if set, else with `default_bound`, and
 /// reports how many executions were explored (shown with `-- --nocapture`).
@@ -33,9 +33,15 @@ where
     );
 }
 
-/// A router over the given nodes, published at epoch 1.
+/// A router over the given nodes, published at epoch 1, with per-class headroom off (every
+/// class may fill the whole node): the models count leases against `max_concurrency`, and
+/// the default shares would let a normal task fill only 85 % of it (1 slot of 2).
 pub fn router(nodes: impl IntoIterator<Item = NodeSpec>) -> Router {
-    Router::builder().nodes(nodes).build().expect("valid fleet")
+    Router::builder()
+        .headroom(Headroom { shares: [1.0; 4] })
+        .nodes(nodes)
+        .build()
+        .expect("valid fleet")
 }
 
 /// A dispatcher with one worker that parks as soon as it finds nothing (no spinning) and no
