@@ -44,6 +44,7 @@ mod health;
 mod metrics;
 mod model;
 mod node;
+pub mod prometheus;
 mod recovery;
 mod router;
 mod routing;
