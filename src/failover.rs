@@ -133,6 +133,7 @@ impl RetryBudget {
     }
 
     fn give_back(&self) {
+        // Relaxed: a counter (an RMW, so no concurrent update is lost).
         self.tokens.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -482,6 +482,7 @@ impl<B: Backend> Dispatcher<B> {
             return Err(SubmitError::ShutDown(task));
         }
         if before >= s.capacity {
+            // SeqCst: undoes the increment above in the same total order (see above).
             s.queued.fetch_sub(1, Ordering::SeqCst);
             // Relaxed: report counter.
             s.refused.fetch_add(1, Ordering::Relaxed);
@@ -594,6 +595,7 @@ impl<B: Backend> Dispatcher<B> {
         RoutingMetrics {
             decision_latency: LatencySummary::of(&h),
             submitted: dispatched + no_route.iter().sum::<u64>() + queued,
+            // Relaxed: a report counter.
             refused: s.refused.load(Ordering::Relaxed),
             dispatched,
             no_route: RouteError::ALL

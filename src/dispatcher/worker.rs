@@ -59,6 +59,7 @@ pub(super) fn run<B: Backend>(
             stopwatch: &stopwatch,
         };
         if let Some(task) = found {
+            // SeqCst: as for the task found above.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
             if let Err((task, e)) = ctx.route(&mut reader, task) {
                 ctx.saturated_or_reject(&mut waiting, task, e);
