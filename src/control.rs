@@ -487,6 +487,7 @@ impl Controller {
                 balance: n.balance,
                 success_rate: n.success_rate,
                 eligible: n.verdict.eligible,
+                pinned_out: n.health.manual == Some(HealthStatus::Failed),
                 probe_only: n.verdict.probe_only,
                 health_weight: n.verdict.weight,
                 quality: n.quality,

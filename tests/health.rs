@@ -271,3 +271,30 @@ fn manual_verdicts_pin_until_cleared() {
     let p = run(&r, 300, |_| Outcome::Success);
     assert!(p.contains_key("n1"), "{p:?}");
 }
+
+#[test]
+fn a_node_failed_by_hand_stays_out_even_in_panic_mode() {
+    let (r, _clock) = fleet(
+        4,
+        HealthPolicy {
+            max_ejected_share: 1.0,
+            ..Default::default()
+        },
+    );
+    r.set_health("n0", HealthStatus::Failed).unwrap();
+    run(&r, 200, |n| {
+        if n == "n1" || n == "n2" {
+            Outcome::ServerError
+        } else {
+            Outcome::Success
+        }
+    });
+    r.tick();
+    assert!(r.snapshot().panic_mode(), "one of four serving");
+    let picks = run(&r, 400, |_| Outcome::Success);
+    assert!(!picks.contains_key("n0"), "pinned out: {picks:?}");
+    assert!(
+        picks.contains_key("n1") || picks.contains_key("n2"),
+        "panic routes to ejected nodes: {picks:?}"
+    );
+}

@@ -221,6 +221,7 @@ struct WeightsIn {
     cost: Num,
     capability: Num,
     alternatives: Alternatives,
+    affinity: Num,
 }
 
 impl WeightsIn {
@@ -233,6 +234,7 @@ impl WeightsIn {
                 Alternatives::Small(x) => usize::from(x),
                 Alternatives::Max => usize::MAX,
             },
+            affinity: self.affinity.get(),
         }
     }
 }
@@ -363,7 +365,13 @@ fn check_options(snap: &RoutingTable, task: &Task, o: &RouteOptions) {
                 snap.node_name(*s).is_some(),
                 "stage {s:?} not in the snapshot"
             );
-            assert_ne!(snap.node_status(*s), Some(HealthStatus::Failed));
+            // A failed stage is routed only as a half-open probe, or in panic mode.
+            if snap.node_status(*s) == Some(HealthStatus::Failed) {
+                assert!(
+                    snap.panic_mode() || snap.node_probing(*s) == Some(true),
+                    "stage {s:?} is failed"
+                );
+            }
         }
         assert!(
             (0.0..=1.0).contains(&ch.confidence),

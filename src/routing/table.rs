@@ -141,6 +141,8 @@ pub(crate) struct NodeInput {
     pub(crate) success_rate: f64,
     /// From the health verdict.
     pub(crate) eligible: bool,
+    /// Failed by hand (`Router::set_health`): out even in panic mode.
+    pub(crate) pinned_out: bool,
     pub(crate) probe_only: bool,
     pub(crate) health_weight: f64,
     /// Measured-quality factor (1 = neutral).
@@ -343,7 +345,7 @@ impl RoutingTable {
                 weight,
                 success_rate: sane(n.success_rate, 0.0, 1.0, 1.0),
                 status: n.status,
-                eligible: n.eligible || health.panic,
+                eligible: !n.pinned_out && (n.eligible || health.panic),
                 probe_only: n.probe_only && !health.panic,
                 probe_limit: health.half_open_probes.max(1) as u64,
                 eject_after: if health.panic || health.consecutive_failures == 0 {
@@ -480,6 +482,12 @@ impl RoutingTable {
     /// A node's health verdict in this snapshot.
     pub fn node_status(&self, id: NodeId) -> Option<HealthStatus> {
         self.node(id).map(|n| n.status)
+    }
+
+    /// Whether a node is half-open (taking probes only). For tests and fuzzing.
+    #[doc(hidden)]
+    pub fn node_probing(&self, id: NodeId) -> Option<bool> {
+        self.node(id).map(|n| n.probe_only)
     }
 
     /// The id of a named node (a linear search: not for the hot path).
