@@ -140,6 +140,7 @@ fn bench_json_has_every_key() {
         "\"memory_4096_mb\":",
         "\"route_64_under_publish\":{\"p50_ns\":",
         "\"control_tick_4096_us\":",
+        "\"allocate\":{\"p50_ns\":",
     ] {
         assert!(line.contains(key), "missing {key} in {line}");
     }

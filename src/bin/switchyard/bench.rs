@@ -133,7 +133,12 @@ fn time_route_under_publish(iters: usize, clock: &quanta::Clock) -> Result<Pct, 
     let mut routes = switchyard::RouteOptions::default();
     let mut held = std::collections::VecDeque::new();
     let mut h = hist();
-    for (i, t) in tasks.iter().cycle().take(iters).enumerate() {
+    // At least `iters` decisions and at least 50 ms, so the publisher gets to publish.
+    let started = Instant::now();
+    for (i, t) in tasks.iter().cycle().enumerate() {
+        if i >= iters && started.elapsed() >= Duration::from_millis(50) {
+            break;
+        }
         let t0 = clock.raw();
         let r = reader.route_into(black_box(t), &mut routes);
         let t1 = clock.raw();
@@ -150,6 +155,29 @@ fn time_route_under_publish(iters: usize, clock: &quanta::Clock) -> Result<Pct, 
     let published = publisher.join().map_err(|_| "publisher panicked")?;
     if published < 10 {
         return Err(format!("the publisher published only {published} snapshots").into());
+    }
+    Ok(pct(&h))
+}
+
+/// Allocation alone: reserve on an already planned route (`optimize_allocation`) and release
+/// (the lease's drop), 64-node fleet, timed per call.
+fn time_allocate(iters: usize, clock: &quanta::Clock) -> Result<Pct, Error> {
+    use switchyard::RoutingEngine;
+    let router = fleet(64)?;
+    let tasks = tasks(&router)?;
+    let mut reader = router.reader();
+    let planned: Vec<_> = tasks
+        .iter()
+        .take(256)
+        .map(|t| reader.calculate_routes(t).map(|r| (r, *t)))
+        .collect::<Result<_, _>>()?;
+    let mut h = hist();
+    for (routes, task) in planned.iter().cycle().take(iters) {
+        let t0 = clock.raw();
+        let lease = reader.optimize_allocation(black_box(routes), task);
+        drop(black_box(lease));
+        let t1 = clock.raw();
+        h.saturating_record(clock.delta_as_nanos(t0, t1));
     }
     Ok(pct(&h))
 }
@@ -381,6 +409,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let baseline = time_baseline(64, iters / 3, &clock)?;
     let under_publish = time_route_under_publish(iters, &clock)?;
     let tick_us = time_control_tick(&clock)?;
+    let allocate = time_allocate(iters, &clock)?;
     // Alternate the two, five rounds each, and keep the medians: this machine is shared and
     // the host moves its vCPUs around, so single runs swing by several times.
     let (mut raws, mut tpss) = (Vec::new(), Vec::new());
@@ -413,6 +442,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             under_publish.p50, under_publish.p99
         );
         s += &format!("\"control_tick_4096_us\":{:.0},", tick_us);
+        s += &format!(
+            "\"allocate\":{{\"p50_ns\":{},\"p99_ns\":{}}},",
+            allocate.p50, allocate.p99
+        );
         s += &format!("\"timer_overhead_ns\":{},", overhead);
         s += &format!(
             "\"ratios\":{{\"route_64_under_publish_over_idle_p99\":{:.2},\"route_4096_over_route_64_p50\":{:.2},\"baseline_over_route_64_p50\":{:.1},\"dispatch_over_raw_queue\":{:.3}}}",
@@ -439,6 +472,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         );
         println!(
             "control tick on 4096 nodes (recompute + build + publish): {tick_us:.0} µs (median)"
+        );
+        println!(
+            "allocation alone (reserve on a planned route + release): p50 {} ns   p99 {} ns",
+            allocate.p50, allocate.p99
         );
         println!("dispatch, 2 workers: {tps:.0} tasks/s; raw crossbeam channel: {raw:.0} msgs/s ({:.1} %)", 100.0 * tps / raw);
         println!("memory added by a 4096-node router + 2-worker dispatcher: {memory:.1} MB");
