@@ -189,6 +189,10 @@ pub struct NodeConfig {
     pub cost_per_1k_tokens: Option<f64>,
     /// Static preference weight (> 0; 1 = neutral).
     pub weight: Option<f64>,
+    /// Token-rate limit, tokens per second (0 = none).
+    pub max_tokens_per_second: Option<f64>,
+    /// Burst of the token rate, seconds.
+    pub token_burst_seconds: Option<f64>,
 }
 
 impl NodeConfig {
@@ -220,6 +224,10 @@ impl NodeConfig {
             batch_slowdown: self.batch_slowdown.unwrap_or(d.batch_slowdown),
             cost_per_1k_tokens: self.cost_per_1k_tokens.unwrap_or(d.cost_per_1k_tokens),
             weight: self.weight.unwrap_or(d.weight),
+            max_tokens_per_second: self
+                .max_tokens_per_second
+                .unwrap_or(d.max_tokens_per_second),
+            token_burst_seconds: self.token_burst_seconds.unwrap_or(d.token_burst_seconds),
             ..d
         }
     }

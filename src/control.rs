@@ -87,6 +87,8 @@ pub(crate) struct Controller {
     weights: ScoringWeights,
     policy: HealthPolicy,
     headroom: Headroom,
+    /// The router's clock, handed to each snapshot for token-rate checks.
+    pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
     /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
     panic: bool,
     epoch: u64,
@@ -116,6 +118,7 @@ impl Controller {
             weights,
             policy: HealthPolicy::default(),
             headroom: Headroom::default(),
+            clock: None,
             panic: false,
             epoch: 0,
             last_tick_ns: 0,
@@ -521,7 +524,10 @@ impl Controller {
             },
             self.headroom,
         );
-        let table = Arc::new(table);
+        let table = Arc::new(RoutingTable {
+            clock: self.clock.clone(),
+            ..table
+        });
         cell.store(Arc::clone(&table));
         if let Some(prev) = self.current.replace(table) {
             self.old_tables.push(prev);

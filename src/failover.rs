@@ -235,9 +235,11 @@ impl Router {
         mut ticket: Ticket,
         failure: Completion,
     ) -> Result<Retry, FailoverError> {
-        let Some(lease) = ticket.lease.take() else {
+        let Some(mut lease) = ticket.lease.take() else {
             return Err(self.give_up(&ticket, failure.outcome, FailoverReason::NotRetryable));
         };
+        // The failed attempt produced `failure.output_tokens`: settle its rate reservation.
+        lease.settle_tokens(failure.output_tokens);
         let attempt = ticket.attempts as usize;
         if attempt < MAX_ATTEMPTS {
             ticket.tried[attempt] = lease.route().route;

@@ -81,6 +81,12 @@ pub struct NodeSpec {
     pub cost_per_1k_tokens: f64,
     /// Static preference weight (> 0; 1 = neutral).
     pub weight: f64,
+    /// Token-rate limit, tokens per second (input + output; 0 = none), enforced per node by a
+    /// lock-free GCRA: a task's tokens are reserved when it is routed and settled to the actual
+    /// count when it completes. A node at its rate counts as full for routing.
+    pub max_tokens_per_second: f64,
+    /// Burst the rate allows, seconds of tokens (default 1).
+    pub token_burst_seconds: f64,
 }
 
 impl NodeSpec {
@@ -106,7 +112,16 @@ impl NodeSpec {
             batch_slowdown: 1.0,
             cost_per_1k_tokens: 1.0,
             weight: 1.0,
+            max_tokens_per_second: 0.0,
+            token_burst_seconds: 1.0,
         }
+    }
+
+    /// Sets the token-rate limit (tokens per second; 0 = none) and its burst (seconds).
+    pub fn token_rate(mut self, per_second: f64, burst_seconds: f64) -> Self {
+        self.max_tokens_per_second = per_second;
+        self.token_burst_seconds = burst_seconds;
+        self
     }
 
     /// Sets the capabilities.
@@ -303,6 +318,26 @@ impl NodeSpec {
             false,
         )?;
         let weight = num("weight", self.weight, 0.0, 1e6, true)?;
+        let rate = num(
+            "max_tokens_per_second",
+            self.max_tokens_per_second,
+            0.0,
+            1e12,
+            false,
+        )?;
+        let burst = num(
+            "token_burst_seconds",
+            self.token_burst_seconds,
+            0.0,
+            3_600.0,
+            true,
+        )?;
+        // At least 1 ns per token (a rate above 1e9 tokens/s is no limit).
+        let ns_per_token = if rate > 0.0 {
+            (1e9 / rate).round().max(1.0) as u64
+        } else {
+            0
+        };
         let caps = reg.resolve(&self.capabilities)?;
         let mut scores = Vec::new();
         for (cap, s) in &self.capability_scores {
@@ -335,6 +370,8 @@ impl NodeSpec {
             batch_slowdown: slow,
             price_per_token: price / 1000.0,
             weight,
+            ns_per_token,
+            burst_ns: (burst * 1e9) as u64,
         })
     }
 }
@@ -354,6 +391,9 @@ pub(crate) struct Resolved {
     pub(crate) batch_slowdown: f64,
     pub(crate) price_per_token: f64,
     pub(crate) weight: f64,
+    /// GCRA emission interval per token (0 = no rate limit) and burst tolerance.
+    pub(crate) ns_per_token: u64,
+    pub(crate) burst_ns: u64,
 }
 
 /// A configured chain of stages, e.g. a guard model then a large model.
@@ -483,6 +523,8 @@ struct Ledger {
     /// ledger's cache line, which every decision already reads, so the hot path's
     /// fast-ejection check costs no extra miss.
     consecutive: AtomicU64,
+    /// GCRA theoretical arrival time (clock ns) of the node's token rate.
+    tat: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -623,6 +665,61 @@ impl NodeLive {
     #[inline]
     pub(crate) fn consecutive_failures(&self) -> u64 {
         self.ledger.consecutive.load(Ordering::Relaxed)
+    }
+
+    /// Whether the token rate admits `cost_ns` more now (GCRA: the theoretical arrival time
+    /// may run at most `burst_ns` ahead of now). Relaxed: a hint for routing; `rate_take`
+    /// decides.
+    #[inline]
+    pub(crate) fn rate_allows(&self, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
+        let tat = self.ledger.tat.load(Ordering::Relaxed).max(now);
+        tat + cost_ns - now <= burst_ns
+    }
+
+    /// Takes `cost_ns` of the token rate if it fits (a CAS loop). Relaxed: the GCRA state is
+    /// one location; every update is an RMW in its modification order, so no two takers both
+    /// get the last of the burst.
+    pub(crate) fn rate_take(&self, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
+        let mut cur = self.ledger.tat.load(Ordering::Relaxed);
+        loop {
+            let next = cur.max(now) + cost_ns;
+            if next - now > burst_ns {
+                return false;
+            }
+            match self.ledger.tat.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Settles a reservation: charges (`delta_ns` > 0) or refunds (< 0) the rate. A refund
+    /// never moves the state below zero. Relaxed: as `rate_take`.
+    pub(crate) fn rate_settle(&self, delta_ns: i64) {
+        if delta_ns >= 0 {
+            self.ledger
+                .tat
+                .fetch_add(delta_ns as u64, Ordering::Relaxed);
+            return;
+        }
+        let refund = delta_ns.unsigned_abs();
+        let mut cur = self.ledger.tat.load(Ordering::Relaxed);
+        loop {
+            match self.ledger.tat.compare_exchange_weak(
+                cur,
+                cur.saturating_sub(refund),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => cur = seen,
+            }
+        }
     }
 
     /// Clears the failure streak (the control thread, when a node goes half-open).

@@ -177,6 +177,10 @@ impl RouterBuilder {
             ctl.add_chain(c)?;
         }
         ctl.set_policy(self.health)?;
+        let clock = self
+            .clock
+            .unwrap_or_else(|| arc_from_std(std::sync::Arc::new(SystemClock::default())));
+        ctl.clock = Some(clock.clone());
         ctl.set_headroom(self.headroom)?;
         self.retry.validate()?;
         let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
@@ -193,9 +197,7 @@ impl RouterBuilder {
             inner: Arc::new(RouterInner {
                 table: cell,
                 control: Mutex::new(ctl),
-                clock: self
-                    .clock
-                    .unwrap_or_else(|| arc_from_std(std::sync::Arc::new(SystemClock::default()))),
+                clock,
                 seed: AtomicU64::new(self.seed),
                 lease_timeout_ms: self.lease_timeout_ms,
                 retry: crate::failover::RetryBudget::new(self.retry),

@@ -152,6 +152,10 @@ impl Ticket {
 
     /// Ends the task: records the outcome on every stage, then releases the lease.
     pub fn complete(mut self, completion: Completion) {
+        if let Some(lease) = self.lease.as_mut() {
+            // Reserve, then settle: the token rate is charged the tokens really produced.
+            lease.settle_tokens(completion.output_tokens);
+        }
         self.finish(completion.outcome, completion.latency_ms);
     }
 

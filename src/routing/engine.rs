@@ -193,6 +193,11 @@ fn evaluate(
         let (w0, w1) = n.live.load_for(d1 != 0);
         let cap0 = n.cap0_class[task.constraints.priority.index()];
         full |= !(fits0(w0, d0, cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
+        if n.ns_per_token > 0 {
+            // A node at its token rate counts as full: routing prefers others.
+            let cost = tokens.saturating_mul(n.ns_per_token);
+            full |= !n.live.rate_allows(table.now_ns(), cost, n.burst_ns);
+        }
         if n.probe_only && Amounts::unpack(w0, 0).inflight >= n.probe_limit {
             return Err(Miss::Unhealthy); // half-open: its probes are out
         }
@@ -436,6 +441,7 @@ fn reserve_route(
 ) -> Option<Lease> {
     let r = &table.routes[slot as usize];
     let mut lease = Lease {
+        est_output: task.output_tokens,
         parts: Default::default(),
         route: choice.route,
         predicted_ms: choice.cost.expected_latency_ms,
@@ -456,6 +462,11 @@ fn reserve_route(
         if !n.live.try_reserve(d0, d1, cap0, n.cap1) {
             return None;
         }
+        let rate_cost = task.total_tokens().saturating_mul(n.ns_per_token);
+        if n.ns_per_token > 0 && !n.live.rate_take(table.now_ns(), rate_cost, n.burst_ns) {
+            n.live.release(d0, d1);
+            return None;
+        }
         if let Some(key) = task.affinity_key {
             n.live.remember(key);
         }
@@ -463,6 +474,7 @@ fn reserve_route(
             live: Arc::clone(&n.live),
             d0,
             d1,
+            ns_per_token: n.ns_per_token,
         });
         let d = Amounts::unpack(d0, d1);
         let a = &mut lease.allocation.allocated;
@@ -487,6 +499,8 @@ struct Part {
     live: Arc<NodeLive>,
     d0: u64,
     d1: u64,
+    /// The node's GCRA interval when the lease was taken (0: no rate reserved).
+    ns_per_token: u64,
 }
 
 /// Resources reserved on every stage of one route; released exactly once, when dropped.
@@ -500,6 +514,8 @@ pub struct Lease {
     route: ModelChain,
     predicted_ms: f64,
     allocation: AllocationResult,
+    /// Output tokens estimated at pick time (what the token rate reserved beside the input).
+    est_output: u32,
 }
 
 impl Lease {
@@ -532,6 +548,23 @@ impl Lease {
     /// releases it without recording anything.
     pub fn complete(self, outcome: crate::model::Outcome, latency_ms: f64) {
         self.finish(outcome, latency_ms);
+    }
+
+    /// Settles the token-rate reservation to the output tokens the task really produced:
+    /// refunds what it did not use, charges what it used beyond the estimate (a no-op on
+    /// nodes without a rate limit). Call once, before completing; a ticket does it.
+    pub fn settle_tokens(&mut self, actual_output: u32) {
+        let delta = actual_output as i64 - self.est_output as i64;
+        if delta == 0 {
+            return;
+        }
+        for p in self.parts.iter().flatten() {
+            if p.ns_per_token > 0 {
+                p.live
+                    .rate_settle(delta.saturating_mul(p.ns_per_token as i64));
+            }
+        }
+        self.est_output = actual_output;
     }
 
     /// Releases every stage, then records `outcome` on each, head last: whoever sees the

@@ -102,6 +102,9 @@ pub(crate) struct NodeEntry {
     pub(crate) status: HealthStatus,
     /// Whether new tasks may be placed here.
     pub(crate) eligible: bool,
+    /// GCRA token rate (0 = none) and burst, from the spec.
+    pub(crate) ns_per_token: u64,
+    pub(crate) burst_ns: u64,
     /// Half-open: only `probe_limit` tasks at a time.
     pub(crate) probe_only: bool,
     pub(crate) probe_limit: u64,
@@ -252,6 +255,8 @@ pub struct RoutingTable {
     pub(crate) panic: bool,
     /// The largest route weight (draws are accepted with probability weight / max).
     pub(crate) max_weight: f64,
+    /// The router's clock, read only for nodes with a token-rate limit.
+    pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -348,6 +353,8 @@ impl RoutingTable {
                 eligible: !n.pinned_out && (n.eligible || health.panic),
                 probe_only: n.probe_only && !health.panic,
                 probe_limit: health.half_open_probes.max(1) as u64,
+                ns_per_token: n.res.ns_per_token,
+                burst_ns: n.res.burst_ns,
                 eject_after: if health.panic || health.consecutive_failures == 0 {
                     u64::MAX
                 } else if n.probe_only {
@@ -422,6 +429,7 @@ impl RoutingTable {
         let max_weight = routes.iter().map(|r| r.weight).fold(0.0, f64::max);
         RoutingTable {
             max_weight,
+            clock: None,
             epoch,
             registry,
             all: (0..routes.len() as u32).collect(),
@@ -482,6 +490,13 @@ impl RoutingTable {
     /// A node's health verdict in this snapshot.
     pub fn node_status(&self, id: NodeId) -> Option<HealthStatus> {
         self.node(id).map(|n| n.status)
+    }
+
+    /// The clock's time for rate checks (0 without a clock: every rate check then sees the
+    /// start of time, which only a burst-sized reservation passes).
+    #[inline]
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.clock.as_ref().map_or(0, |c| c.now_ns())
     }
 
     /// Whether a node is half-open (taking probes only). For tests and fuzzing.
