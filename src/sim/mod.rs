@@ -29,4 +29,4 @@ pub use report::{ClassReport, DecisionNs, PolicyReport, Report};
 pub use synthetic::{
     node_capabilities, synthetic_fleet, synthetic_tasks, task_capabilities, SYNTHETIC_CAPABILITIES,
 };
-pub use trace::{load_trace, parse_trace, TraceError, TraceRow};
+pub use trace::{bundled_trace, load_trace, parse_trace, TraceError, TraceRow};

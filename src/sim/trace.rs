@@ -147,6 +147,20 @@ pub fn parse_trace(source: &str, text: &str) -> Result<Vec<TraceRow>, TraceError
     Ok(rows)
 }
 
+/// The bundled Azure 2023 code trace: `data/` under the working directory, else under the
+/// crate's own directory.
+pub fn bundled_trace() -> std::path::PathBuf {
+    let local = std::path::PathBuf::from("data/azure_llm_2023_code.csv");
+    if local.exists() {
+        local
+    } else {
+        std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/azure_llm_2023_code.csv"
+        ))
+    }
+}
+
 /// Reads and parses a trace file.
 ///
 /// # Errors

@@ -97,15 +97,7 @@ pub fn fleet(
 
 /// The bundled Azure trace: `data/` under the working directory, else under the crate.
 pub fn default_trace() -> PathBuf {
-    let local = PathBuf::from("data/azure_llm_2023_code.csv");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/data/azure_llm_2023_code.csv"
-        ))
-    }
+    switchyard::sim::bundled_trace()
 }
 
 fn main() -> ExitCode {
