@@ -26,6 +26,7 @@ use crate::error::ConfigError;
 use crate::health::{HealthPolicy, NodeHealthState, Observation, Phase, Verdict};
 use crate::model::{HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap};
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
+use crate::routing::slab::LeaseSlab;
 use crate::routing::table::{
     ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights,
 };
@@ -89,6 +90,8 @@ pub(crate) struct Controller {
     headroom: Headroom,
     /// The router's clock, handed to each snapshot for token-rate checks.
     pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
+    /// Lease records, when leases time out: expired ones are reclaimed on each tick.
+    pub(crate) slab: Option<Arc<LeaseSlab>>,
     /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
     panic: bool,
     epoch: u64,
@@ -119,6 +122,7 @@ impl Controller {
             policy: HealthPolicy::default(),
             headroom: Headroom::default(),
             clock: None,
+            slab: None,
             panic: false,
             epoch: 0,
             last_tick_ns: 0,
@@ -356,6 +360,7 @@ impl Controller {
     ) -> TickReport {
         let now = clock.now_ns();
         self.last_tick_ns = now;
+        self.reclaim_expired(now);
         // Utilisation now, per node.
         let utils: Vec<f64> = self
             .nodes
@@ -465,6 +470,26 @@ impl Controller {
         }
     }
 
+    /// Reclaims leases held past their timeout: returns their resources to the ledgers and
+    /// records a timeout on each stage (counted once, by the head), as a lost completion.
+    fn reclaim_expired(&self, now: u64) {
+        let Some(slab) = &self.slab else { return };
+        let (nodes, retired) = (&self.nodes, &self.retired);
+        slab.reclaim_expired(now, |stage, s| {
+            // A lease holds its nodes alive, so an active record's node is current or
+            // retired (a removed node stays retired while anything holds it).
+            let live = nodes
+                .iter()
+                .map(|n| &n.live)
+                .chain(retired.iter().map(|(_, l)| l))
+                .find(|l| l.id == s.node);
+            if let Some(live) = live {
+                live.release(s.d0, s.d1);
+                live.record_outcome(stage == 0, Outcome::Timeout, 0.0, 0.0);
+            }
+        });
+    }
+
     fn report(&self, published: bool) -> TickReport {
         TickReport {
             epoch: self.epoch,
@@ -526,6 +551,7 @@ impl Controller {
         );
         let table = Arc::new(RoutingTable {
             clock: self.clock.clone(),
+            slab: self.slab.clone(),
             ..table
         });
         cell.store(Arc::clone(&table));

@@ -70,6 +70,29 @@ impl fmt::Display for RouteError {
 
 impl std::error::Error for RouteError {}
 
+/// Why an allocation could not be adjusted
+/// ([`ResourceAllocator::adjust_allocation`](crate::ResourceAllocator::adjust_allocation)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjustError {
+    /// The allocation no longer holds anything: it was released, or the control thread
+    /// reclaimed it past its timeout.
+    Released,
+    /// The growth does not fit the node's capacity for the allocation's class; the
+    /// allocation is unchanged.
+    Saturated,
+}
+
+impl fmt::Display for AdjustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdjustError::Released => "the allocation was released or reclaimed",
+            AdjustError::Saturated => "the node has no room for the growth (allocation unchanged)",
+        })
+    }
+}
+
+impl std::error::Error for AdjustError {}
+
 /// A task refused at submission; the task is handed back untouched.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SubmitError<T> {

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+mod allocator;
 mod balance;
 mod capability;
 mod clock;
@@ -52,6 +53,7 @@ mod scoring;
 pub mod sim;
 mod sync;
 
+pub use allocator::{ResourceAllocator, ResourceMetrics};
 pub use balance::{
     ClassAction, LoadAdjustment, LoadBalancer, LoadStrategy, Placement, REBALANCE_THRESHOLD,
     SPIKE_ADMIT_BELOW, SPIKE_SHED_LOW_FROM, SPIKE_SHED_NORMAL_FROM,
@@ -61,7 +63,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigFileError};
 pub use control::{TickReport, MAX_NODES};
 pub use dispatcher::{Backend, Completion, Dispatcher, DispatcherBuilder, NoBackend, Ticket};
-pub use error::{BuildError, ConfigError, RouteError, SubmitError};
+pub use error::{AdjustError, BuildError, ConfigError, RouteError, SubmitError};
 pub use failover::{
     FailoverError, FailoverReason, FailoverResult, HealthAwareRouting, HealthIncident,
     IncidentKind, Retry, RetryPolicy, RouteAdjustment, SystemHealth, MAX_ATTEMPTS,

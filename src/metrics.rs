@@ -142,6 +142,10 @@ pub struct NodeMetrics {
     pub memory_mb: u64,
     /// Tokens reserved.
     pub tokens_in_flight: u64,
+    /// CPU reserved, thousandths of a core.
+    pub cpu_millis: u64,
+    /// GPU reserved, thousandths of a device.
+    pub gpu_millis: u64,
     /// Leases taken so far.
     pub leases: u64,
     /// Finished tasks by [`Outcome`] (indexed by [`Outcome::index`]).
@@ -162,6 +166,8 @@ impl NodeMetrics {
             utilization: a.utilization(cap),
             memory_mb: a.memory_mb,
             tokens_in_flight: a.tokens,
+            cpu_millis: a.cpu_millis,
+            gpu_millis: a.gpu_millis,
             leases: live.leases(),
             outcomes: live.outcomes(),
             latency_ewma_ms: live.latency_ewma_ms(),

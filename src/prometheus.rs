@@ -452,6 +452,8 @@ mod test {
             utilization: 0.5,
             memory_mb: 0,
             tokens_in_flight: 0,
+            cpu_millis: 0,
+            gpu_millis: 0,
             leases: 0,
             outcomes: [0; 6],
             latency_ewma_ms: 0.0,

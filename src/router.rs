@@ -10,6 +10,9 @@ use crate::routing::engine::{self, Lease, Rng};
 use crate::routing::table::{RoutingTable, ScoringWeights};
 use crate::sync::{arc_from_std, Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotReader};
 
+/// Lease records when timeouts are on and the builder names no number.
+const DEFAULT_LEASE_SLOTS: usize = 16_384;
+
 /// The seed's `RoutingEngine`: plan routes, reserve the best feasible one, validate a route.
 pub trait RoutingEngine {
     /// Primary route plus alternatives on distinct routes, with costs and confidences.
@@ -83,6 +86,7 @@ pub struct RouterBuilder {
     clock: Option<Arc<dyn Clock>>,
     seed: u64,
     lease_timeout_ms: u64,
+    lease_slots: usize,
     health: HealthPolicy,
     retry: crate::failover::RetryPolicy,
     headroom: crate::routing::Headroom,
@@ -153,9 +157,23 @@ impl RouterBuilder {
         self
     }
 
-    /// Sets the timeout recorded in each allocation (0 = none; the default).
+    /// Leases (and the tickets that hold them) older than `ms` are reclaimed by the control
+    /// thread's next tick: their resources return to the ledgers and a timeout is recorded on
+    /// their nodes, so a completion that never comes cannot hold capacity forever. A late
+    /// completion of a reclaimed lease is counted
+    /// ([`Router::lease_counts`]) and returns nothing twice. 0 (the default) turns timeouts
+    /// off; then leases are not recorded at all and cost nothing extra.
+    ///
+    /// Each lease then takes one record of a fixed slab ([`lease_slots`](Self::lease_slots)).
     pub fn lease_timeout_ms(mut self, ms: u64) -> Self {
         self.lease_timeout_ms = ms;
+        self
+    }
+
+    /// Records for outstanding leases when timeouts are on (default 16 384, 112 bytes
+    /// each): with every record taken, routing fails with `Saturated`.
+    pub fn lease_slots(mut self, n: usize) -> Self {
+        self.lease_slots = n;
         self
     }
 
@@ -181,6 +199,17 @@ impl RouterBuilder {
             .clock
             .unwrap_or_else(|| arc_from_std(std::sync::Arc::new(SystemClock::default())));
         ctl.clock = Some(clock.clone());
+        if self.lease_timeout_ms > 0 {
+            let slots = if self.lease_slots == 0 {
+                DEFAULT_LEASE_SLOTS
+            } else {
+                self.lease_slots
+            };
+            ctl.slab = Some(Arc::new(crate::routing::slab::LeaseSlab::new(
+                slots,
+                self.lease_timeout_ms,
+            )));
+        }
         ctl.set_headroom(self.headroom)?;
         self.retry.validate()?;
         let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
@@ -365,6 +394,12 @@ impl Router {
     ) -> Result<(), ConfigError> {
         let now = self.inner.clock.now_ns();
         self.control().incident(name, kind, now)
+    }
+
+    /// Leases reclaimed past their timeout so far, and late completions of reclaimed leases
+    /// (both 0 when timeouts are off).
+    pub fn lease_counts(&self) -> (u64, u64) {
+        self.control().slab.as_ref().map_or((0, 0), |s| s.counts())
     }
 
     /// Tasks in flight over every node, current and draining.

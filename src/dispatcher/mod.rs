@@ -628,6 +628,11 @@ impl<B: Backend> Dispatcher<B> {
         h
     }
 
+    /// The backend the dispatcher hands tickets to.
+    pub fn backend(&self) -> &B {
+        &self.shared.backend
+    }
+
     /// Panics caught inside `Backend::dispatch`.
     pub fn backend_panics(&self) -> u64 {
         self.shared

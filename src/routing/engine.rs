@@ -24,6 +24,7 @@ use crate::model::{
     RouteChoice, RouteOptions, Task, MAX_ALTERNATIVES, MAX_STAGES,
 };
 use crate::node::{fits0, fits1, Amounts, NodeLive};
+use crate::routing::slab::{LeaseSlab, SlotRef, StageAmounts};
 use crate::routing::table::{NodeEntry, RouteEntry, RoutingTable};
 use crate::sync::Arc;
 
@@ -442,6 +443,8 @@ fn reserve_route(
     let r = &table.routes[slot as usize];
     let mut lease = Lease {
         est_output: task.output_tokens,
+        registration: None,
+        start_ns: 0,
         parts: Default::default(),
         route: choice.route,
         predicted_ms: choice.cost.expected_latency_ms,
@@ -491,6 +494,28 @@ fn reserve_route(
             };
         }
     }
+    if let Some(slab) = &table.slab {
+        // Timeouts are on: record the lease so the control thread can reclaim it. A full slab
+        // means the router is at its limit of outstanding leases: saturated.
+        let now = table.now_ns();
+        let mut stages = [StageAmounts {
+            node: crate::model::NodeId(0),
+            d0: 0,
+            d1: 0,
+        }; MAX_STAGES];
+        let mut n = 0;
+        for p in lease.parts.iter().flatten() {
+            stages[n] = StageAmounts {
+                node: p.live.id,
+                d0: p.d0,
+                d1: p.d1,
+            };
+            n += 1;
+        }
+        let r = slab.register(now.saturating_add(slab.timeout_ns()), &stages[..n])?;
+        lease.start_ns = now;
+        lease.registration = Some((Arc::clone(slab), r));
+    }
     Some(lease)
 }
 
@@ -516,6 +541,10 @@ pub struct Lease {
     allocation: AllocationResult,
     /// Output tokens estimated at pick time (what the token rate reserved beside the input).
     est_output: u32,
+    /// The lease's record in the router's lease slab, when leases time out.
+    registration: Option<(Arc<LeaseSlab>, SlotRef)>,
+    /// Clock ns when the lease was taken (0 when leases do not time out).
+    start_ns: u64,
 }
 
 impl Lease {
@@ -541,6 +570,119 @@ impl Lease {
 
     /// Releases now (the same as dropping the lease).
     pub fn release(self) {}
+
+    /// Whether the lease still holds its resources: `false` once released, or once the
+    /// control thread reclaimed it past its timeout.
+    pub fn is_held(&self) -> bool {
+        self.parts.iter().any(Option::is_some)
+            && self
+                .registration
+                .as_ref()
+                .is_none_or(|(slab, r)| slab.is_active(*r))
+    }
+
+    /// Clock ns when the lease was taken, and when the control thread may reclaim it;
+    /// `None` when leases do not time out.
+    pub fn deadline(&self) -> Option<(u64, u64)> {
+        self.registration.as_ref().map(|(slab, _)| {
+            (
+                self.start_ns,
+                self.start_ns.saturating_add(slab.timeout_ns()),
+            )
+        })
+    }
+
+    /// Ends the registration (if any); whether the caller should return the resources.
+    fn end_registration(&mut self) -> bool {
+        match self.registration.take() {
+            Some((slab, r)) => slab.end(r),
+            None => true,
+        }
+    }
+
+    /// Returns every stage's resources, once: later calls and the drop do nothing.
+    pub(crate) fn release_now(&mut self) {
+        if self.parts.iter().all(Option::is_none) {
+            return;
+        }
+        let give_back = self.end_registration();
+        for p in self.parts.iter_mut() {
+            if let Some(p) = p.take() {
+                if give_back {
+                    p.live.release(p.d0, p.d1);
+                }
+            }
+        }
+    }
+
+    /// The head stage's node and reservation, for adjustments.
+    pub(crate) fn head(&self) -> Option<(&Arc<NodeLive>, u64, u64)> {
+        self.parts[0].as_ref().map(|p| (&p.live, p.d0, p.d1))
+    }
+
+    /// Resizes the head stage's reservation to `d0`/`d1` (packed like the ledger) if the
+    /// growth fits under `cap0`/`cap1`. Errors: the lease is no longer held, or it does not
+    /// fit (then nothing changed).
+    pub(crate) fn resize_head(
+        &mut self,
+        d0: u64,
+        d1: u64,
+        cap0: u64,
+        cap1: u64,
+    ) -> Result<(), crate::error::AdjustError> {
+        use crate::error::AdjustError;
+        let Some(p) = self.parts[0].as_ref() else {
+            return Err(AdjustError::Released);
+        };
+        if let Some((slab, r)) = &self.registration {
+            if !slab.begin_adjust(*r) {
+                return Err(AdjustError::Released);
+            }
+        }
+        let (old, new) = (Amounts::unpack(p.d0, p.d1), Amounts::unpack(d0, d1));
+        let pos = |a: u64, b: u64| a.saturating_sub(b);
+        let grow = Amounts {
+            inflight: 0,
+            memory_mb: pos(new.memory_mb, old.memory_mb),
+            tokens: pos(new.tokens, old.tokens),
+            cpu_millis: pos(new.cpu_millis, old.cpu_millis),
+            gpu_millis: pos(new.gpu_millis, old.gpu_millis),
+        }
+        .pack();
+        let shrink = Amounts {
+            inflight: 0,
+            memory_mb: pos(old.memory_mb, new.memory_mb),
+            tokens: pos(old.tokens, new.tokens),
+            cpu_millis: pos(old.cpu_millis, new.cpu_millis),
+            gpu_millis: pos(old.gpu_millis, new.gpu_millis),
+        }
+        .pack();
+        let fits = grow == (0, 0) || p.live.try_reserve(grow.0, grow.1, cap0, cap1);
+        let (k0, k1) = if fits {
+            p.live.release(shrink.0, shrink.1);
+            (d0, d1)
+        } else {
+            (p.d0, p.d1)
+        };
+        if let Some((slab, r)) = &self.registration {
+            slab.finish_adjust(*r, 0, k0, k1);
+        }
+        if !fits {
+            return Err(AdjustError::Saturated);
+        }
+        let a = &mut self.allocation.allocated;
+        let sub =
+            |x: u32, o: u64, n: u64| (x as u64 + n).saturating_sub(o).min(u32::MAX as u64) as u32;
+        a.memory_mb = sub(a.memory_mb, old.memory_mb, new.memory_mb);
+        a.cpu_millis = sub(a.cpu_millis, old.cpu_millis, new.cpu_millis);
+        a.gpu_millis = sub(a.gpu_millis, old.gpu_millis, new.gpu_millis);
+        a.tokens = sub(a.tokens, old.tokens, new.tokens);
+        if let Some(p) = self.parts[0].as_mut() {
+            p.d0 = d0;
+            p.d1 = d1;
+        }
+        Ok(())
+    }
 
     /// Ends the lease with an outcome: releases every stage and records the outcome and the
     /// latency on each (what a [`Ticket`](crate::Ticket) does; for gateways that route
@@ -581,6 +723,12 @@ impl Lease {
         outcome: crate::model::Outcome,
         latency_ms: f64,
     ) {
+        if !self.end_registration() {
+            // Reclaimed by the control thread, which returned the resources and recorded a
+            // timeout: this late completion is counted by the slab, and nothing else.
+            self.parts = Default::default();
+            return;
+        }
         for p in self.parts.iter().flatten() {
             p.live.release(p.d0, p.d1);
         }
@@ -601,11 +749,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        for p in self.parts.iter_mut() {
-            if let Some(p) = p.take() {
-                p.live.release(p.d0, p.d1);
-            }
-        }
+        self.release_now();
     }
 }
 

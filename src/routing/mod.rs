@@ -1,5 +1,6 @@
 //! Routing: the snapshot and the decision.
 pub(crate) mod engine;
+pub(crate) mod slab;
 pub(crate) mod table;
 
 pub use engine::Lease;

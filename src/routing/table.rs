@@ -257,6 +257,8 @@ pub struct RoutingTable {
     pub(crate) max_weight: f64,
     /// The router's clock, read only for nodes with a token-rate limit.
     pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
+    /// Where leases are recorded so the control thread can reclaim them (timeouts on).
+    pub(crate) slab: Option<Arc<crate::routing::slab::LeaseSlab>>,
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -430,6 +432,7 @@ impl RoutingTable {
         RoutingTable {
             max_weight,
             clock: None,
+            slab: None,
             epoch,
             registry,
             all: (0..routes.len() as u32).collect(),

@@ -1,0 +1,394 @@
+//! Lease timeouts: a fixed slab of lease records that two parties may end, exactly once.
+//!
+//! A router built with a lease timeout registers every lease here. The lease's owner (a
+//! ticket, a gateway holding a [`Lease`](super::Lease)) ends it on completion; the control
+//! thread ends it when its deadline has passed, so a completion that never comes (a hung
+//! backend, a leaked handle) cannot hold capacity forever. Whoever ends the record returns
+//! the lease's resources to the ledgers; the other party learns that it lost and returns
+//! nothing.
+//!
+//! # Protocol
+//!
+//! Each slot has a state word `generation << 2 | tag` with tags `FREE`, `ACTIVE` and `BUSY`,
+//! and the lease's amounts in plain atomics beside it.
+//!
+//! - **register**: pop a free slot index (a tagged Treiber stack, so an index is owned by one
+//!   popper), write the amounts, then store `ACTIVE(g)` with Release.
+//! - **end** (owner on completion, or control thread on expiry): load the state; when it is
+//!   `ACTIVE(g)`, read the amounts, then CAS `ACTIVE(g) → FREE(g + 1)`. Only one CAS from
+//!   `ACTIVE(g)` can succeed, and generations never repeat, so exactly one party ends each
+//!   registration. The winner pushes the index back; the loser returns nothing.
+//! - **adjust** (owner only): CAS `ACTIVE(g) → BUSY(g)`, rewrite the amounts, store
+//!   `ACTIVE(g)`. The control thread skips a `BUSY` slot (it looks again next tick), so it
+//!   never returns amounts that are being changed.
+//!
+//! The amounts the control thread reads before its CAS belong to generation `g`: they were
+//! written before the Release store of `ACTIVE(g)` its Acquire load saw, and any later writer
+//! of the slot first needs the slot freed, which makes this CAS fail. The loom model
+//! `lease_timeout` checks a completion racing a reclamation.
+use crate::model::{NodeId, MAX_STAGES};
+use crate::sync::{AtomicU64, Ordering};
+
+const FREE: u64 = 0;
+const ACTIVE: u64 = 1;
+const BUSY: u64 = 2;
+const TAG: u64 = 3;
+/// "No node" in a stage's node field, and "empty" in the free stack.
+const NONE: u64 = u64::MAX;
+
+#[derive(Debug)]
+struct Slot {
+    state: AtomicU64,
+    /// Clock ns after which the control thread may reclaim the lease.
+    deadline_ns: AtomicU64,
+    /// Per stage: the node's stable id (`NONE` past the route's end), and its two ledger
+    /// words' amounts.
+    node: [AtomicU64; MAX_STAGES],
+    d0: [AtomicU64; MAX_STAGES],
+    d1: [AtomicU64; MAX_STAGES],
+    /// Next free index while the slot is on the free stack.
+    next: AtomicU64,
+}
+
+impl Slot {
+    fn new(next: u64) -> Self {
+        Self {
+            state: AtomicU64::new(FREE),
+            deadline_ns: AtomicU64::new(0),
+            node: std::array::from_fn(|_| AtomicU64::new(NONE)),
+            d0: std::array::from_fn(|_| AtomicU64::new(0)),
+            d1: std::array::from_fn(|_| AtomicU64::new(0)),
+            next: AtomicU64::new(next),
+        }
+    }
+}
+
+/// One stage's reservation as the slab records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StageAmounts {
+    pub(crate) node: NodeId,
+    pub(crate) d0: u64,
+    pub(crate) d1: u64,
+}
+
+/// A registration: which slot, and which generation of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotRef {
+    pub(crate) index: u32,
+    pub(crate) generation: u64,
+}
+
+/// The lease records of one router. Fixed capacity: when every slot is taken, leasing fails
+/// with `Saturated` (the router is at its limit of outstanding leases).
+#[derive(Debug)]
+pub(crate) struct LeaseSlab {
+    slots: Box<[Slot]>,
+    /// Free stack head: `tag << 32 | index` (`index == u32::MAX`: empty). The tag changes on
+    /// every pop and push, so a stale head cannot be swapped in (ABA).
+    head: AtomicU64,
+    /// Leases the control thread reclaimed.
+    reclaimed: AtomicU64,
+    /// Owners that ended a lease after it had been reclaimed.
+    late: AtomicU64,
+    timeout_ns: u64,
+}
+
+const EMPTY_INDEX: u64 = u32::MAX as u64;
+
+impl LeaseSlab {
+    /// A slab of `capacity` records (at least 1, at most `u32::MAX - 1`) whose leases expire
+    /// `timeout_ms` after they are taken.
+    pub(crate) fn new(capacity: usize, timeout_ms: u64) -> Self {
+        let capacity = capacity.clamp(1, (u32::MAX - 1) as usize);
+        let slots = (0..capacity)
+            .map(|i| {
+                let next = if i + 1 < capacity {
+                    (i + 1) as u64
+                } else {
+                    EMPTY_INDEX
+                };
+                Slot::new(next)
+            })
+            .collect();
+        Self {
+            slots,
+            head: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            timeout_ns: timeout_ms.saturating_mul(1_000_000),
+        }
+    }
+
+    pub(crate) fn timeout_ns(&self) -> u64 {
+        self.timeout_ns
+    }
+
+    #[allow(dead_code)] // used by metrics
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn pop_free(&self) -> Option<u32> {
+        // Acquire: pairs with the Release of `push_free`, so the popped slot's `next` and its
+        // FREE state (written by whoever freed it) are visible.
+        let mut head = self.head.load(Ordering::Acquire);
+        loop {
+            let index = head & 0xFFFF_FFFF;
+            if index == EMPTY_INDEX {
+                return None;
+            }
+            // Relaxed: ordered by the Acquire load of `head` that returned this index; if
+            // the slot was popped and pushed meanwhile, the tag moved and the CAS fails.
+            let next = self.slots[index as usize].next.load(Ordering::Relaxed);
+            let new = (((head >> 32) + 1) << 32) | (next & 0xFFFF_FFFF);
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => return Some(index as u32),
+                Err(seen) => head = seen,
+            }
+        }
+    }
+
+    fn push_free(&self, index: u32) {
+        // Relaxed load: the CAS below validates it.
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release CAS below.
+            self.slots[index as usize]
+                .next
+                .store(head & 0xFFFF_FFFF, Ordering::Relaxed);
+            let new = (((head >> 32) + 1) << 32) | index as u64;
+            // Release: the slot's FREE state and `next` happen before a popper's Acquire.
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(seen) => head = seen,
+            }
+        }
+    }
+
+    /// Records a lease's stages, due at `deadline_ns`; `None` when every slot is taken.
+    pub(crate) fn register(&self, deadline_ns: u64, stages: &[StageAmounts]) -> Option<SlotRef> {
+        let index = self.pop_free()?;
+        let slot = &self.slots[index as usize];
+        // Relaxed: we own the free slot (popped it); its state is FREE(g), written before the
+        // push we synchronised with.
+        let generation = slot.state.load(Ordering::Relaxed) >> 2;
+        slot.deadline_ns.store(deadline_ns, Ordering::Relaxed);
+        for i in 0..MAX_STAGES {
+            let s = stages.get(i);
+            // Relaxed: published by the Release store of ACTIVE below.
+            slot.node[i].store(s.map_or(NONE, |s| s.node.0 as u64), Ordering::Relaxed);
+            slot.d0[i].store(s.map_or(0, |s| s.d0), Ordering::Relaxed);
+            slot.d1[i].store(s.map_or(0, |s| s.d1), Ordering::Relaxed);
+        }
+        // Release: the amounts above happen before any Acquire load that sees ACTIVE(g).
+        slot.state
+            .store(generation << 2 | ACTIVE, Ordering::Release);
+        Some(SlotRef { index, generation })
+    }
+
+    /// The owner ends its registration. `true`: it was still active, and the caller returns
+    /// its resources; `false`: the control thread reclaimed it first (counted as late).
+    pub(crate) fn end(&self, r: SlotRef) -> bool {
+        let slot = &self.slots[r.index as usize];
+        // AcqRel on success: Release so that the next owner of the slot (through the push's
+        // Release / pop's Acquire) is ordered after us; Acquire is not needed for the amounts
+        // (the owner has its own copy) but keeps the transitions totally ordered with the
+        // reclaimer's. Relaxed on failure: we only count.
+        let ended = slot
+            .state
+            .compare_exchange(
+                r.generation << 2 | ACTIVE,
+                (r.generation + 1) << 2 | FREE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if ended {
+            self.push_free(r.index);
+        } else {
+            // Relaxed: a statistic.
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+        ended
+    }
+
+    /// The owner takes its active registration to change its amounts (`finish_adjust` hands
+    /// it back); meanwhile the control thread leaves it alone. `false`: it was reclaimed.
+    pub(crate) fn begin_adjust(&self, r: SlotRef) -> bool {
+        // Acquire/Relaxed: only the owner writes the amounts, so there is nothing to acquire;
+        // the CAS just makes the slot ours (the reclaimer skips BUSY and its own CAS from
+        // ACTIVE(g) fails while we hold it).
+        self.slots[r.index as usize]
+            .state
+            .compare_exchange(
+                r.generation << 2 | ACTIVE,
+                r.generation << 2 | BUSY,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Ends an adjustment begun with `begin_adjust`: records stage `stage`'s amounts and makes
+    /// the registration active again.
+    pub(crate) fn finish_adjust(&self, r: SlotRef, stage: usize, d0: u64, d1: u64) {
+        let slot = &self.slots[r.index as usize];
+        // Relaxed: published by the Release store below.
+        slot.d0[stage].store(d0, Ordering::Relaxed);
+        slot.d1[stage].store(d1, Ordering::Relaxed);
+        // Release: a reclaimer's Acquire load of ACTIVE(g) sees the new amounts.
+        slot.state
+            .store(r.generation << 2 | ACTIVE, Ordering::Release);
+    }
+
+    /// Whether the registration is still active (not reclaimed). Relaxed: a report.
+    pub(crate) fn is_active(&self, r: SlotRef) -> bool {
+        let s = self.slots[r.index as usize].state.load(Ordering::Relaxed);
+        s >> 2 == r.generation && s & TAG != FREE
+    }
+
+    /// Reclaims every active registration whose deadline is at or before `now`: ends it and
+    /// hands each stage's amounts to `release` (the control thread finds the node by id and
+    /// returns them). Returns how many it reclaimed.
+    pub(crate) fn reclaim_expired(
+        &self,
+        now: u64,
+        mut release: impl FnMut(usize, StageAmounts),
+    ) -> u64 {
+        let mut n = 0;
+        for (index, slot) in self.slots.iter().enumerate() {
+            // Acquire: pairs with the Release store of ACTIVE(g) (register / adjust), so the
+            // amounts read below are generation g's.
+            let state = slot.state.load(Ordering::Acquire);
+            if state & TAG != ACTIVE {
+                continue;
+            }
+            // Relaxed: see above.
+            if slot.deadline_ns.load(Ordering::Relaxed) > now {
+                continue;
+            }
+            let mut stages = [None; MAX_STAGES];
+            for (i, out) in stages.iter_mut().enumerate() {
+                let node = slot.node[i].load(Ordering::Relaxed);
+                if node != NONE {
+                    *out = Some(StageAmounts {
+                        node: NodeId(node as u32),
+                        d0: slot.d0[i].load(Ordering::Relaxed),
+                        d1: slot.d1[i].load(Ordering::Relaxed),
+                    });
+                }
+            }
+            // AcqRel: as in `end`; exactly one of the two CASes from ACTIVE(g) succeeds.
+            if slot
+                .state
+                .compare_exchange(
+                    state,
+                    ((state >> 2) + 1) << 2 | FREE,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue; // ended by its owner, or being adjusted: looked at again next tick
+            }
+            for (i, s) in stages.iter().enumerate() {
+                if let Some(s) = s {
+                    release(i, *s);
+                }
+            }
+            self.push_free(index as u32);
+            n += 1;
+        }
+        // Relaxed: a statistic.
+        self.reclaimed.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Leases reclaimed so far, and owners that ended a reclaimed lease (relaxed: a report).
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.reclaimed.load(Ordering::Relaxed),
+            self.late.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Registrations active now (a report; O(capacity)).
+    #[allow(dead_code)] // used by metrics
+    pub(crate) fn active(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::Relaxed) & TAG != FREE)
+            .count()
+    }
+}
+
+#[cfg(all(test, not(switchyard_loom)))]
+mod test {
+    use super::*;
+
+    fn stage(node: u32, d0: u64) -> StageAmounts {
+        StageAmounts {
+            node: NodeId(node),
+            d0,
+            d1: 0,
+        }
+    }
+
+    #[test]
+    fn owner_or_reclaimer_ends_each_registration_once() {
+        let slab = LeaseSlab::new(2, 10);
+        let a = slab.register(100, &[stage(0, 5)]).unwrap();
+        let b = slab.register(200, &[stage(1, 7), stage(2, 9)]).unwrap();
+        assert!(slab.register(300, &[stage(0, 1)]).is_none(), "full");
+        let mut released = Vec::new();
+        assert_eq!(slab.reclaim_expired(150, |i, s| released.push((i, s))), 1);
+        assert_eq!(released, vec![(0, stage(0, 5))]);
+        assert!(!slab.is_active(a) && slab.is_active(b));
+        assert!(!slab.end(a), "reclaimed first: the owner returns nothing");
+        assert!(slab.end(b));
+        assert!(!slab.end(b), "ended once");
+        released.clear();
+        assert_eq!(
+            slab.reclaim_expired(u64::MAX, |i, s| released.push((i, s))),
+            0
+        );
+        assert!(released.is_empty());
+        assert_eq!(slab.counts(), (1, 2));
+        assert_eq!(slab.active(), 0);
+        // Both slots are free again, with new generations.
+        let c = slab.register(0, &[]).unwrap();
+        let d = slab.register(0, &[]).unwrap();
+        assert_ne!(c.index, d.index);
+        assert!(c.generation >= 1 || d.generation >= 1);
+    }
+
+    #[test]
+    fn adjusted_amounts_are_what_is_reclaimed() {
+        let slab = LeaseSlab::new(1, 10);
+        let a = slab.register(10, &[stage(3, 5)]).unwrap();
+        assert!(slab.begin_adjust(a));
+        let mut got = None;
+        assert_eq!(
+            slab.reclaim_expired(u64::MAX, |_, s| got = Some(s)),
+            0,
+            "busy: skipped"
+        );
+        slab.finish_adjust(a, 0, 8, 2);
+        slab.reclaim_expired(10, |_, s| got = Some(s));
+        assert_eq!(
+            got,
+            Some(StageAmounts {
+                node: NodeId(3),
+                d0: 8,
+                d1: 2
+            })
+        );
+        assert!(!slab.begin_adjust(a), "reclaimed: nothing to adjust");
+    }
+}
