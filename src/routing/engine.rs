@@ -664,8 +664,8 @@ impl Lease {
         } else {
             (p.d0, p.d1)
         };
-        if let Some((slab, r)) = &self.registration {
-            slab.finish_adjust(*r, 0, k0, k1);
+        if let Some((slab, r)) = &mut self.registration {
+            *r = slab.finish_adjust(*r, 0, k0, k1);
         }
         if !fits {
             return Err(AdjustError::Saturated);

@@ -19,8 +19,9 @@
 //!   `ACTIVE(g)` can succeed, and generations never repeat, so exactly one party ends each
 //!   registration. The winner pushes the index back; the loser returns nothing.
 //! - **adjust** (owner only): CAS `ACTIVE(g) → BUSY(g)`, rewrite the amounts, store
-//!   `ACTIVE(g)`. The control thread skips a `BUSY` slot (it looks again next tick), so it
-//!   never returns amounts that are being changed.
+//!   `ACTIVE(g + 1)`. The control thread skips a `BUSY` slot (it looks again next tick), so it
+//!   never returns amounts that are being changed, and a reclaimer that read the amounts
+//!   before the change fails its CAS (the generation moved).
 //!
 //! The amounts the control thread reads before its CAS belong to generation `g`: they were
 //! written before the Release store of `ACTIVE(g)` its Acquire load saw, and any later writer
@@ -236,15 +237,24 @@ impl LeaseSlab {
     }
 
     /// Ends an adjustment begun with `begin_adjust`: records stage `stage`'s amounts and makes
-    /// the registration active again.
-    pub(crate) fn finish_adjust(&self, r: SlotRef, stage: usize, d0: u64, d1: u64) {
+    /// the registration active again under a new generation, which the owner keeps.
+    ///
+    /// The new generation matters: a reclaimer that read the old amounts before the
+    /// adjustment still holds `ACTIVE(g)` as its expected value, and would succeed with stale
+    /// amounts if the state came back as `ACTIVE(g)` (ABA; found by the loom model).
+    pub(crate) fn finish_adjust(&self, r: SlotRef, stage: usize, d0: u64, d1: u64) -> SlotRef {
         let slot = &self.slots[r.index as usize];
         // Relaxed: published by the Release store below.
         slot.d0[stage].store(d0, Ordering::Relaxed);
         slot.d1[stage].store(d1, Ordering::Relaxed);
-        // Release: a reclaimer's Acquire load of ACTIVE(g) sees the new amounts.
+        let next = SlotRef {
+            index: r.index,
+            generation: r.generation + 1,
+        };
+        // Release: a reclaimer's Acquire load of ACTIVE(g + 1) sees the new amounts.
         slot.state
-            .store(r.generation << 2 | ACTIVE, Ordering::Release);
+            .store(next.generation << 2 | ACTIVE, Ordering::Release);
+        next
     }
 
     /// Whether the registration is still active (not reclaimed). Relaxed: a report.
@@ -379,7 +389,7 @@ mod test {
             0,
             "busy: skipped"
         );
-        slab.finish_adjust(a, 0, 8, 2);
+        let a = slab.finish_adjust(a, 0, 8, 2);
         slab.reclaim_expired(10, |_, s| got = Some(s));
         assert_eq!(
             got,

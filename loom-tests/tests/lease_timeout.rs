@@ -1,0 +1,89 @@
+//! Lease timeouts: the control thread reclaiming an expired lease races its owner ending it.
+//! Whatever the interleaving, the resources return exactly once (a second return would wrap
+//! the ledger past zero), and the task is counted once: as its owner's outcome when the
+//! owner won, as a timeout plus one late completion when the control thread won.
+#![cfg(switchyard_loom)]
+
+mod common;
+
+use loom::sync::Arc;
+use loom::thread;
+use switchyard::{Headroom, ManualClock, NodeSpec, Outcome, ResourceAllocator, Router, Task};
+
+fn router(clock: &ManualClock) -> Router {
+    Router::builder()
+        .headroom(Headroom { shares: [1.0; 4] })
+        .clock(Arc::from_std(std::sync::Arc::new(clock.clone())))
+        .lease_timeout_ms(10)
+        .lease_slots(1)
+        .node(NodeSpec::new("a").max_concurrency(1).memory(100, 1.0))
+        .build()
+        .expect("valid fleet")
+}
+
+fn check_counted_once(r: &Router) {
+    assert!(r.ledgers_are_zero(), "{:?}", r.node_metrics());
+    assert_eq!(r.in_flight(), 0);
+    let done = r.finished();
+    let (reclaimed, late) = r.lease_counts();
+    match reclaimed {
+        0 => {
+            assert_eq!(late, 0);
+            assert_eq!(done[Outcome::Success.index()], 1);
+            assert_eq!(done[Outcome::Timeout.index()], 0);
+        }
+        1 => {
+            assert_eq!(late, 1, "the owner finished after the reclaim");
+            assert_eq!(done[Outcome::Success.index()], 0);
+            assert_eq!(done[Outcome::Timeout.index()], 1);
+        }
+        n => panic!("reclaimed {n} times"),
+    }
+}
+
+/// The owner completes while the control thread's tick reclaims.
+#[test]
+fn completion_races_reclaim() {
+    common::check(2, || {
+        let clock = ManualClock::new();
+        let r = router(&clock);
+        let (_, lease) = r.reader().route(&Task::new(1, 5, 5)).unwrap();
+        clock.advance_ms(10);
+        let control = {
+            let r = r.clone();
+            thread::spawn(move || {
+                r.tick();
+            })
+        };
+        lease.complete(Outcome::Success, 1.0);
+        control.join().unwrap();
+        check_counted_once(&r);
+        // The record is free again: a new lease can take it.
+        assert!(r.reader().route(&Task::new(2, 5, 5)).is_ok());
+    });
+}
+
+/// The owner grows its allocation while the control thread reclaims it: the reclaimer
+/// returns either the old amounts (and the adjustment fails) or the new ones, never a mix.
+#[test]
+fn adjustment_races_reclaim() {
+    common::check(2, || {
+        let clock = ManualClock::new();
+        let r = router(&clock);
+        let mut reader = r.reader();
+        let (_, mut lease) = reader.route(&Task::new(1, 5, 5)).unwrap();
+        clock.advance_ms(10);
+        let control = {
+            let r = r.clone();
+            thread::spawn(move || {
+                r.tick();
+            })
+        };
+        let mut m = reader.monitor_usage(&lease);
+        m.used.memory_mb = 60;
+        let _ = reader.adjust_allocation(&mut lease, &m);
+        lease.complete(Outcome::Success, 1.0);
+        control.join().unwrap();
+        check_counted_once(&r);
+    });
+}
