@@ -154,12 +154,23 @@ pub struct NodeMetrics {
     pub latency_ewma_ms: f64,
     /// Removed from the fleet, leases still out.
     pub draining: bool,
+    /// Capacity: tasks, memory MB, tokens, CPU and GPU thousandths.
+    pub capacity: crate::model::ResourceMap,
+    /// Max tasks in flight.
+    pub max_in_flight: u64,
+    /// Tasks that landed here after their primary route was full.
+    pub spillovers: u64,
+    /// Completions whose output tokens differed from the estimate (settled).
+    pub settle_corrections: u64,
+    /// Net tokens those settlements moved (actual − estimated: positive = charged).
+    pub settled_tokens: i64,
 }
 
 impl NodeMetrics {
     pub(crate) fn read(name: &str, live: &NodeLive, cap: &Amounts, draining: bool) -> Self {
         let (w0, w1) = live.load();
         let a = Amounts::unpack(w0, w1);
+        let (spillovers, settle_corrections, settled_tokens) = live.admission_counts();
         Self {
             name: name.to_string(),
             in_flight: a.inflight,
@@ -168,6 +179,16 @@ impl NodeMetrics {
             tokens_in_flight: a.tokens,
             cpu_millis: a.cpu_millis,
             gpu_millis: a.gpu_millis,
+            capacity: crate::model::ResourceMap {
+                memory_mb: cap.memory_mb as u32,
+                cpu_millis: cap.cpu_millis as u32,
+                gpu_millis: cap.gpu_millis as u32,
+                tokens: cap.tokens as u32,
+            },
+            max_in_flight: cap.inflight,
+            spillovers,
+            settle_corrections,
+            settled_tokens,
             leases: live.leases(),
             outcomes: live.outcomes(),
             latency_ewma_ms: live.latency_ewma_ms(),
@@ -189,6 +210,26 @@ pub fn balance_deviation(utilizations: &[f64]) -> f64 {
     utilizations.iter().cloned().fold(0.0, f64::max) / mean - 1.0
 }
 
+/// Reserved over capacity across `nodes` (draining ones left out).
+pub(crate) fn fleet_utilization(nodes: &[NodeMetrics]) -> crate::model::ResourceUtilization {
+    let (mut mem, mut mem_cap, mut cpu, mut cpu_cap, mut tok, mut tok_cap) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for n in nodes.iter().filter(|n| !n.draining) {
+        mem += n.memory_mb as f64;
+        mem_cap += n.capacity.memory_mb as f64;
+        cpu += n.cpu_millis as f64;
+        cpu_cap += n.capacity.cpu_millis as f64;
+        tok += n.tokens_in_flight as f64;
+        tok_cap += n.capacity.tokens as f64;
+    }
+    let share = |x: f64, c: f64| if c > 0.0 { (x / c).min(1.0) } else { 0.0 };
+    crate::model::ResourceUtilization {
+        memory: share(mem, mem_cap),
+        cpu: share(cpu, cpu_cap),
+        token_usage: share(tok, tok_cap),
+    }
+}
+
 /// The seed's `RoutingMetrics`: decision latency, counts by outcome, per-node load, balance.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RoutingMetrics {
@@ -207,6 +248,22 @@ pub struct RoutingMetrics {
     /// Tasks refused for lack of capacity (`Saturated`), by priority class
     /// (indexed by [`Priority::index`](crate::Priority::index)).
     pub shed_by_class: [u64; 4],
+    /// Tasks routed and handed to the backend, by priority class (the dispatched ones).
+    pub admitted_by_class: [u64; 4],
+    /// Tasks placed on an alternative route because their primary was full.
+    pub spillovers: u64,
+    /// Completions whose output tokens differed from the estimate, settled (refund or
+    /// charge), and the net tokens moved (positive: charged).
+    pub settle_corrections: u64,
+    /// See `settle_corrections`.
+    pub settled_tokens: i64,
+    /// Leases the control thread reclaimed past their timeout, and late completions of
+    /// reclaimed leases (returned nothing twice).
+    pub reclaimed_leases: u64,
+    /// See `reclaimed_leases`.
+    pub late_completions: u64,
+    /// Reserved over capacity across current nodes: memory, CPU and tokens in flight.
+    pub utilization: crate::model::ResourceUtilization,
     /// Tickets out with the backend.
     pub in_flight: u64,
     /// Tasks waiting in the queues.

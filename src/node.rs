@@ -537,6 +537,12 @@ struct NodeStats {
     /// Two EWMAs in one word, so one CAS updates both: observed latency in ms (low 32 bits)
     /// and observed/predicted latency (high 32 bits), each an `f32` (0 = no sample yet).
     ewma: AtomicU64,
+    /// Tasks that landed here (as head) after their primary route was full.
+    spillovers: AtomicU64,
+    /// Settlements that corrected the output-token estimate, and their net tokens
+    /// (actual − estimated, two's complement).
+    settles: AtomicU64,
+    settled_tokens: AtomicU64,
 }
 
 /// EWMA smoothing for completions: each sample moves the average a fifth of the way.
@@ -659,6 +665,30 @@ impl NodeLive {
             };
             ewma_update(&self.stats.ewma, latency_ms as f32, slow as f32);
         }
+    }
+
+    /// Counts a task that spilled over to this node (relaxed: a report counter).
+    #[inline]
+    pub(crate) fn count_spillover(&self) {
+        self.stats.spillovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a settlement of `delta` output tokens (relaxed: report counters).
+    #[inline]
+    pub(crate) fn count_settle(&self, delta: i64) {
+        self.stats.settles.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .settled_tokens
+            .fetch_add(delta as u64, Ordering::Relaxed);
+    }
+
+    /// Spillovers, settlements and their net tokens (relaxed: a report).
+    pub(crate) fn admission_counts(&self) -> (u64, u64, i64) {
+        (
+            self.stats.spillovers.load(Ordering::Relaxed),
+            self.stats.settles.load(Ordering::Relaxed),
+            self.stats.settled_tokens.load(Ordering::Relaxed) as i64,
+        )
     }
 
     /// Failures in a row (relaxed: see `record_outcome`).

@@ -149,6 +149,67 @@ pub fn render(m: &RoutingMetrics, decision_ns: Option<&Histogram<u64>>) -> Strin
 
     family(
         o,
+        "switchyard_admitted_total",
+        "counter",
+        "Tasks routed and handed to the backend, by priority class.",
+    );
+    for p in Priority::ALL {
+        sample(
+            o,
+            "switchyard_admitted_total",
+            &[("class", p.name())],
+            Value::Int(m.admitted_by_class[p.index()]),
+        );
+    }
+
+    let counters: [(&str, &str, u64); 4] = [
+        (
+            "switchyard_spillovers_total",
+            "Tasks placed on an alternative route because their primary was full.",
+            m.spillovers,
+        ),
+        (
+            "switchyard_settle_corrections_total",
+            "Completions whose output tokens differed from the estimate (settled).",
+            m.settle_corrections,
+        ),
+        (
+            "switchyard_leases_reclaimed_total",
+            "Leases reclaimed by the control thread past their timeout.",
+            m.reclaimed_leases,
+        ),
+        (
+            "switchyard_late_completions_total",
+            "Completions of leases already reclaimed (nothing released twice).",
+            m.late_completions,
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(o, name, "counter", help);
+        sample(o, name, &[], Value::Int(v));
+    }
+
+    family(
+        o,
+        "switchyard_fleet_utilization",
+        "gauge",
+        "Reserved over capacity across current nodes, by resource (0-1).",
+    );
+    for (res, v) in [
+        ("memory", m.utilization.memory),
+        ("cpu", m.utilization.cpu),
+        ("tokens", m.utilization.token_usage),
+    ] {
+        sample(
+            o,
+            "switchyard_fleet_utilization",
+            &[("resource", res)],
+            Value::Float(v),
+        );
+    }
+
+    family(
+        o,
         "switchyard_submit_refused_total",
         "counter",
         "Tasks refused at submit (queue full or shut down).",
@@ -458,6 +519,11 @@ mod test {
             outcomes: [0; 6],
             latency_ewma_ms: 0.0,
             draining: false,
+            capacity: Default::default(),
+            max_in_flight: 4,
+            spillovers: 0,
+            settle_corrections: 0,
+            settled_tokens: 0,
         };
         let m = RoutingMetrics {
             nodes: vec![

@@ -319,3 +319,107 @@ fn random_concurrent_allocate_adjust_release_and_reclaim_return_every_ledger_to_
     let (reclaimed, late) = r.lease_counts();
     assert!(late <= reclaimed);
 }
+
+#[test]
+fn a_full_primary_spills_over_to_an_alternative_before_anything_is_refused() {
+    let r = Router::builder()
+        .headroom(Headroom { shares: [1.0; 4] })
+        .node(
+            NodeSpec::new("cheap")
+                .max_concurrency(1)
+                .cost_per_1k_tokens(0.1),
+        )
+        .node(
+            NodeSpec::new("dear")
+                .max_concurrency(1)
+                .cost_per_1k_tokens(5.0),
+        )
+        .build()
+        .unwrap();
+    let mut reader = r.reader();
+    let task = Task::new(1, 100, 100);
+    let routes = reader.calculate_routes(&task).unwrap();
+    assert_eq!(routes.alternatives().len(), 1);
+    let first = reader.allocate_resources(&routes, &task).unwrap();
+    assert_eq!(first.route().route, routes.primary().route.route);
+    // Same plan, primary now full: the costlier alternative still meets the constraints.
+    let second = reader.allocate_resources(&routes, &task).unwrap();
+    assert_eq!(second.route().route, routes.alternatives()[0].route.route);
+    let spilled: u64 = r.node_metrics().iter().map(|n| n.spillovers).sum();
+    assert_eq!(spilled, 1);
+    // Both full: now, and only now, refused.
+    assert_eq!(
+        reader.allocate_resources(&routes, &task).unwrap_err(),
+        RouteError::Saturated
+    );
+}
+
+/// Completes every ticket at once with a fixed output-token count.
+struct Immediate(u32);
+impl Backend for Immediate {
+    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+        ticket.complete(Completion::success(1.0, self.0));
+    }
+}
+
+#[test]
+fn metrics_count_admissions_by_class_and_settlements() {
+    let r = Router::builder()
+        .node(NodeSpec::new("a").max_concurrency(64).memory(10_000, 1.0))
+        .build()
+        .unwrap();
+    let d = Dispatcher::builder(r.clone())
+        .workers(1)
+        .control_interval(None)
+        .build(Immediate(30))
+        .unwrap();
+    for (i, p) in [
+        Priority::Critical,
+        Priority::Low,
+        Priority::Low,
+        Priority::Normal,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Estimated 50 output tokens, 30 produced: each settles 20 back.
+        d.submit(Task::new(i as u64, 10, 50).priority(p)).unwrap();
+    }
+    d.shutdown();
+    let m = d.metrics();
+    assert_eq!(m.admitted_by_class, [1, 0, 1, 2]);
+    assert_eq!(m.settle_corrections, 4);
+    assert_eq!(m.settled_tokens, -80);
+    assert_eq!(
+        (m.reclaimed_leases, m.late_completions, m.spillovers),
+        (0, 0, 0)
+    );
+    assert_eq!(m.utilization.memory, 0.0, "all released");
+    let text = switchyard::prometheus::render(&m, None);
+    assert!(
+        text.contains("switchyard_admitted_total{class=\"low\"} 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("switchyard_settle_corrections_total 4\n"));
+}
+
+#[test]
+fn fleet_utilization_is_reserved_over_capacity() {
+    let (r, _) = router(0);
+    let d = Dispatcher::builder(r.clone())
+        .workers(1)
+        .control_interval(None)
+        .build(Hung(Mutex::new(Vec::new())))
+        .unwrap();
+    // Two tasks of 1000 tokens: 2 MB of 1000, 1000 CPU millis of 4000.
+    d.submit(Task::new(1, 500, 500)).unwrap();
+    d.submit(Task::new(2, 500, 500)).unwrap();
+    while d.metrics().dispatched < 2 {
+        std::thread::yield_now();
+    }
+    let u = d.metrics().utilization;
+    assert!((u.memory - 0.002).abs() < 1e-9, "{u:?}");
+    assert!((u.cpu - 0.25).abs() < 1e-9, "{u:?}");
+    d.backend().0.lock().unwrap().clear();
+    d.shutdown();
+}

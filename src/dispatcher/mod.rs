@@ -179,7 +179,9 @@ impl Drop for Ticket {
 pub(crate) struct WorkerStats {
     pub(crate) latency: AtomicHistogram,
     pub(crate) dispatched: AtomicU64,
-    pub(crate) no_route: [AtomicU64; 6],
+    /// Tasks dispatched, by priority class.
+    pub(crate) admitted: [AtomicU64; 4],
+    pub(crate) no_route: [AtomicU64; RouteError::ALL.len()],
     /// Tasks refused for lack of capacity, by priority class.
     pub(crate) shed: [AtomicU64; 4],
     pub(crate) panics: AtomicU64,
@@ -190,6 +192,7 @@ impl WorkerStats {
         Self {
             latency: AtomicHistogram::new(),
             dispatched: AtomicU64::new(0),
+            admitted: Default::default(),
             no_route: Default::default(),
             shed: Default::default(),
             panics: AtomicU64::new(0),
@@ -575,9 +578,14 @@ impl<B: Backend> Dispatcher<B> {
         let outcomes = s.router.finished();
         let mut h = new_histogram();
         let mut dispatched = 0;
-        let mut no_route = [0u64; 6];
+        let mut no_route = [0u64; RouteError::ALL.len()];
         let mut shed = [0u64; 4];
+        let mut admitted = [0u64; 4];
         for w in s.stats.iter() {
+            for (i, c) in w.admitted.iter().enumerate() {
+                // Relaxed: report counters (single writer each).
+                admitted[i] += c.load(Ordering::Relaxed);
+            }
             for (i, c) in w.shed.iter().enumerate() {
                 // Relaxed: report counters (single writer each).
                 shed[i] += c.load(Ordering::Relaxed);
@@ -596,7 +604,15 @@ impl<B: Backend> Dispatcher<B> {
             .map(|n| n.utilization)
             .collect();
         let queued = self.queued() as u64;
+        let (reclaimed_leases, late_completions) = s.router.lease_counts();
         RoutingMetrics {
+            admitted_by_class: admitted,
+            spillovers: nodes.iter().map(|n| n.spillovers).sum(),
+            settle_corrections: nodes.iter().map(|n| n.settle_corrections).sum(),
+            settled_tokens: nodes.iter().map(|n| n.settled_tokens).sum(),
+            reclaimed_leases,
+            late_completions,
+            utilization: crate::metrics::fleet_utilization(&nodes),
             decision_latency: LatencySummary::of(&h),
             submitted: dispatched + no_route.iter().sum::<u64>() + queued,
             // Relaxed: a report counter.

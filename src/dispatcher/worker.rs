@@ -132,6 +132,7 @@ impl<B: Backend> Ctx<'_, B> {
         let lease = routed.map_err(|e| (task, e))?;
         // Counted before the ticket exists, so before it can finish (see `in_flight`).
         bump(&self.stats.dispatched);
+        bump(&self.stats.admitted[task.constraints.priority.index()]);
         let ticket = new_ticket(lease, task);
         // A panicking backend must not take the worker (and the queue) down with it. The
         // ticket is dropped during unwinding and counted as abandoned.

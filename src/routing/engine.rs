@@ -396,7 +396,7 @@ pub(crate) fn allocate(
     timeout_ms: u64,
 ) -> Result<Lease, RouteError> {
     let mut stale = true;
-    for choice in options.choices() {
+    for (rank, choice) in options.choices().iter().enumerate() {
         // The planned slot is only trusted when it still holds the planned route: an epoch
         // alone does not identify a snapshot (options planned on another router share it).
         let same_slot = table
@@ -423,6 +423,12 @@ pub(crate) fn allocate(
         }
         stale = false;
         if let Some(lease) = reserve_route(table, slot, task, choice, timeout_ms) {
+            if rank > 0 {
+                // The primary was full: the task spilled over to an alternative.
+                if let Some((live, ..)) = lease.head() {
+                    live.count_spillover();
+                }
+            }
             return Ok(lease);
         }
     }
@@ -705,6 +711,9 @@ impl Lease {
                 p.live
                     .rate_settle(delta.saturating_mul(p.ns_per_token as i64));
             }
+        }
+        if let Some((live, ..)) = self.head() {
+            live.count_settle(delta);
         }
         self.est_output = actual_output;
     }
