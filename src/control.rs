@@ -24,13 +24,16 @@ use crate::capability::{CapSet, CapabilityRegistry};
 use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::health::{HealthPolicy, NodeHealthState, Observation, Phase, Verdict};
-use crate::model::{HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap};
+use crate::model::{
+    HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap, TenantId,
+};
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
 use crate::routing::slab::LeaseSlab;
 use crate::routing::table::{
     ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights,
 };
 use crate::sync::{arc_from_std, Arc, SnapshotCell};
+use crate::tenant::{TenantLimit, TenantRates};
 
 /// Most nodes one router holds (node ids stay below this).
 pub const MAX_NODES: usize = 1 << 20;
@@ -92,6 +95,9 @@ pub(crate) struct Controller {
     pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
     /// Lease records, when leases time out: expired ones are reclaimed on each tick.
     pub(crate) slab: Option<Arc<LeaseSlab>>,
+    /// Token-rate limits by tenant id, and their GCRA states (created with the first limit).
+    tenant_limits: Vec<TenantLimit>,
+    tenant_rates: Option<Arc<TenantRates>>,
     /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
     panic: bool,
     epoch: u64,
@@ -123,6 +129,8 @@ impl Controller {
             headroom: Headroom::default(),
             clock: None,
             slab: None,
+            tenant_limits: Vec::new(),
+            tenant_rates: None,
             panic: false,
             epoch: 0,
             last_tick_ns: 0,
@@ -341,6 +349,25 @@ impl Controller {
         Ok(())
     }
 
+    /// Sets (or with a zero rate, removes) a tenant's token-rate limit.
+    pub(crate) fn set_tenant_rate(&mut self, tenant: TenantId, limit: TenantLimit) {
+        let i = tenant.0 as usize;
+        if self.tenant_limits.len() <= i {
+            if limit == TenantLimit::default() {
+                return;
+            }
+            self.tenant_limits.resize(i + 1, TenantLimit::default());
+        }
+        self.tenant_limits[i] = limit;
+        while self.tenant_limits.last() == Some(&TenantLimit::default()) {
+            self.tenant_limits.pop();
+        }
+        if self.tenant_rates.is_none() && !self.tenant_limits.is_empty() {
+            self.tenant_rates = Some(Arc::new(TenantRates::new()));
+        }
+        self.dirty = true;
+    }
+
     pub(crate) fn set_policy(&mut self, policy: HealthPolicy) -> Result<(), ConfigError> {
         policy.validate()?;
         self.policy = policy;
@@ -552,6 +579,8 @@ impl Controller {
         let table = Arc::new(RoutingTable {
             clock: self.clock.clone(),
             slab: self.slab.clone(),
+            tenant_limits: self.tenant_limits.clone().into_boxed_slice(),
+            tenant_rates: self.tenant_rates.clone(),
             ..table
         });
         cell.store(Arc::clone(&table));

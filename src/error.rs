@@ -22,17 +22,21 @@ pub enum RouteError {
     Saturated,
     /// The route was planned on a snapshot that no longer has it (node removed).
     StaleRoute,
+    /// The task's tenant is over its token rate (a gateway answers 429); nothing was
+    /// reserved.
+    TenantRateLimited,
 }
 
 impl RouteError {
     /// Every variant, in counter order.
-    pub const ALL: [RouteError; 6] = [
+    pub const ALL: [RouteError; 7] = [
         RouteError::EmptyFleet,
         RouteError::NoCapableRoute,
         RouteError::NoHealthyRoute,
         RouteError::ConstraintsUnsatisfiable,
         RouteError::Saturated,
         RouteError::StaleRoute,
+        RouteError::TenantRateLimited,
     ];
 
     /// Index into per-error counters.
@@ -49,6 +53,7 @@ impl RouteError {
             RouteError::ConstraintsUnsatisfiable => "constraints_unsatisfiable",
             RouteError::Saturated => "saturated",
             RouteError::StaleRoute => "stale_route",
+            RouteError::TenantRateLimited => "tenant_rate_limited",
         }
     }
 }
@@ -64,6 +69,7 @@ impl fmt::Display for RouteError {
             }
             RouteError::Saturated => "every feasible route is at capacity",
             RouteError::StaleRoute => "the route is no longer in the routing table",
+            RouteError::TenantRateLimited => "the task's tenant is over its token rate",
         })
     }
 }

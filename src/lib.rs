@@ -52,6 +52,7 @@ mod routing;
 mod scoring;
 pub mod sim;
 mod sync;
+mod tenant;
 
 pub use allocator::{ResourceAllocator, ResourceMetrics};
 pub use balance::{
@@ -90,6 +91,7 @@ pub use scoring::{
     CapabilityAwareRouter, CapabilityScores, HealthWindow, HistoricalData, MAX_QUALITY_FACTOR,
     MIN_HISTORY_WINDOWS, MIN_QUALITY_FACTOR,
 };
+pub use tenant::MAX_TENANTS;
 
 // The README's example is compiled and run as a doctest, so it stays true to the code.
 #[cfg(doctest)]

@@ -697,59 +697,20 @@ impl NodeLive {
         self.ledger.consecutive.load(Ordering::Relaxed)
     }
 
-    /// Whether the token rate admits `cost_ns` more now (GCRA: the theoretical arrival time
-    /// may run at most `burst_ns` ahead of now). Relaxed: a hint for routing; `rate_take`
-    /// decides.
+    /// Whether the node's token rate admits `cost_ns` more now (see [`gcra_allows`]).
     #[inline]
     pub(crate) fn rate_allows(&self, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
-        let tat = self.ledger.tat.load(Ordering::Relaxed).max(now);
-        tat + cost_ns - now <= burst_ns
+        gcra_allows(&self.ledger.tat, now, cost_ns, burst_ns)
     }
 
-    /// Takes `cost_ns` of the token rate if it fits (a CAS loop). Relaxed: the GCRA state is
-    /// one location; every update is an RMW in its modification order, so no two takers both
-    /// get the last of the burst.
+    /// Takes `cost_ns` of the node's token rate if it fits (see [`gcra_take`]).
     pub(crate) fn rate_take(&self, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
-        let mut cur = self.ledger.tat.load(Ordering::Relaxed);
-        loop {
-            let next = cur.max(now) + cost_ns;
-            if next - now > burst_ns {
-                return false;
-            }
-            match self.ledger.tat.compare_exchange_weak(
-                cur,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(seen) => cur = seen,
-            }
-        }
+        gcra_take(&self.ledger.tat, now, cost_ns, burst_ns)
     }
 
-    /// Settles a reservation: charges (`delta_ns` > 0) or refunds (< 0) the rate. A refund
-    /// never moves the state below zero. Relaxed: as `rate_take`.
+    /// Settles a reservation of the node's token rate (see [`gcra_settle`]).
     pub(crate) fn rate_settle(&self, delta_ns: i64) {
-        if delta_ns >= 0 {
-            self.ledger
-                .tat
-                .fetch_add(delta_ns as u64, Ordering::Relaxed);
-            return;
-        }
-        let refund = delta_ns.unsigned_abs();
-        let mut cur = self.ledger.tat.load(Ordering::Relaxed);
-        loop {
-            match self.ledger.tat.compare_exchange_weak(
-                cur,
-                cur.saturating_sub(refund),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(seen) => cur = seen,
-            }
-        }
+        gcra_settle(&self.ledger.tat, delta_ns)
     }
 
     /// Clears the failure streak (the control thread, when a node goes half-open).
@@ -794,6 +755,54 @@ impl NodeLive {
     /// Observed over predicted latency (0 before the first success).
     pub(crate) fn slowness(&self) -> f64 {
         self.ewmas().1
+    }
+}
+
+/// Whether a GCRA whose theoretical arrival time is `tat` admits `cost_ns` more now: the
+/// TAT may run at most `burst_ns` ahead of now. Relaxed: a hint for routing; `gcra_take`
+/// decides.
+#[inline]
+pub(crate) fn gcra_allows(tat: &AtomicU64, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
+    let t = tat.load(Ordering::Relaxed).max(now);
+    t + cost_ns - now <= burst_ns
+}
+
+/// Takes `cost_ns` of a GCRA if it fits (a CAS loop). Relaxed: the state is one location;
+/// every update is an RMW in its modification order, so no two takers both get the last of
+/// the burst, and it publishes nothing else.
+pub(crate) fn gcra_take(tat: &AtomicU64, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
+    let mut cur = tat.load(Ordering::Relaxed);
+    loop {
+        let next = cur.max(now) + cost_ns;
+        if next - now > burst_ns {
+            return false;
+        }
+        match tat.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(seen) => cur = seen,
+        }
+    }
+}
+
+/// Settles a GCRA reservation: charges (`delta_ns` > 0) or refunds (< 0). A refund never
+/// moves the state below zero. Relaxed: as `gcra_take`.
+pub(crate) fn gcra_settle(tat: &AtomicU64, delta_ns: i64) {
+    if delta_ns >= 0 {
+        tat.fetch_add(delta_ns as u64, Ordering::Relaxed);
+        return;
+    }
+    let refund = delta_ns.unsigned_abs();
+    let mut cur = tat.load(Ordering::Relaxed);
+    loop {
+        match tat.compare_exchange_weak(
+            cur,
+            cur.saturating_sub(refund),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(seen) => cur = seen,
+        }
     }
 }
 

@@ -426,6 +426,13 @@ impl Recovery {
                     ),
                 )
             }
+            RouteError::TenantRateLimited => {
+                let wait_ms = crate::tenant::retry_after_ns(&table, task) as f64 / 1e6;
+                (
+                    Severity::Low,
+                    action(RecoveryKind::Retry, vec![("backoff_ms", wait_ms)], 1.0),
+                )
+            }
             RouteError::EmptyFleet => (
                 Severity::Critical,
                 action(RecoveryKind::Scale, vec![("nodes_needed", 1.0)], 0.0),

@@ -90,9 +90,23 @@ pub struct RouterBuilder {
     health: HealthPolicy,
     retry: crate::failover::RetryPolicy,
     headroom: crate::routing::Headroom,
+    tenant_rates: Vec<(crate::model::TenantId, f64, f64)>,
 }
 
 impl RouterBuilder {
+    /// Limits a tenant's tokens per second (input plus estimated output, settled to the
+    /// actual output on completion), with a burst of `burst_seconds` worth. A task of a
+    /// tenant over its rate is refused with [`RouteError::TenantRateLimited`].
+    pub fn tenant_rate(
+        mut self,
+        tenant: crate::model::TenantId,
+        per_second: f64,
+        burst_seconds: f64,
+    ) -> Self {
+        self.tenant_rates.push((tenant, per_second, burst_seconds));
+        self
+    }
+
     /// Sets the capacity share each priority class may fill (default 100/95/85/75 %).
     pub fn headroom(mut self, headroom: crate::routing::Headroom) -> Self {
         self.headroom = headroom;
@@ -211,6 +225,9 @@ impl RouterBuilder {
             )));
         }
         ctl.set_headroom(self.headroom)?;
+        for (t, rate, burst) in self.tenant_rates {
+            ctl.set_tenant_rate(t, crate::tenant::TenantLimit::new(t, rate, burst)?);
+        }
         self.retry.validate()?;
         let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
             0,
@@ -394,6 +411,23 @@ impl Router {
     ) -> Result<(), ConfigError> {
         let now = self.inner.clock.now_ns();
         self.control().incident(name, kind, now)
+    }
+
+    /// Sets a tenant's token-rate limit (tokens per second, 0 = none; burst in seconds),
+    /// published by the next tick. The tenant's schedule carries over.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] for a tenant id of [`MAX_TENANTS`](crate::MAX_TENANTS)
+    /// or more, or a rate or burst that is not a sane finite number.
+    pub fn set_tenant_rate(
+        &self,
+        tenant: crate::model::TenantId,
+        per_second: f64,
+        burst_seconds: f64,
+    ) -> Result<(), ConfigError> {
+        let limit = crate::tenant::TenantLimit::new(tenant, per_second, burst_seconds)?;
+        self.control().set_tenant_rate(tenant, limit);
+        Ok(())
     }
 
     /// Leases reclaimed past their timeout so far, and late completions of reclaimed leases

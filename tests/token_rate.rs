@@ -3,7 +3,7 @@
 //! every feasible node is limited.
 use std::sync::Arc;
 
-use switchyard::{Completion, ManualClock, NodeSpec, RouteError, Router, Task, Ticket};
+use switchyard::{Completion, ManualClock, NodeSpec, RouteError, Router, Task, TenantId, Ticket};
 
 fn limited(nodes: &[(&str, f64)]) -> (Router, ManualClock) {
     let clock = ManualClock::new();
@@ -126,5 +126,101 @@ fn bad_rates_are_typed_errors() {
         NodeSpec::new("n").token_rate(10.0, 0.0),
     ] {
         assert!(Router::builder().node(spec).build().is_err());
+    }
+}
+
+fn tenant_limited(per_second: f64) -> (Router, ManualClock) {
+    let clock = ManualClock::new();
+    let r = Router::builder()
+        .clock(Arc::new(clock.clone()))
+        .tenant_rate(TenantId(7), per_second, 1.0)
+        .node(NodeSpec::new("a").max_concurrency(1_000))
+        .node(NodeSpec::new("b").max_concurrency(1_000))
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    (r, clock)
+}
+
+#[test]
+fn a_tenant_over_its_rate_is_refused_on_every_node_and_others_are_not() {
+    let (r, clock) = tenant_limited(1_000.0);
+    let mut reader = r.reader();
+    let of = |id, tenant| Task::new(id, 250, 50).tenant(TenantId(tenant));
+    let held: Vec<_> = (0..3).map(|i| reader.route(&of(i, 7)).unwrap().1).collect();
+    assert_eq!(
+        reader.route(&of(3, 7)).unwrap_err(),
+        RouteError::TenantRateLimited,
+        "two nodes with room, but the tenant's quota is spent"
+    );
+    assert_eq!(r.in_flight(), 3, "the refused task reserved nothing");
+    for i in 0..10 {
+        assert!(
+            reader.route(&of(10 + i, 8)).is_ok(),
+            "tenant 8 has no limit"
+        );
+        assert!(
+            reader.route(&Task::new(20 + i, 250, 50)).is_ok(),
+            "nor anonymous work"
+        );
+    }
+    clock.advance_ms(210);
+    assert!(reader.route(&of(4, 7)).is_ok(), "210 ms of refill later");
+    drop(held);
+}
+
+#[test]
+fn a_tenants_reservation_settles_to_the_actual_tokens() {
+    let (r, _clock) = tenant_limited(1_000.0);
+    let mut reader = r.reader();
+    let t = |id| Task::new(id, 100, 200).tenant(TenantId(7));
+    let tickets: Vec<Ticket> = (0..3)
+        .map(|i| Ticket::from_lease(reader.route(&t(i)).unwrap().1, t(i)))
+        .collect();
+    assert_eq!(
+        reader.route(&t(9)).unwrap_err(),
+        RouteError::TenantRateLimited
+    );
+    for ticket in tickets {
+        ticket.complete(Completion::success(10.0, 20)); // 180 of 300 refunded each
+    }
+    let mut room = 0;
+    while reader.route(&t(10 + room)).is_ok() {
+        room += 1;
+    }
+    assert_eq!(
+        room, 2,
+        "360 of the 1000-token burst used after the refunds"
+    );
+}
+
+#[test]
+fn tenant_rates_change_live_and_bad_ones_are_typed_errors() {
+    let (r, _clock) = tenant_limited(1_000.0);
+    let mut reader = r.reader();
+    let t = |id| Task::new(id, 500, 500).tenant(TenantId(7));
+    let _first = reader.route(&t(1)).unwrap();
+    assert_eq!(
+        reader.route(&t(2)).unwrap_err(),
+        RouteError::TenantRateLimited
+    );
+    r.set_tenant_rate(TenantId(7), 0.0, 1.0).unwrap(); // lifted
+    r.tick();
+    assert!(reader.route(&t(3)).is_ok());
+    for (tenant, rate, burst) in [
+        (TenantId(4096), 10.0, 1.0),
+        (TenantId(1), f64::NAN, 1.0),
+        (TenantId(1), -5.0, 1.0),
+        (TenantId(1), 10.0, 0.0),
+        (TenantId(1), 10.0, f64::INFINITY),
+    ] {
+        assert!(matches!(
+            r.set_tenant_rate(tenant, rate, burst),
+            Err(switchyard::ConfigError::InvalidSetting { .. })
+        ));
+        assert!(Router::builder()
+            .tenant_rate(tenant, rate, burst)
+            .build()
+            .is_err());
     }
 }

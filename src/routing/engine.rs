@@ -395,6 +395,17 @@ pub(crate) fn allocate(
     task: &Task,
     timeout_ms: u64,
 ) -> Result<Lease, RouteError> {
+    // A tenant over its token rate has nowhere else to go: refuse before reserving.
+    let tenant = crate::tenant::limit_of(table, task);
+    let tenant_cost = tenant.map_or(0, |(_, l)| {
+        task.total_tokens().saturating_mul(l.ns_per_token)
+    });
+    if let (Some((rates, limit)), Some(t)) = (tenant, task.tenant) {
+        let tat = &rates.tat[t.0 as usize];
+        if !crate::node::gcra_allows(tat, table.now_ns(), tenant_cost, limit.burst_ns) {
+            return Err(RouteError::TenantRateLimited);
+        }
+    }
     let mut stale = true;
     for (rank, choice) in options.choices().iter().enumerate() {
         // The planned slot is only trusted when it still holds the planned route: an epoch
@@ -422,7 +433,15 @@ pub(crate) fn allocate(
             continue;
         }
         stale = false;
-        if let Some(lease) = reserve_route(table, slot, task, choice, timeout_ms) {
+        if let Some(mut lease) = reserve_route(table, slot, task, choice, timeout_ms) {
+            if let (Some((rates, limit)), Some(t)) = (tenant, task.tenant) {
+                let tat = &rates.tat[t.0 as usize];
+                if !crate::node::gcra_take(tat, table.now_ns(), tenant_cost, limit.burst_ns) {
+                    // Another task of the tenant took the rest of its burst meanwhile.
+                    return Err(RouteError::TenantRateLimited); // the lease drops: released
+                }
+                lease.tenant = Some((Arc::clone(rates), t.0, limit.ns_per_token));
+            }
             if rank > 0 {
                 // The primary was full: the task spilled over to an alternative.
                 if let Some((live, ..)) = lease.head() {
@@ -451,6 +470,7 @@ fn reserve_route(
         est_output: task.output_tokens,
         registration: None,
         start_ns: 0,
+        tenant: None,
         parts: Default::default(),
         route: choice.route,
         predicted_ms: choice.cost.expected_latency_ms,
@@ -551,6 +571,8 @@ pub struct Lease {
     registration: Option<(Arc<LeaseSlab>, SlotRef)>,
     /// Clock ns when the lease was taken (0 when leases do not time out).
     start_ns: u64,
+    /// The tenant's GCRA states, its id and ns per token, when its tenant has a rate.
+    tenant: Option<(Arc<crate::tenant::TenantRates>, u32, u64)>,
 }
 
 impl Lease {
@@ -699,8 +721,9 @@ impl Lease {
     }
 
     /// Settles the token-rate reservation to the output tokens the task really produced:
-    /// refunds what it did not use, charges what it used beyond the estimate (a no-op on
-    /// nodes without a rate limit). Call once, before completing; a ticket does it.
+    /// refunds what it did not use, charges what it used beyond the estimate, on every
+    /// stage's node rate and on the tenant's rate (a no-op where there is no rate limit).
+    /// Call once, before completing; a ticket does it.
     pub fn settle_tokens(&mut self, actual_output: u32) {
         let delta = actual_output as i64 - self.est_output as i64;
         if delta == 0 {
@@ -711,6 +734,12 @@ impl Lease {
                 p.live
                     .rate_settle(delta.saturating_mul(p.ns_per_token as i64));
             }
+        }
+        if let Some((rates, t, ns_per_token)) = &self.tenant {
+            crate::node::gcra_settle(
+                &rates.tat[*t as usize],
+                delta.saturating_mul(*ns_per_token as i64),
+            );
         }
         if let Some((live, ..)) = self.head() {
             live.count_settle(delta);

@@ -259,6 +259,10 @@ pub struct RoutingTable {
     pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
     /// Where leases are recorded so the control thread can reclaim them (timeouts on).
     pub(crate) slab: Option<Arc<crate::routing::slab::LeaseSlab>>,
+    /// Token-rate limits by tenant id (shorter than the id: no limit), and their shared
+    /// GCRA states (present once any tenant has had a limit).
+    pub(crate) tenant_limits: Box<[crate::tenant::TenantLimit]>,
+    pub(crate) tenant_rates: Option<Arc<crate::tenant::TenantRates>>,
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -433,6 +437,8 @@ impl RoutingTable {
             max_weight,
             clock: None,
             slab: None,
+            tenant_limits: Box::new([]),
+            tenant_rates: None,
             epoch,
             registry,
             all: (0..routes.len() as u32).collect(),

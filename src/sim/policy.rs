@@ -527,7 +527,9 @@ impl Policy for SwitchyardPolicy {
             Err(RouteError::Saturated | RouteError::NoHealthyRoute | RouteError::StaleRoute) => {
                 Decision::Wait
             }
-            Err(RouteError::ConstraintsUnsatisfiable) => Decision::Shed,
+            Err(RouteError::ConstraintsUnsatisfiable | RouteError::TenantRateLimited) => {
+                Decision::Shed
+            }
             Err(RouteError::NoCapableRoute | RouteError::EmptyFleet) => Decision::Fail,
         }
     }
