@@ -96,6 +96,12 @@ pub struct Config {
     /// Chains (`[[chain]]`).
     #[serde(default, rename = "chain")]
     pub chains: Vec<ChainConfig>,
+    /// Admission settings (`[admission]`).
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    /// Per-tenant token rates (`[[tenant]]`).
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
     /// Where the config was read from, for error messages.
     #[serde(skip)]
     origin: Origin,
@@ -146,6 +152,49 @@ impl From<WeightsConfig> for ScoringWeights {
             affinity: w.affinity,
         }
     }
+}
+
+/// The `[admission]` table (see `docs/admission.md`). A key left out keeps its default.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Share of each node's capacity each class may fill: critical, high, normal, low
+    /// (each in (0, 1], not increasing; default `[1.0, 0.95, 0.85, 0.75]`).
+    pub headroom: [f64; 4],
+    /// Leases held longer are reclaimed by the control thread (0 = never, the default).
+    /// Read when the router is built; a reload leaves it as it is.
+    pub lease_timeout_ms: u64,
+    /// Records for outstanding leases when timeouts are on (1–16 777 216; default 16 384).
+    /// Read when the router is built.
+    pub lease_slots: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            headroom: crate::routing::Headroom::default().shares,
+            lease_timeout_ms: 0,
+            lease_slots: 16_384,
+        }
+    }
+}
+
+/// One `[[tenant]]` table: a tenant's token-rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant's id (below [`MAX_TENANTS`](crate::MAX_TENANTS)), as the gateway sets it on
+    /// [`Task::tenant`](crate::Task::tenant).
+    pub id: u32,
+    /// Tokens (input + output) per second; 0 = no limit.
+    pub max_tokens_per_second: f64,
+    /// Burst, seconds of the rate (default 1).
+    #[serde(default = "one_second")]
+    pub token_burst_seconds: f64,
+}
+
+fn one_second() -> f64 {
+    1.0
 }
 
 /// One `[[node]]` table: a [`NodeSpec`]. Only `name` is required; a key left out keeps
@@ -279,6 +328,10 @@ enum Owner {
     Node(usize),
     /// `chains[i]`.
     Chain(usize),
+    /// The `[admission]` table.
+    Admission,
+    /// `tenants[i]`.
+    Tenant(usize),
 }
 
 impl Config {
@@ -349,10 +402,21 @@ impl Config {
     /// or a seed on it, then build. [`Config::build_router`] is the same with errors located
     /// in the file.
     pub fn to_builder(&self) -> RouterBuilder {
+        let a = &self.admission;
         let mut b = Router::builder()
             .capabilities(self.capabilities.iter().cloned())
             .weights(self.scoring_weights())
+            .headroom(crate::routing::Headroom { shares: a.headroom })
+            .lease_timeout_ms(a.lease_timeout_ms)
+            .lease_slots(a.lease_slots)
             .nodes(self.node_specs());
+        for t in &self.tenants {
+            b = b.tenant_rate(
+                crate::TenantId(t.id),
+                t.max_tokens_per_second,
+                t.token_burst_seconds,
+            );
+        }
         for c in self.chain_specs() {
             b = b.chain(c);
         }
@@ -402,6 +466,36 @@ impl Config {
             r.add_chain(c.to_spec())
                 .map_err(|e| self.error(e, Owner::Chain(i)))?;
         }
+        let a = &self.admission;
+        r.set_headroom(crate::routing::Headroom { shares: a.headroom })
+            .map_err(|e| self.error(e, Owner::Admission))?;
+        if !(1..=1 << 24).contains(&a.lease_slots) {
+            return Err(self.error(
+                ConfigError::InvalidSetting {
+                    field: "lease_slots",
+                    reason: "must be from 1 to 16777216",
+                },
+                Owner::Admission,
+            ));
+        }
+        let mut ids = HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            if !ids.insert(t.id) {
+                return Err(self.error(
+                    ConfigError::Duplicate {
+                        what: "tenant",
+                        name: t.id.to_string(),
+                    },
+                    Owner::Tenant(i),
+                ));
+            }
+            r.set_tenant_rate(
+                crate::TenantId(t.id),
+                t.max_tokens_per_second,
+                t.token_burst_seconds,
+            )
+            .map_err(|e| self.error(e, Owner::Tenant(i)))?;
+        }
         Ok(r)
     }
 
@@ -440,12 +534,38 @@ impl Config {
                 let name = self.chains.get(i).map_or("", |c| c.name.as_str());
                 (Some(format!("chain {name:?}")), chain_field(&e))
             }
+            Owner::Admission => (
+                Some("[admission]".to_string()),
+                match &e {
+                    ConfigError::InvalidSetting { field, .. } => field.to_string(),
+                    _ => "headroom".to_string(),
+                },
+            ),
+            Owner::Tenant(i) => {
+                let id = self.tenants.get(i).map_or(0, |t| t.id);
+                let field = match &e {
+                    ConfigError::InvalidSetting { field, .. } if *field != "tenant" => {
+                        field.to_string()
+                    }
+                    _ => "id".to_string(),
+                };
+                (Some(format!("tenant {id}")), field)
+            }
         };
         let path: Vec<&str> = field.split('.').collect();
         let line = match owner {
             Owner::Capabilities | Owner::Weights => layout.root_key_line(&path),
             Owner::Node(i) => self.entry_line(&layout, "node", &self.names_of_nodes(), i, &path),
             Owner::Chain(i) => self.entry_line(&layout, "chain", &self.names_of_chains(), i, &path),
+            Owner::Admission => {
+                let mut p = vec!["admission"];
+                p.extend(&path);
+                layout.root_key_line(&p)
+            }
+            Owner::Tenant(i) => match layout.entries("tenant").get(i) {
+                Some(e) => e.key_line(&path).or(Some(e.line)),
+                None => layout.root_key_line(&["tenant"]),
+            },
         };
         ConfigFileError::from(Detail {
             file: self.source_name().to_string(),
@@ -1296,6 +1416,29 @@ impl Router {
         if snap.weights != weights {
             self.set_weights(weights)
                 .map_err(|e| cfg.error(e, Owner::Weights))?;
+        }
+        // Admission: headroom and tenant rates change live (the lease timeout and slab size
+        // are read when the router is built).
+        self.set_headroom(crate::routing::Headroom {
+            shares: cfg.admission.headroom,
+        })
+        .map_err(|e| cfg.error(e, Owner::Admission))?;
+        let listed: HashSet<u32> = cfg.tenants.iter().map(|t| t.id).collect();
+        // Bound first: the control lock must be released before the loop takes it again.
+        let limited = self.control().limited_tenants();
+        for id in limited {
+            if !listed.contains(&id) {
+                self.set_tenant_rate(crate::TenantId(id), 0.0, 1.0)
+                    .map_err(|e| cfg.unlocated(e))?;
+            }
+        }
+        for (i, t) in cfg.tenants.iter().enumerate() {
+            self.set_tenant_rate(
+                crate::TenantId(t.id),
+                t.max_tokens_per_second,
+                t.token_burst_seconds,
+            )
+            .map_err(|e| cfg.error(e, Owner::Tenant(i)))?;
         }
         report.epoch = self.tick().epoch;
         Ok(report)

@@ -344,9 +344,18 @@ impl Controller {
 
     pub(crate) fn set_headroom(&mut self, headroom: Headroom) -> Result<(), ConfigError> {
         headroom.validate()?;
-        self.headroom = headroom;
-        self.dirty = true;
+        if self.headroom != headroom {
+            self.headroom = headroom;
+            self.dirty = true;
+        }
         Ok(())
+    }
+
+    /// Ids of the tenants with a token-rate limit.
+    pub(crate) fn limited_tenants(&self) -> Vec<u32> {
+        (0..self.tenant_limits.len() as u32)
+            .filter(|&i| self.tenant_limits[i as usize] != TenantLimit::default())
+            .collect()
     }
 
     /// Sets (or with a zero rate, removes) a tenant's token-rate limit.
@@ -357,6 +366,9 @@ impl Controller {
                 return;
             }
             self.tenant_limits.resize(i + 1, TenantLimit::default());
+        }
+        if self.tenant_limits[i] == limit {
+            return;
         }
         self.tenant_limits[i] = limit;
         while self.tenant_limits.last() == Some(&TenantLimit::default()) {

@@ -287,7 +287,7 @@ impl Router {
         &self.inner.clock
     }
 
-    fn control(&self) -> impl std::ops::DerefMut<Target = Controller> + '_ {
+    pub(crate) fn control(&self) -> impl std::ops::DerefMut<Target = Controller> + '_ {
         // A panic while holding the control lock cannot leave the controller half-changed in
         // a way later calls can't handle, so recover from poisoning instead of panicking.
         self.inner.control.lock().unwrap_or_else(|e| e.into_inner())

@@ -291,3 +291,117 @@ fn reloads_never_fail_a_task_the_fleet_can_serve() {
     assert!(r.ledgers_are_zero());
     assert_eq!(r.node_specs(), v1.node_specs());
 }
+
+const ADMISSION: &str = r#"
+capabilities = ["chat"]
+
+[admission]
+headroom = [1.0, 1.0, 0.5, 0.5]
+lease_timeout_ms = 100
+lease_slots = 64
+
+[[node]]
+name = "a"
+capabilities = ["chat"]
+max_concurrency = 4
+
+[[tenant]]
+id = 7
+max_tokens_per_second = 1000
+token_burst_seconds = 1
+
+[[tenant]]
+id = 8
+max_tokens_per_second = 0
+"#;
+
+#[test]
+fn admission_settings_and_tenant_rates_come_from_the_file() {
+    let cfg = Config::parse("adm.toml", ADMISSION).unwrap();
+    assert_eq!(cfg.admission.lease_timeout_ms, 100);
+    assert_eq!(cfg.tenants.len(), 2);
+    assert_eq!(cfg.tenants[1].token_burst_seconds, 1.0, "the default burst");
+    let clock = ManualClock::new();
+    let r = cfg
+        .to_builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let mut reader = r.reader();
+    // Headroom: normal work may fill half of 4 slots.
+    let normal: Vec<_> = (0..3).map(|i| reader.route(&Task::new(i, 1, 1))).collect();
+    assert!(normal[0].is_ok() && normal[1].is_ok());
+    assert_eq!(normal[2].as_ref().unwrap_err(), &RouteError::Saturated);
+    drop(normal);
+    // Tenant 7's rate: 1000 tokens of burst.
+    let t7 = |id| {
+        Task::new(id, 400, 100)
+            .tenant(switchyard::TenantId(7))
+            .priority(switchyard::Priority::Critical)
+    };
+    let first = reader.route(&t7(10)).unwrap();
+    let second = reader.route(&t7(11)).unwrap();
+    assert_eq!(
+        reader.route(&t7(12)).unwrap_err(),
+        RouteError::TenantRateLimited
+    );
+    // The lease timeout: reclaimed by a tick 100 ms on.
+    clock.advance_ms(100);
+    r.tick();
+    assert_eq!(r.lease_counts().0, 2);
+    drop((first, second));
+
+    // A reload lifts tenant 7's limit (no longer listed) and restores the default headroom.
+    let relaxed = ADMISSION
+        .replace("headroom = [1.0, 1.0, 0.5, 0.5]\n", "")
+        .replace(
+            "[[tenant]]\nid = 7\nmax_tokens_per_second = 1000\ntoken_burst_seconds = 1\n",
+            "",
+        );
+    r.apply_config(&Config::parse("adm.toml", &relaxed).unwrap())
+        .unwrap();
+    assert!(reader.route(&t7(13)).is_ok());
+    assert!(reader.route(&t7(14)).is_ok());
+    assert!(
+        reader.route(&Task::new(15, 1, 1)).is_ok(),
+        "85 % of 4 = 3 normal slots"
+    );
+}
+
+#[test]
+fn bad_admission_and_tenant_entries_name_their_line_and_field() {
+    let cases = [
+        (
+            "headroom = [1.0, 1.0, 0.5, 0.5]",
+            "headroom = [1.0, 1.0, 0.5, 0.9]",
+            5,
+            "headroom",
+        ),
+        ("lease_slots = 64", "lease_slots = 0", 7, "lease_slots"),
+        (
+            "max_tokens_per_second = 1000",
+            "max_tokens_per_second = -1",
+            16,
+            "max_tokens_per_second",
+        ),
+        (
+            "token_burst_seconds = 1",
+            "token_burst_seconds = 0",
+            17,
+            "token_burst_seconds",
+        ),
+        ("id = 8", "id = 7", 20, "id"),
+        ("id = 8", "id = 5000", 20, "id"),
+    ];
+    for (from, to, line, field) in cases {
+        let text = ADMISSION.replace(from, to);
+        let e = Config::parse("adm.toml", &text).unwrap_err();
+        assert_eq!(e.line(), Some(line), "{to}: {e}");
+        assert_eq!(e.field(), Some(field), "{to}: {e}");
+        assert!(
+            e.to_string().starts_with(&format!("adm.toml:{line}:")),
+            "{e}"
+        );
+    }
+}
