@@ -41,6 +41,7 @@ mod control;
 mod dispatcher;
 mod error;
 mod failover;
+pub mod fairness;
 mod health;
 mod metrics;
 mod model;
@@ -69,6 +70,7 @@ pub use failover::{
     FailoverError, FailoverReason, FailoverResult, HealthAwareRouting, HealthIncident,
     IncidentKind, Retry, RetryPolicy, RouteAdjustment, SystemHealth, MAX_ATTEMPTS,
 };
+pub use fairness::{token_work, FairQueue, Taken};
 pub use health::HealthPolicy;
 pub use metrics::{balance_deviation, LatencySummary, NodeMetrics, RoutingMetrics};
 pub use model::{

@@ -1,5 +1,5 @@
 //! The steady-state decision allocates nothing: a counting global allocator watches
-//! `RouteReader::route` + lease drop after a warm-up.
+//! `RouteReader::route` + lease drop after a warm-up, and a warm `FairQueue`.
 #![allow(unsafe_code)] // a counting global allocator needs it; the library itself forbids unsafe
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -80,5 +80,40 @@ fn routing_allocates_nothing_in_steady_state() {
         ALLOCS.load(Ordering::SeqCst),
         0,
         "allocations on the routing hot path"
+    );
+}
+
+#[test]
+fn fair_queue_allocates_nothing_once_warm() {
+    use switchyard::{FairQueue, TenantId};
+    let mut q = FairQueue::new();
+    let cycle = |q: &mut FairQueue<u64>| {
+        // 8 tenants (and anonymous tasks) queue, are served, requeued and shed.
+        for i in 0..512u64 {
+            let tenant = (i % 9 != 0).then_some(TenantId((i % 8) as u32));
+            q.push(tenant, 100 + i % 300, i);
+        }
+        for _ in 0..200 {
+            let taken = q.take().unwrap();
+            if taken.item() % 3 == 0 {
+                q.requeue_front(taken);
+                let _ = q.pop();
+            } else {
+                let _ = q.charge(taken);
+            }
+        }
+        q.remove_front_while(|&i| i % 2 == 0, drop);
+        q.drain().for_each(drop);
+    };
+    cycle(&mut q);
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..10 {
+        cycle(&mut q);
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations in a warm FairQueue"
     );
 }

@@ -19,12 +19,23 @@
 //!
 //! # Saturation: wait, then shed by class
 //! A task whose feasible routes are all full (`RouteError::Saturated`) is not refused at
-//! once: the worker keeps it in a local waiting list (one FIFO per class, no shared state)
+//! once: the worker keeps it in a local waiting list (one per class, no shared state)
 //! and retries it, highest class first, every 50 µs while busy or every 200 µs while that is
 //! all it has, until it fits or its class's [`saturation_wait`](DispatcherBuilder::saturation_wait)
 //! runs out; then it ends through `Backend::reject` with `Saturated`. With per-class
 //! headroom, a sustained overload therefore sheds the lowest classes first. Shutdown drains
 //! the waiting lists too (each bounded by its wait).
+//!
+//! # Fairness between tenants inside a class
+//! Each class's waiting list is a [`FairQueue`](crate::FairQueue): one FIFO per tenant, and
+//! the tenant served next is the one that has had the least token work
+//! ([`token_work`](crate::token_work) of the tasks routed from the list, over its
+//! [`tenant_weight`](DispatcherBuilder::tenant_weight)). A tenant is charged only when its
+//! task is routed, never for a retry that found the class still full. While tasks of a class
+//! wait, a new task of that class joins them rather than being routed ahead of them, so a
+//! flooding tenant gets its share of the capacity that frees up, not all of it; its excess
+//! waits and is shed when its wait runs out. Expired tasks are shed from every tenant's
+//! FIFO at each retry, not only from the head served next.
 //!
 //! # Parking (no lost wake-ups)
 //! `queued` counts tasks submitted and not yet taken by a worker. A submitter increments it,
@@ -44,13 +55,14 @@
 //!    usual and release their leases; [`Dispatcher::wait_for_tickets`] waits for them.
 mod worker;
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::error::{BuildError, RouteError, SubmitError};
 use crate::metrics::{
     balance_deviation, new_histogram, AtomicHistogram, LatencySummary, RoutingMetrics,
 };
-use crate::model::{ModelChain, Outcome, RouteOptions, Task};
+use crate::model::{ModelChain, Outcome, RouteOptions, Task, TenantId};
 use crate::router::Router;
 use crate::routing::Lease;
 use crate::sync::{
@@ -222,6 +234,8 @@ pub(crate) struct Shared<B> {
     pub(crate) spin_rounds: u32,
     /// How long a saturated task of each class may wait for capacity before it is shed.
     pub(crate) saturation_wait: [Duration; 4],
+    /// Fair-share weights of tenants while they wait (others weigh 1).
+    pub(crate) tenant_weights: Box<[(TenantId, NonZeroU32)]>,
 }
 
 impl<B: Backend> Shared<B> {
@@ -259,6 +273,7 @@ pub struct DispatcherBuilder {
     control_interval: Option<Duration>,
     spin_rounds: u32,
     saturation_wait: [Duration; 4],
+    tenant_weights: Vec<(TenantId, u32)>,
 }
 
 impl DispatcherBuilder {
@@ -297,6 +312,16 @@ impl DispatcherBuilder {
         self
     }
 
+    /// `tenant`'s share while tasks wait for capacity (default 1): inside a class, waiting
+    /// tasks are served by token work per tenant (see [`FairQueue`](crate::FairQueue)), and
+    /// a tenant of weight 2 gets twice the token work of a tenant of weight 1 while both wait.
+    /// Setting a tenant twice keeps the last weight.
+    pub fn tenant_weight(mut self, tenant: TenantId, weight: u32) -> Self {
+        self.tenant_weights.retain(|&(t, _)| t != tenant);
+        self.tenant_weights.push((tenant, weight));
+        self
+    }
+
     /// Empty polls a worker makes (with exponential back-off) before it parks (default 64).
     pub fn spin_rounds(mut self, n: u32) -> Self {
         self.spin_rounds = n;
@@ -306,7 +331,8 @@ impl DispatcherBuilder {
     /// Starts the workers (and the control thread, if an interval is set).
     ///
     /// # Errors
-    /// [`BuildError::InvalidSetting`] for zero workers or capacity; [`BuildError::Spawn`].
+    /// [`BuildError::InvalidSetting`] for zero workers, capacity or tenant weight;
+    /// [`BuildError::Spawn`].
     pub fn build<B: Backend>(self, backend: B) -> Result<Dispatcher<B>, BuildError> {
         if self.workers == 0 {
             return Err(BuildError::InvalidSetting {
@@ -325,6 +351,16 @@ impl DispatcherBuilder {
                 field: "control_interval",
                 reason: "must be positive",
             });
+        }
+        let mut tenant_weights = Vec::with_capacity(self.tenant_weights.len());
+        for &(tenant, weight) in &self.tenant_weights {
+            let Some(weight) = NonZeroU32::new(weight) else {
+                return Err(BuildError::InvalidSetting {
+                    field: "tenant_weight",
+                    reason: "must be at least 1",
+                });
+            };
+            tenant_weights.push((tenant, weight));
         }
         let locals: Vec<Worker<Task>> = (0..self.workers).map(|_| Worker::new_fifo()).collect();
         let parkers: Vec<Parker> = (0..self.workers).map(|_| Parker::new()).collect();
@@ -347,6 +383,7 @@ impl DispatcherBuilder {
             refused: AtomicU64::new(0),
             spin_rounds: self.spin_rounds,
             saturation_wait: self.saturation_wait,
+            tenant_weights: tenant_weights.into(),
         });
         let cores = if self.pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -460,6 +497,7 @@ impl Dispatcher<NoBackend> {
                 Duration::from_millis(200),
                 Duration::from_millis(50),
             ],
+            tenant_weights: Vec::new(),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! One worker's run loop: find a task, route it, hand it over; spin briefly, then park.
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::{bump, new_ticket, Backend, Shared};
 use crate::clock::Stopwatch;
 use crate::error::RouteError;
+use crate::fairness::{token_work, FairQueue};
 use crate::model::{RouteOptions, Task};
 use crate::routing::engine::Rng;
 use crate::sync::{Arc, Ordering, Parker, Steal, Worker};
@@ -25,7 +25,7 @@ pub(super) fn run<B: Backend>(
     let stopwatch = Stopwatch::new();
     let mut rng = Rng::new(0x5157_C4A2 ^ index as u64);
     let stats = &shared.stats[index];
-    let mut waiting = Waiting::default();
+    let mut waiting = Waiting::new(&shared);
     loop {
         if let Some(task) = find_task(index, &shared, &local, &mut rng) {
             // SeqCst: the task has left the queues; ordered with the exit check and the
@@ -36,9 +36,7 @@ pub(super) fn run<B: Backend>(
                 stats,
                 stopwatch: &stopwatch,
             };
-            if let Err((task, e)) = ctx.route(&mut reader, task) {
-                ctx.saturated_or_reject(&mut waiting, task, e);
-            }
+            ctx.admit(&mut reader, &mut waiting, task);
             if waiting.due() {
                 ctx.retry(&mut reader, &mut waiting);
             }
@@ -61,9 +59,7 @@ pub(super) fn run<B: Backend>(
         if let Some(task) = found {
             // SeqCst: as for the task found above.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
-            if let Err((task, e)) = ctx.route(&mut reader, task) {
-                ctx.saturated_or_reject(&mut waiting, task, e);
-            }
+            ctx.admit(&mut reader, &mut waiting, task);
             continue;
         }
         if !waiting.is_empty() {
@@ -90,23 +86,46 @@ const WAIT_POLL: Duration = Duration::from_micros(200);
 /// Most tasks one worker holds waiting for capacity; beyond, a saturated task is shed at once.
 const MAX_WAITING: usize = 16_384;
 
-/// Tasks whose feasible routes were all full, waiting for capacity, one FIFO per class
-/// (worker-local: no synchronisation). Retried highest class first; a task whose class's
-/// wait runs out is shed with `RouteError::Saturated`.
-#[derive(Default)]
+/// Tasks whose feasible routes were all full, waiting for capacity, one fair queue per class
+/// (worker-local: no synchronisation): inside a class, tenants are served by token work
+/// (`FairQueue`), each tenant's tasks in FIFO order. Retried highest class first; a task whose
+/// class's wait runs out is shed with `RouteError::Saturated`.
 struct Waiting {
-    queues: [VecDeque<(Task, Instant)>; 4],
-    len: usize,
+    /// Each task with the instant its class's wait runs out.
+    queues: [FairQueue<(Task, Instant)>; 4],
     last_retry: Option<Instant>,
 }
 
 impl Waiting {
+    fn new<B>(shared: &Shared<B>) -> Self {
+        let queues = std::array::from_fn(|_| {
+            let mut q = FairQueue::new();
+            for &(tenant, weight) in shared.tenant_weights.iter() {
+                q.set_weight(tenant, weight);
+            }
+            q
+        });
+        Self {
+            queues,
+            last_retry: None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.queues.iter().map(FairQueue::len).sum()
+    }
+
     fn is_empty(&self) -> bool {
-        self.len == 0
+        self.queues.iter().all(FairQueue::is_empty)
     }
 
     fn due(&self) -> bool {
-        self.len > 0 && self.last_retry.is_none_or(|t| t.elapsed() >= WAIT_RETRY)
+        !self.is_empty() && self.last_retry.is_none_or(|t| t.elapsed() >= WAIT_RETRY)
+    }
+
+    fn push(&mut self, task: Task, deadline: Instant) {
+        let work = token_work(task.input_tokens, task.output_tokens);
+        self.queues[task.constraints.priority.index()].push(task.tenant, work, (task, deadline));
     }
 }
 
@@ -146,13 +165,26 @@ impl<B: Backend> Ctx<'_, B> {
         Ok(())
     }
 
+    /// A task just taken from the queues: routed now, unless tasks of its class already
+    /// wait for capacity; then it joins them, so that it takes its turn in fair order
+    /// instead of overtaking them (a flooding tenant's fresh tasks would otherwise take every
+    /// slot that frees up).
+    fn admit(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting, task: Task) {
+        let p = task.constraints.priority.index();
+        if !waiting.queues[p].is_empty() && waiting.len() < MAX_WAITING {
+            waiting.push(task, Instant::now() + self.shared.saturation_wait[p]);
+            return;
+        }
+        if let Err((task, e)) = self.route(reader, task) {
+            self.saturated_or_reject(waiting, task, e);
+        }
+    }
+
     /// A saturated task waits for capacity (for its class's wait); anything else ends now.
     fn saturated_or_reject(&self, waiting: &mut Waiting, task: Task, e: RouteError) {
-        let p = task.constraints.priority.index();
-        let wait = self.shared.saturation_wait[p];
-        if e == RouteError::Saturated && !wait.is_zero() && waiting.len < MAX_WAITING {
-            waiting.queues[p].push_back((task, Instant::now() + wait));
-            waiting.len += 1;
+        let wait = self.shared.saturation_wait[task.constraints.priority.index()];
+        if e == RouteError::Saturated && !wait.is_zero() && waiting.len() < MAX_WAITING {
+            waiting.push(task, Instant::now() + wait);
             return;
         }
         self.reject(task, e);
@@ -168,25 +200,35 @@ impl<B: Backend> Ctx<'_, B> {
         }
     }
 
-    /// Retries waiting tasks, highest class first; sheds those whose wait ran out.
+    /// Retries waiting tasks, highest class first and in fair order inside a class; sheds
+    /// those whose wait ran out.
     fn retry(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting) {
         let now = Instant::now();
         waiting.last_retry = Some(now);
-        for p in 0..4 {
-            while let Some((task, deadline)) = waiting.queues[p].pop_front() {
+        for queue in &mut waiting.queues {
+            while let Some(taken) = queue.take() {
+                let (task, deadline) = *taken.item();
                 match self.route(reader, task) {
-                    Ok(()) => waiting.len -= 1,
-                    Err((task, RouteError::Saturated)) if now < deadline => {
-                        // Still full for this class: keep its order, try the next class.
-                        waiting.queues[p].push_front((task, deadline));
+                    // Served: only now is its tenant charged its token work.
+                    Ok(()) => drop(queue.charge(taken)),
+                    Err((_, RouteError::Saturated)) if now < deadline => {
+                        // Still full for this class: keep its place, uncharged; next class.
+                        queue.requeue_front(taken);
                         break;
                     }
                     Err((task, e)) => {
-                        waiting.len -= 1;
+                        let _ = taken.into_inner();
                         self.reject(task, e);
                     }
                 }
             }
+            // Each tenant keeps its own FIFO, so a task can expire behind its tenant's head
+            // while another tenant's head blocks the class: shed those on time too. (A
+            // tenant's deadlines grow front to back: one class, one wait, pushed in order.)
+            queue.remove_front_while(
+                |&(_, deadline)| deadline <= now,
+                |(task, _)| self.reject(task, RouteError::Saturated),
+            );
         }
     }
 }
