@@ -320,7 +320,7 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn compare_prints_a_table_and_writes_json() {
+fn simulate_prints_a_table_and_writes_json() {
     let dir = tmpdir("json");
     let trace = dir.join("t.csv");
     let mut s = String::from("arrival_ms,input_tokens,output_tokens,hash_ids\n");
@@ -337,7 +337,7 @@ fn compare_prints_a_table_and_writes_json() {
     std::fs::write(&trace, s).unwrap();
     let json = dir.join("out.json");
     let out = bin()
-        .args(["compare", "--trace"])
+        .args(["simulate", "--trace"])
         .arg(&trace)
         .args([
             "--load",
@@ -387,7 +387,7 @@ fn compare_prints_a_table_and_writes_json() {
 }
 
 #[test]
-fn compare_rejects_bad_input_cleanly() {
+fn simulate_rejects_bad_input_cleanly() {
     let dir = tmpdir("bad");
     let good = dir.join("good.csv");
     std::fs::write(&good, "arrival_ms,input_tokens,output_tokens\n0,10,2\n").unwrap();
@@ -429,7 +429,7 @@ fn compare_rejects_bad_input_cleanly() {
         ),
     ];
     for (args, want) in cases {
-        let out = bin().arg("compare").args(&args).output().unwrap();
+        let out = bin().arg("simulate").args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
