@@ -1,11 +1,12 @@
-//! The discrete-event simulator and `switchyard compare`: the node model against its formula,
-//! the prefix cache, determinism, the real router's accounting, and bad input.
+//! The discrete-event simulator and `switchyard simulate`: the node model against its
+//! formula, the prefix cache, determinism, the real router's accounting, the time series,
+//! and bad input.
 use std::process::Command;
 
 use switchyard::sim::{
-    compare, default_fleet, make_policy, parse_trace, run_policy, service_time_ms, FleetConfig,
-    LeastInFlight, Report, RoundRobin, SimConfig, SimError, SwitchyardPolicy, TaskStatus, TraceRow,
-    Workload, POLICY_NAMES,
+    compare, compare_outcomes, default_fleet, make_policy, parse_trace, run_policy,
+    service_time_ms, FleetConfig, LeastInFlight, Report, RoundRobin, SimConfig, SimError,
+    SwitchyardPolicy, TaskStatus, TraceRow, Workload, POLICY_NAMES,
 };
 use switchyard::NodeSpec;
 
@@ -114,6 +115,8 @@ fn a_cache_hit_shortens_prefill() {
 fn without_timings(mut r: Report) -> Report {
     for p in &mut r.policies {
         p.decision_ns = Default::default();
+        p.decision_time_ns = 0;
+        p.event_loop_ns = 0;
     }
     r
 }
@@ -137,6 +140,20 @@ fn the_same_seed_gives_the_same_report() {
         assert_eq!(p.completed + p.failed + p.shed, 300, "{}", p.policy);
         assert!(p.ttft_p50_ms <= p.ttft_p99_ms && p.e2e_p50_ms <= p.e2e_p99_ms);
         assert!(p.decisions >= 300);
+    }
+    // The same runs, with their outcomes kept, report the same and progress to the end.
+    let w = Workload::new("synthetic", &rows, default_fleet(), &cfg).unwrap();
+    let mut last = vec![0; POLICY_NAMES.len()];
+    let outcomes = compare_outcomes(&w, &POLICY_NAMES, &cfg, &mut |k, arrived| {
+        assert!(arrived >= last[k]);
+        last[k] = arrived;
+    })
+    .unwrap();
+    assert_eq!(last, vec![300; POLICY_NAMES.len()]);
+    assert_eq!(without_timings(Report::new(&w, &cfg, &outcomes)), a);
+    for o in &outcomes {
+        assert!(o.report.event_loop_ns >= o.report.decision_time_ns);
+        assert!(o.report.decision_time_ns > 0 && o.report.tasks_per_s() > 0.0);
     }
     // Prefix sharing pays off for the cache-aware policy.
     let ca = a
@@ -207,6 +224,77 @@ fn the_real_router_loses_no_task_and_releases_every_lease() {
     }
 }
 
+/// The time series agree with the report: shed and failed tasks add up to its counts, and
+/// each node's utilisation, averaged over the buckets, is its time-averaged utilisation.
+#[test]
+fn the_series_add_up_to_the_report() {
+    // Node `short` lacks long-context, so with it alone the long tasks fail.
+    let fleet = FleetConfig {
+        capabilities: vec!["code".into(), "long-context".into()],
+        nodes: vec![
+            NodeSpec::new("short")
+                .capabilities(["code"])
+                .max_concurrency(2)
+                .speed(10.0, 2_000.0, 100.0),
+            NodeSpec::new("long")
+                .capabilities(["code", "long-context"])
+                .max_concurrency(3)
+                .speed(10.0, 2_000.0, 100.0),
+        ],
+    };
+    let rows: Vec<_> = (0..300u32)
+        .map(|i| {
+            row(
+                u64::from(i) * 40,
+                if i % 4 == 0 { 6_000 } else { 500 },
+                40,
+                &[],
+            )
+        })
+        .collect();
+    let cfg = SimConfig::default();
+    let short_only = FleetConfig {
+        nodes: fleet.nodes[..1].to_vec(),
+        ..fleet.clone()
+    };
+    for (fleet, failing) in [(fleet, false), (short_only, true)] {
+        let w = Workload::new("series", &rows, fleet, &cfg).unwrap();
+        for name in POLICY_NAMES {
+            let mut p = make_policy(name, &w.fleet, 1).unwrap();
+            let out = run_policy(&w, p.as_mut(), &cfg);
+            let (r, s) = (&out.report, &out.series);
+            assert_eq!(r.failed > 0, failing, "{name}");
+            assert_eq!(
+                s.failed.iter().map(|&c| u64::from(c)).sum::<u64>(),
+                r.failed
+            );
+            assert_eq!(s.shed.iter().map(|&c| u64::from(c)).sum::<u64>(), r.shed);
+            assert_eq!(
+                s.interval_ns,
+                switchyard::sim::sample_interval_ns(299 * 40_000_000)
+            );
+            let end = (r.makespan_s * 1e9).round() as u64;
+            assert_eq!(s.buckets() as u64, end.div_ceil(s.interval_ns), "{name}");
+            for (n, util) in s.node_utilization.iter().enumerate() {
+                assert_eq!(util.len(), s.buckets());
+                assert!(util.iter().all(|&u| (0.0..=1.0 + 1e-9).contains(&u)));
+                let covered = |b: usize| (end - b as u64 * s.interval_ns).min(s.interval_ns) as f64;
+                let mean: f64 = util
+                    .iter()
+                    .enumerate()
+                    .map(|(b, u)| u * covered(b))
+                    .sum::<f64>()
+                    / end as f64;
+                assert!(
+                    (mean - r.node_utilization[n]).abs() < 1e-9,
+                    "{name} node {n}: {mean} vs {}",
+                    r.node_utilization[n]
+                );
+            }
+        }
+    }
+}
+
 /// A regression test: `plan` once recorded a sampled route that its weighted rejection
 /// skipped in `drawn`, and the fallback scan skipped everything in `drawn`, so a capable
 /// route was sometimes never evaluated and a capable task got `NoCapableRoute` (or
@@ -232,7 +320,7 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn compare_prints_a_table_and_writes_json() {
+fn simulate_prints_a_table_and_writes_json() {
     let dir = tmpdir("json");
     let trace = dir.join("t.csv");
     let mut s = String::from("arrival_ms,input_tokens,output_tokens,hash_ids\n");
@@ -249,7 +337,7 @@ fn compare_prints_a_table_and_writes_json() {
     std::fs::write(&trace, s).unwrap();
     let json = dir.join("out.json");
     let out = bin()
-        .args(["compare", "--trace"])
+        .args(["simulate", "--trace"])
         .arg(&trace)
         .args([
             "--load",
@@ -299,7 +387,7 @@ fn compare_prints_a_table_and_writes_json() {
 }
 
 #[test]
-fn compare_rejects_bad_input_cleanly() {
+fn simulate_rejects_bad_input_cleanly() {
     let dir = tmpdir("bad");
     let good = dir.join("good.csv");
     std::fs::write(&good, "arrival_ms,input_tokens,output_tokens\n0,10,2\n").unwrap();
@@ -341,7 +429,7 @@ fn compare_rejects_bad_input_cleanly() {
         ),
     ];
     for (args, want) in cases {
-        let out = bin().arg("compare").args(&args).output().unwrap();
+        let out = bin().arg("simulate").args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");

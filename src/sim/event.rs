@@ -39,9 +39,17 @@
 //!   folded into one tick: nothing a tick reads changes between events.
 //! * **Time.** Virtual nanoseconds; events at the same instant run finishes first, then
 //!   arrivals in trace order.
+//! * **Series.** Each run also records a [`Series`]: every node's utilisation averaged
+//!   over buckets of [`sample_interval_ns`]`(last arrival)`, and the tasks shed and failed
+//!   per bucket, for plots.
+//! * **Measured.** Two figures are wall-clock, not virtual: the time spent inside the
+//!   policy's `pick` (each call timed, as the decision-latency histogram) and the time of
+//!   the whole event loop, so a report can say how many decisions per second the policy
+//!   makes and how many tasks per second the simulator replays.
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -53,6 +61,7 @@ use super::cache::{PrefixCache, BLOCK_TOKENS};
 use super::fleet::{service_time_ms, synthesize, FleetConfig};
 use super::policy::{make_policy, Decision, NodeStatus, Policy, View, POLICY_NAMES};
 use super::report::{ClassReport, DecisionNs, PolicyReport, Report};
+use super::series::{sample_interval_ns, Series};
 use super::trace::{TraceError, TraceRow};
 
 /// Why a simulation could not run.
@@ -277,13 +286,15 @@ pub struct TaskRecord {
     pub slo_met: bool,
 }
 
-/// A run's report and every task's record.
+/// A run's report, every task's record and the run's time series.
 #[derive(Debug, Clone)]
 pub struct SimOutcome {
     /// The summary.
     pub report: PolicyReport,
     /// Per task, in workload order.
     pub records: Vec<TaskRecord>,
+    /// Utilisation per node, shed and failed tasks, over virtual time.
+    pub series: Series,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -315,7 +326,10 @@ struct Engine<'w> {
     hits: u64,
     cost: f64,
     decisions: Histogram<u64>,
+    /// Σ of the timed `pick` calls, real ns.
+    decide_ns: u64,
     stopwatch: quanta::Clock,
+    series: Series,
     last_tick: Option<u64>,
     end_ns: u64,
 }
@@ -333,6 +347,20 @@ struct Engine<'w> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn run_policy(workload: &Workload, policy: &mut dyn Policy, cfg: &SimConfig) -> SimOutcome {
+    run_policy_with_progress(workload, policy, cfg, &mut |_| {})
+}
+
+/// Arrivals between two calls of a run's progress callback.
+pub const PROGRESS_EVERY: usize = 1024;
+
+/// [`run_policy`], calling `progress(arrived)` every [`PROGRESS_EVERY`] arrivals and once
+/// at the end with the number of tasks (for a progress bar).
+pub fn run_policy_with_progress(
+    workload: &Workload,
+    policy: &mut dyn Policy,
+    cfg: &SimConfig,
+    progress: &mut dyn FnMut(usize),
+) -> SimOutcome {
     let w = workload;
     let nodes: Vec<NodeStatus> = w
         .fleet
@@ -386,23 +414,36 @@ pub fn run_policy(workload: &Workload, policy: &mut dyn Policy, cfg: &SimConfig)
         hits: 0,
         cost: 0.0,
         decisions: crate::metrics::new_histogram(),
+        decide_ns: 0,
         stopwatch: quanta::Clock::new(),
+        series: Series::new(
+            sample_interval_ns(w.tasks.last().map_or(0, |t| t.arrival_ns)),
+            n,
+        ),
         last_tick: None,
         end_ns: 0,
     };
     for t in &w.tasks {
         e.push(t.arrival_ns, 1, t.index, 0);
     }
+    let started = Instant::now();
+    let mut arrived = 0usize;
     while let Some(Reverse(ev)) = e.heap.pop() {
         e.end_ns = e.end_ns.max(ev.at);
         e.tick(policy, ev.at);
         if ev.kind == 1 {
             e.arrive(policy, ev.task, ev.at);
+            arrived += 1;
+            if arrived % PROGRESS_EVERY == 0 {
+                progress(arrived);
+            }
         } else {
             e.finish(policy, ev.node, ev.task, ev.at);
         }
     }
-    e.report(policy.name())
+    let loop_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    progress(w.tasks.len());
+    e.report(policy.name(), loop_ns)
 }
 
 impl Engine<'_> {
@@ -441,6 +482,7 @@ impl Engine<'_> {
         let start = self.stopwatch.raw();
         let d = policy.pick(t, &view);
         let ns = self.stopwatch.delta_as_nanos(start, self.stopwatch.raw());
+        self.decide_ns += ns;
         self.decisions.saturating_record(ns.max(1));
         match d {
             // A pick outside the capable set is a policy bug: the task cannot be served.
@@ -467,8 +509,14 @@ impl Engine<'_> {
     fn settle(&mut self, i: usize, d: Decision, now: u64) {
         match d {
             Decision::Dispatch(n) => self.send_to_node(n, i, now),
-            Decision::Fail => self.records[i].status = TaskStatus::Failed,
-            Decision::Shed | Decision::Wait => self.records[i].status = TaskStatus::Shed,
+            Decision::Fail => {
+                self.records[i].status = TaskStatus::Failed;
+                self.series.failed_at(now);
+            }
+            Decision::Shed | Decision::Wait => {
+                self.records[i].status = TaskStatus::Shed;
+                self.series.shed_at(now);
+            }
         }
     }
 
@@ -510,8 +558,11 @@ impl Engine<'_> {
     }
 
     fn integrate(&mut self, n: usize, now: u64) {
-        let dt = now.saturating_sub(self.last_change[n]);
-        self.busy[n] += self.nodes[n].running as f64 * dt as f64;
+        let from = self.last_change[n];
+        let running = self.nodes[n].running;
+        let dt = now.saturating_sub(from);
+        self.busy[n] += running as f64 * dt as f64;
+        self.series.add_busy(n, from, now, running);
         self.last_change[n] = now;
     }
 
@@ -570,11 +621,18 @@ impl Engine<'_> {
         self.drain_gateway(policy, now);
     }
 
-    fn report(mut self, name: &str) -> SimOutcome {
+    fn report(mut self, name: &str, loop_ns: u64) -> SimOutcome {
         let end = self.end_ns;
         for n in 0..self.nodes.len() {
             self.integrate(n, end);
         }
+        // Tasks still waiting at the gateway are shed when the run ends.
+        let waiting: usize = self.gateway.iter().flatten().map(VecDeque::len).sum();
+        for _ in 0..waiting {
+            self.series.shed_at(end);
+        }
+        let capacity: Vec<u32> = self.nodes.iter().map(|n| n.spec.max_concurrency).collect();
+        self.series.finish(end, &capacity);
         let mut by_class = [ClassReport::default(); 4];
         let (mut ttft, mut e2e) = (Vec::new(), Vec::new());
         for (t, r) in self.w.tasks.iter().zip(&self.records) {
@@ -650,10 +708,13 @@ impl Engine<'_> {
                 p99: d.value_at_quantile(0.99),
                 p999: d.value_at_quantile(0.999),
             },
+            decision_time_ns: self.decide_ns,
+            event_loop_ns: loop_ns,
         };
         SimOutcome {
             report,
             records: self.records,
+            series: self.series,
         }
     }
 }
@@ -676,24 +737,39 @@ pub fn compare(
     policies: &[&str],
     cfg: &SimConfig,
 ) -> Result<Report, SimError> {
+    let outcomes = compare_outcomes(workload, policies, cfg, &mut |_, _| {})?;
+    Ok(Report::new(workload, cfg, &outcomes))
+}
+
+/// [`compare`], keeping every run's [`SimOutcome`] (records and series, for plots), and
+/// calling `progress(policy index, tasks arrived)` as each run goes (see
+/// [`run_policy_with_progress`]).
+///
+/// # Errors
+/// As [`compare`].
+pub fn compare_outcomes(
+    workload: &Workload,
+    policies: &[&str],
+    cfg: &SimConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<SimOutcome>, SimError> {
     if policies.is_empty() {
         return Err(SimError::NoPolicies);
     }
     if let Some(bad) = policies.iter().find(|p| !POLICY_NAMES.contains(p)) {
         return Err(SimError::UnknownPolicy(bad.to_string()));
     }
-    let mut reports = Vec::with_capacity(policies.len());
-    for name in policies {
+    let mut outcomes = Vec::with_capacity(policies.len());
+    for (k, name) in policies.iter().enumerate() {
         let mut p = make_policy(name, &workload.fleet, cfg.seed)?;
-        reports.push(run_policy(workload, p.as_mut(), cfg).report);
+        outcomes.push(run_policy_with_progress(
+            workload,
+            p.as_mut(),
+            cfg,
+            &mut |arrived| progress(k, arrived),
+        ));
     }
-    Ok(Report {
-        trace: workload.name.clone(),
-        tasks: workload.tasks.len(),
-        load: cfg.load,
-        seed: cfg.seed,
-        policies: reports,
-    })
+    Ok(outcomes)
 }
 
 #[cfg(test)]

@@ -4,19 +4,20 @@
 //!
 //! It also holds a deterministic discrete-event simulator that replays a trace in virtual
 //! time against a modelled fleet under several routing [`Policy`]s, the real router among
-//! them, and [`compare`]s them (`switchyard compare`); see [`run_policy`] for the model.
+//! them, and [`compare`]s them (`switchyard simulate`); see [`run_policy`] for the model.
 mod cache;
 mod event;
 mod fleet;
 mod policy;
 mod report;
+mod series;
 mod synthetic;
 mod trace;
 
 pub use cache::{PrefixCache, BLOCK_TOKENS};
 pub use event::{
-    compare, run_policy, slo_ms, SimConfig, SimError, SimOutcome, SimTask, TaskRecord, TaskStatus,
-    Workload,
+    compare, compare_outcomes, run_policy, run_policy_with_progress, slo_ms, SimConfig, SimError,
+    SimOutcome, SimTask, TaskRecord, TaskStatus, Workload, PROGRESS_EVERY,
 };
 pub use fleet::{default_fleet, service_time_ms, synthesize, FleetConfig, CAPABILITIES};
 pub use policy::{
@@ -26,6 +27,7 @@ pub use policy::{
     PEAK_EWMA_DEFAULT_RTT_MS, POLICY_NAMES, SWITCHYARD_TICK_NS,
 };
 pub use report::{ClassReport, DecisionNs, PolicyReport, Report};
+pub use series::{sample_interval_ns, Series};
 pub use synthetic::{
     node_capabilities, synthetic_fleet, synthetic_tasks, task_capabilities, SYNTHETIC_CAPABILITIES,
 };

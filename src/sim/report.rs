@@ -1,9 +1,11 @@
 //! What a simulated comparison reports: per policy counts, latency percentiles, SLO
-//! attainment, balance, utilisation, prefix-cache hits, cost and decision latency; printed
-//! as a table or written as JSON.
+//! attainment, balance, utilisation, prefix-cache hits, cost, decision latency and the
+//! simulator's own throughput; printed as a table or written as JSON.
 use std::fmt::Write as _;
 
 use crate::model::Priority;
+
+use super::event::{SimConfig, SimOutcome, Workload};
 
 /// Decision latency percentiles, real nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,7 +34,8 @@ pub struct ClassReport {
 }
 
 /// One policy's results. Latencies are virtual milliseconds over completed tasks
-/// (nearest-rank percentiles); `decision_ns` is the only measured, non-deterministic figure.
+/// (nearest-rank percentiles); `decision_ns`, `decision_time_ns` and `event_loop_ns` are
+/// the only measured, non-deterministic figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyReport {
     /// The policy's name.
@@ -76,6 +79,30 @@ pub struct PolicyReport {
     pub decisions: u64,
     /// Decision latency of the policy's `pick`, real ns.
     pub decision_ns: DecisionNs,
+    /// Real time spent inside the policy's `pick` calls, summed, ns.
+    pub decision_time_ns: u64,
+    /// Real time of the whole event loop (decisions included), ns.
+    pub event_loop_ns: u64,
+}
+
+impl PolicyReport {
+    /// Decisions per second of real time spent inside the policy (0 when none was timed).
+    pub fn decisions_per_s(&self) -> f64 {
+        per_second(self.decisions, self.decision_time_ns)
+    }
+
+    /// Tasks replayed per second of real time in the whole event loop.
+    pub fn tasks_per_s(&self) -> f64 {
+        per_second(self.tasks, self.event_loop_ns)
+    }
+}
+
+fn per_second(count: u64, ns: u64) -> f64 {
+    if ns == 0 {
+        0.0
+    } else {
+        count as f64 * 1e9 / ns as f64
+    }
 }
 
 /// A comparison of several policies on one workload.
@@ -124,10 +151,24 @@ fn string(s: &str) -> String {
 }
 
 impl Report {
+    /// The report of `outcomes`, one per policy, run over `workload` with `cfg`.
+    pub fn new(workload: &Workload, cfg: &SimConfig, outcomes: &[SimOutcome]) -> Self {
+        Self {
+            trace: workload.name.clone(),
+            tasks: workload.tasks.len(),
+            load: cfg.load,
+            seed: cfg.seed,
+            policies: outcomes.iter().map(|o| o.report.clone()).collect(),
+        }
+    }
+
     /// The report as JSON:
     /// `{"trace", "tasks", "policies": {NAME: {"completed", "failed", "shed",
     /// "slo_attainment", "ttft_p99_ms", "e2e_p50_ms", "e2e_p99_ms", "balance_deviation",
-    /// "utilization", "prefix_hit_rate", "cost", "decision_ns": {"p50", "p99", "p999"}}}}`.
+    /// "utilization", "prefix_hit_rate", "cost", "decision_ns": {"p50", "p99", "p999"}}},
+    /// "throughput": {NAME: {"decisions", "router_ns", "router_decisions_per_s",
+    /// "event_loop_ns", "event_loop_tasks_per_s"}}}`. The throughput figures are real time:
+    /// the time inside the policy's decisions, and the whole event loop's.
     pub fn to_json(&self) -> String {
         let mut s = String::new();
         let _ = write!(
@@ -161,6 +202,23 @@ impl Report {
                 p.decision_ns.p50,
                 p.decision_ns.p99,
                 p.decision_ns.p999
+            );
+        }
+        s.push_str("},\"throughput\":{");
+        for (k, p) in self.policies.iter().enumerate() {
+            if k > 0 {
+                s.push(',');
+            }
+            let _ = write!(
+                s,
+                "{}:{{\"decisions\":{},\"router_ns\":{},\"router_decisions_per_s\":{},\
+                 \"event_loop_ns\":{},\"event_loop_tasks_per_s\":{}}}",
+                string(&p.policy),
+                p.decisions,
+                p.decision_time_ns,
+                num(p.decisions_per_s().round()),
+                p.event_loop_ns,
+                num(p.tasks_per_s().round()),
             );
         }
         s.push_str("}}\n");
@@ -268,6 +326,8 @@ mod test {
                     p99: 2,
                     p999: 3,
                 },
+                decision_time_ns: 6,
+                event_loop_ns: 2_000,
             }],
         }
     }
@@ -280,8 +340,14 @@ mod test {
             "{\"trace\":\"a \\\"b\\\"\\\\\\n\",\"tasks\":3,\"policies\":{\"x\":{\"completed\":2,\
              \"failed\":1,\"shed\":0,\"slo_attainment\":0.5,\"ttft_p99_ms\":2,\"e2e_p50_ms\":3,\
              \"e2e_p99_ms\":null,\"balance_deviation\":0,\"utilization\":0.25,\
-             \"prefix_hit_rate\":0,\"cost\":10,\"decision_ns\":{\"p50\":1,\"p99\":2,\"p999\":3}}}}\n"
+             \"prefix_hit_rate\":0,\"cost\":10,\"decision_ns\":{\"p50\":1,\"p99\":2,\"p999\":3}}},\
+             \"throughput\":{\"x\":{\"decisions\":3,\"router_ns\":6,\
+             \"router_decisions_per_s\":500000000,\"event_loop_ns\":2000,\
+             \"event_loop_tasks_per_s\":1500000}}}\n"
         );
+        let mut none = report();
+        none.policies[0].decision_time_ns = 0;
+        assert_eq!(none.policies[0].decisions_per_s(), 0.0);
         assert_eq!(string("\u{1}"), "\"\\u0001\"");
     }
 

@@ -1,53 +1,16 @@
-//! `switchyard compare`: replay a trace in virtual time through the discrete-event simulator
-//! under several routing policies (the real router among them) and compare them.
-use std::path::PathBuf;
+//! `switchyard simulate` (the default command): replay a trace in virtual time through the
+//! discrete-event simulator under several routing policies (the real router among them),
+//! compare them, and measure how fast the router decides and the simulator replays.
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Instant;
 
-use clap::Args;
-use switchyard::sim::{compare, load_trace, SimConfig, Workload, POLICY_NAMES};
+use switchyard::sim::{compare_outcomes, load_trace, Report, SimConfig, Workload, POLICY_NAMES};
 
-type Error = Box<dyn std::error::Error>;
+use crate::progress::Progress;
+use crate::{Error, SimArgs};
 
-/// Options of `compare`.
-#[derive(Args, Debug, Clone)]
-pub struct CompareArgs {
-    /// CSV trace `arrival_ms,input_tokens,output_tokens[,hash_ids]` (default: the bundled
-    /// Azure 2023 code trace).
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
-    /// Scale the arrival rate (2 = arrival times halved).
-    #[arg(long, default_value_t = 1.0)]
-    pub load: f64,
-    /// Comma-separated policies: round_robin, random, least_in_flight, p2c_peak_ewma,
-    /// cache_aware, switchyard (default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub policy: Vec<String>,
-    /// Seed for synthesised task attributes and every policy's randomness.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Also write the comparison as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Capability every task requires besides long-context.
-    #[arg(long, default_value = "code")]
-    pub base_capability: String,
-    /// TOML fleet configuration (see `examples/fleet.toml`; default: the built-in fleet).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Model no KV prefix cache on the nodes.
-    #[arg(long)]
-    pub no_prefix_cache: bool,
-    /// Let nodes run more tasks than their KV memory holds (by default a node starts a task
-    /// only while its running tasks' tokens fit its KV memory, as vLLM's scheduler does).
-    #[arg(long)]
-    pub no_kv_admission: bool,
-    /// Do not give the router each task's SLO as its `max_latency_ms` (SLO attainment is
-    /// still measured against it).
-    #[arg(long)]
-    pub no_slo_constraint: bool,
-}
-
-pub fn run(args: &CompareArgs) -> Result<(), Error> {
+pub fn run(args: &SimArgs) -> Result<(), Error> {
     let policies: Vec<&str> = if args.policy.is_empty() {
         POLICY_NAMES.to_vec()
     } else {
@@ -70,18 +33,51 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
     let path = args.trace.clone().unwrap_or_else(crate::default_trace);
     let rows = load_trace(&path)?;
     let name = path.display().to_string();
+    let fleet_name = || {
+        args.config
+            .as_deref()
+            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string())
+    };
     let started = Instant::now();
     let workload = Workload::new(
         name.clone(),
         &rows,
         crate::fleet(args.config.as_deref())?,
         &cfg,
-    )?;
-    let report = compare(&workload, &policies, &cfg)?;
+    )
+    .map_err(|e| {
+        format!(
+            "the fleet ({}) cannot run this trace: {e} (every task requires `{}`, and inputs \
+             over 4096 tokens also `long-context`)",
+            fleet_name(),
+            cfg.base_capability
+        )
+    })?;
+    if workload.fleet.nodes.is_empty() {
+        return Err(format!("the fleet ({}) has no node", fleet_name()).into());
+    }
+    if workload.classes.iter().all(Vec::is_empty) {
+        return Err(format!(
+            "no node of the fleet ({}) can serve any task of the trace (every task requires \
+             `{}`, and inputs over 4096 tokens also `long-context`)",
+            fleet_name(),
+            cfg.base_capability
+        )
+        .into());
+    }
+    let tasks = workload.tasks.len() as u64;
+    let mut bar = Progress::new(tasks * policies.len() as u64, "tasks");
+    let outcomes = compare_outcomes(&workload, &policies, &cfg, &mut |k, arrived| {
+        bar.set(k as u64 * tasks + arrived as u64, policies[k]);
+    })?;
+    bar.finish();
+    let report = Report::new(&workload, &cfg, &outcomes);
     let wall = started.elapsed();
     let span = workload.tasks.last().map_or(0, |t| t.arrival_ns) as f64 / 1e9;
-    println!(
-        "switchyard compare: {name}: {} requests over {span:.0} s of virtual arrivals (load x{}), seed {}, \
+    let mut out = String::new();
+    writeln!(
+        out,
+        "switchyard simulate: {name}: {} requests over {span:.0} s of virtual arrivals (load x{}), seed {}, \
          prefix cache {}, KV admission {}, SLO given to the router {}",
         workload.tasks.len(),
         cfg.load,
@@ -89,21 +85,51 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
         if cfg.prefix_cache { "on" } else { "off" },
         if cfg.kv_admission { "on" } else { "off" },
         if cfg.slo_in_task { "yes" } else { "no" },
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "fleet: {} nodes; latencies in virtual ms, decision latency in real ns",
         workload.fleet.nodes.len()
-    );
-    print!("{}", report.table());
-    println!(
+    )?;
+    out += &report.table();
+    writeln!(
+        out,
         "simulated {} policies in {:.2} s of wall time",
         policies.len(),
         wall.as_secs_f64()
-    );
-    if let Some(out) = &args.json {
-        std::fs::write(out, report.to_json())
-            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-        println!("wrote {}", out.display());
+    )?;
+    if let Some(p) = report.policies.iter().find(|p| p.policy == "switchyard") {
+        writeln!(
+            out,
+            "router throughput: {:.2} M decisions/s (router: {} decisions in {:.2} ms inside it) \
+             · {:.2} M tasks/s (whole event loop: {} tasks in {:.2} ms)",
+            p.decisions_per_s() / 1e6,
+            p.decisions,
+            p.decision_time_ns as f64 / 1e6,
+            p.tasks_per_s() / 1e6,
+            p.tasks,
+            p.event_loop_ns as f64 / 1e6,
+        )?;
+    }
+    emit(&out)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        emit(&format!("wrote {}\n", path.display()))?;
+    }
+    if let Some(dir) = &args.out {
+        for f in crate::plot::write_all(dir, &workload, &outcomes)? {
+            emit(&format!("wrote {}\n", f.display()))?;
+        }
     }
     Ok(())
+}
+
+/// Writes `s` to stdout; a closed pipe (`simulate | head`) is not an error.
+fn emit(s: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

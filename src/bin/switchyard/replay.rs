@@ -1,4 +1,5 @@
-//! The main job: replay a trace through a real `Dispatcher` whose backends are simulated.
+//! `simulate --speed X` (or `--fault`): replay a trace in real time through a real `Dispatcher`
+//! whose backends are simulated.
 //!
 //! Time is compressed by `--speed`: a request arriving at trace time `t` is submitted at
 //! real time `t / (speed × load)`, and a simulated backend holds its ticket for
@@ -20,9 +21,8 @@ use switchyard::{
 
 use crate::faults::{Effect, Fault};
 
-use crate::SimArgs;
-
-type Error = Box<dyn std::error::Error>;
+use crate::progress::Progress;
+use crate::{Error, SimArgs};
 
 struct Pending {
     due: Instant,
@@ -268,13 +268,15 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub fn run(args: &SimArgs) -> Result<(), Error> {
+    let speed = args.speed.unwrap_or(crate::DEFAULT_SPEED);
+    let workers = args.workers.unwrap_or(2);
     if !(args.load.is_finite() && args.load > 0.0) {
         return Err(format!("--load must be a positive number, got {}", args.load).into());
     }
-    if !(args.speed.is_finite() && args.speed > 0.0) {
-        return Err(format!("--speed must be a positive number, got {}", args.speed).into());
+    if !(speed.is_finite() && speed > 0.0) {
+        return Err(format!("--speed must be a positive number, got {speed}").into());
     }
-    if args.workers == 0 {
+    if workers == 0 {
         return Err("--workers must be at least 1".into());
     }
     let path = args.trace.clone().unwrap_or_else(crate::default_trace);
@@ -284,7 +286,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     // trace time, like the simulated backends.
     let clock = Arc::new(TraceClock {
         start: Instant::now(),
-        rate: args.speed * args.load,
+        rate: speed * args.load,
     });
     let router = fleet.builder(args.seed).clock(clock.clone()).build()?;
     let tasks = synthesize(&router, &rows, &args.base_capability, args.seed)?;
@@ -304,8 +306,8 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     let state = Arc::new(SimState {
         in_flight: fleet.nodes.iter().map(|_| AtomicU64::new(0)).collect(),
         specs: fleet.nodes.clone(),
-        speed: args.speed,
-        trace_rate: args.speed * args.load,
+        speed,
+        trace_rate: speed * args.load,
         start: clock.start,
         fault_stats: faults.iter().map(|_| FaultStats::default()).collect(),
         faults,
@@ -319,7 +321,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let rejected: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
     let dispatcher = Dispatcher::builder(router.clone())
-        .workers(args.workers)
+        .workers(workers)
         .control_interval(Some(Duration::from_millis(10)))
         .build(SimBackend {
             state: state.clone(),
@@ -334,14 +336,14 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             .spawn(move || timer(rx, state, closed))?
     };
     let span_s = rows.last().map_or(0, |r| r.arrival_ms) as f64 / 1000.0;
-    let scale = args.speed * args.load;
+    let scale = speed * args.load;
     println!(
         "switchyard: replaying {} ({} requests, {:.0} s of trace) at load x{} and {}x speed (about {:.1} s)",
         path.display(),
         rows.len(),
         span_s,
         args.load,
-        args.speed,
+        speed,
         span_s / scale
     );
     println!(
@@ -353,7 +355,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        args.workers
+        workers
     );
 
     let start = state.start;
@@ -366,7 +368,9 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = args.config.as_deref().and_then(mtime);
     let mut next_poll = start;
-    for (row, task) in rows.iter().zip(&tasks) {
+    let mut bar = Progress::new(rows.len() as u64, "tasks submitted");
+    for (k, (row, task)) in rows.iter().zip(&tasks).enumerate() {
+        bar.set(k as u64, "replay");
         let due = start + Duration::from_secs_f64(row.arrival_ms as f64 / 1000.0 / scale);
         loop {
             let now = Instant::now();
@@ -407,6 +411,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             refused[t.constraints.priority.index()] += 1;
         }
     }
+    bar.finish();
     dispatcher.shutdown();
     // Release: pairs with the timer's Acquire load; every dispatch happened before it.
     closed.store(true, Ordering::Release);
