@@ -98,6 +98,8 @@ pub(crate) struct Controller {
     /// Token-rate limits by tenant id, and their GCRA states (created with the first limit).
     tenant_limits: Vec<TenantLimit>,
     tenant_rates: Option<Arc<TenantRates>>,
+    /// Prefix-affinity hints, handed to every snapshot.
+    hints: Arc<crate::routing::affinity::AffinityHints>,
     /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
     panic: bool,
     epoch: u64,
@@ -131,6 +133,7 @@ impl Controller {
             slab: None,
             tenant_limits: Vec::new(),
             tenant_rates: None,
+            hints: Arc::new(crate::routing::affinity::AffinityHints::new()),
             panic: false,
             epoch: 0,
             last_tick_ns: 0,
@@ -593,6 +596,7 @@ impl Controller {
             slab: self.slab.clone(),
             tenant_limits: self.tenant_limits.clone().into_boxed_slice(),
             tenant_rates: self.tenant_rates.clone(),
+            hints: Some(Arc::clone(&self.hints)),
             ..table
         });
         cell.store(Arc::clone(&table));

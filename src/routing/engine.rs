@@ -20,7 +20,7 @@
 use crate::capability::CapSet;
 use crate::error::RouteError;
 use crate::model::{
-    AllocationResult, ModelChain, Priority, ResourceConstraints, ResourceCost, ResourceMap,
+    AllocationResult, ModelChain, NodeId, Priority, ResourceConstraints, ResourceCost, ResourceMap,
     RouteChoice, RouteOptions, Task, MAX_ALTERNATIVES, MAX_STAGES,
 };
 use crate::node::{fits0, fits1, Amounts, NodeLive};
@@ -167,6 +167,7 @@ fn evaluate(
     table: &RoutingTable,
     slot: u32,
     task: &Task,
+    hint: Option<NodeId>,
     out: &mut RouteChoice,
 ) -> Result<(), Miss> {
     let r: &RouteEntry = &table.routes[slot as usize];
@@ -207,7 +208,7 @@ fn evaluate(
         // KV cache, so part of the prefill is predicted saved.
         let mut prefill = input * n.prefill_ms_per_token;
         if let Some(key) = task.affinity_key {
-            if w.affinity > 0.0 && n.live.recalls(key) {
+            if w.affinity > 0.0 && (hint == Some(n.id) || n.live.recalls(key)) {
                 prefill *= 1.0 - w.affinity;
             }
         }
@@ -269,10 +270,24 @@ pub(crate) fn plan(
         return Err(RouteError::NoCapableRoute);
     }
     let want = (table.weights.alternatives + 1).clamp(2, 1 + MAX_ALTERNATIVES);
+    // Prefix affinity: the node that last took this key is evaluated first, and joins the
+    // P2C pair if it is feasible (see `affinity.rs`).
+    let hint = match (task.affinity_key, &table.hints) {
+        (Some(key), Some(hints)) if table.weights.affinity > 0.0 => hints.get(key),
+        _ => None,
+    };
+    let hint_slot = hint
+        .and_then(|id| table.node_slot.get(id.0 as usize).copied())
+        .filter(|&s| {
+            (s as usize) < table.nodes.len()
+                && table.routes[s as usize]
+                    .caps
+                    .contains_all(&task.constraints.required)
+        });
     let mut best_miss = Miss::NotCapable;
     let mut consider = |slot: u32, out: &mut RouteOptions| {
         let Some(next) = out.next_slot() else { return };
-        match evaluate(table, slot, task, next) {
+        match evaluate(table, slot, task, hint, next) {
             Ok(()) => out.commit_slot(),
             Err(m) => {
                 if m > best_miss {
@@ -289,7 +304,15 @@ pub(crate) fn plan(
         }
     } else {
         let mut drawn = [u32::MAX; MAX_DRAWS];
-        for d in 0..MAX_DRAWS {
+        let first = match hint_slot {
+            Some(s) => {
+                drawn[0] = s;
+                consider(s, out);
+                1
+            }
+            None => 0,
+        };
+        for d in first..MAX_DRAWS {
             if out.len() >= want {
                 break;
             }
@@ -337,7 +360,9 @@ pub(crate) fn plan(
                 1.0 // drawn in proportion already
             }
         };
-        let a = weighted_index(found, usize::MAX, &weight, rng);
+        // The hinted node, when feasible, is one of the pair (and competes on score).
+        let hinted = hint_slot.and_then(|s| found.iter().position(|c| c.route.slot == s));
+        let a = hinted.unwrap_or_else(|| weighted_index(found, usize::MAX, &weight, rng));
         let b = weighted_index(found, a, &weight, rng);
         debug_assert_ne!(a, b, "p2c needs two distinct candidates");
         let winner = if found[b].score < found[a].score {
@@ -383,7 +408,7 @@ fn weighted_index(
 /// Whether `route` is still feasible for `task` under `table`.
 pub(crate) fn validate(table: &RoutingTable, route: &ModelChain, task: &Task) -> bool {
     match table.route_slot(route.route) {
-        Some(slot) => evaluate(table, slot, task, &mut RouteChoice::default()).is_ok(),
+        Some(slot) => evaluate(table, slot, task, None, &mut RouteChoice::default()).is_ok(),
         None => false,
     }
 }
@@ -498,6 +523,11 @@ fn reserve_route(
         }
         if let Some(key) = task.affinity_key {
             n.live.remember(key);
+            if i == 0 {
+                if let Some(hints) = &table.hints {
+                    hints.set(key, n.id);
+                }
+            }
         }
         lease.parts[i] = Some(Part {
             live: Arc::clone(&n.live),

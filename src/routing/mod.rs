@@ -1,4 +1,5 @@
 //! Routing: the snapshot and the decision.
+pub(crate) mod affinity;
 pub(crate) mod engine;
 pub(crate) mod slab;
 pub(crate) mod table;

@@ -263,6 +263,8 @@ pub struct RoutingTable {
     /// GCRA states (present once any tenant has had a limit).
     pub(crate) tenant_limits: Box<[crate::tenant::TenantLimit]>,
     pub(crate) tenant_rates: Option<Arc<crate::tenant::TenantRates>>,
+    /// Which node last took each affinity key (shared by every snapshot).
+    pub(crate) hints: Option<Arc<crate::routing::affinity::AffinityHints>>,
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -439,6 +441,7 @@ impl RoutingTable {
             slab: None,
             tenant_limits: Box::new([]),
             tenant_rates: None,
+            hints: None,
             epoch,
             registry,
             all: (0..routes.len() as u32).collect(),
