@@ -125,6 +125,9 @@ pub struct SimConfig {
     /// Put each task's SLO in its `max_latency_ms` (which the `switchyard` router treats as
     /// a limit on its predicted latency); off, tasks carry no latency limit.
     pub slo_in_task: bool,
+    /// A load spike: the arrival rate multiplied inside one window (see
+    /// [`Spike`](crate::sim::Spike)).
+    pub spike: Option<super::spike::Spike>,
 }
 
 impl Default for SimConfig {
@@ -136,6 +139,7 @@ impl Default for SimConfig {
             prefix_cache: true,
             kv_admission: true,
             slo_in_task: true,
+            spike: None,
         }
     }
 }
@@ -237,7 +241,10 @@ impl Workload {
             tasks.push(SimTask {
                 index: i,
                 task,
-                arrival_ns: (row.arrival_ms as f64 * 1e6 / cfg.load).round() as u64,
+                arrival_ns: {
+                    let t = (row.arrival_ms as f64 * 1e6 / cfg.load).round() as u64;
+                    cfg.spike.map_or(t, |s| s.warp_ns(t))
+                },
                 blocks,
                 slo_ms: slo,
                 class,
@@ -523,16 +530,28 @@ impl Engine<'_> {
     /// Retries waiting tasks, highest priority class first; a class whose head still waits
     /// does not block the classes below it (their tasks may fit where it does not).
     fn drain_gateway(&mut self, policy: &mut dyn Policy, now: u64) {
+        // Strict priority within each capability set: while a task of some class still
+        // waits for capacity, no task of a lower class of the same set takes capacity that
+        // frees up (a large critical task would otherwise starve behind a stream of smaller
+        // lower-class tasks that each fit the gap). Other sets go on: their tasks may be
+        // unable to use what the waiting task needs at all.
         for class in 0..self.gateway.len() {
             for prio in 0..4 {
+                let mut blocked = false;
                 while let Some(&i) = self.gateway[class][prio].front() {
                     match self.decide(policy, i, now) {
-                        Decision::Wait => break,
+                        Decision::Wait => {
+                            blocked = true;
+                            break;
+                        }
                         d => {
                             self.gateway[class][prio].pop_front();
                             self.settle(i, d, now);
                         }
                     }
+                }
+                if blocked {
+                    break;
                 }
             }
         }
@@ -560,9 +579,18 @@ impl Engine<'_> {
     fn integrate(&mut self, n: usize, now: u64) {
         let from = self.last_change[n];
         let running = self.nodes[n].running;
+        // Busy sequences, or the KV memory's share of the batch when that binds first (long
+        // prompts fill the KV cache before the sequence slots): utilisation is the larger of
+        // the two shares, as the router's ledger counts it.
+        let mut busy = running as f64;
+        if self.cfg.kv_admission && self.kv_limit[n] > 0 {
+            let conc = self.nodes[n].spec.max_concurrency.max(1) as f64;
+            let kv = self.tokens[n] as f64 / self.kv_limit[n] as f64 * conc;
+            busy = busy.max(kv.min(conc));
+        }
         let dt = now.saturating_sub(from);
-        self.busy[n] += running as f64 * dt as f64;
-        self.series.add_busy(n, from, now, running);
+        self.busy[n] += busy * dt as f64;
+        self.series.add_busy(n, from, now, busy);
         self.last_change[n] = now;
     }
 

@@ -11,6 +11,7 @@ mod fleet;
 mod policy;
 mod report;
 mod series;
+mod spike;
 mod synthetic;
 mod trace;
 
@@ -28,6 +29,7 @@ pub use policy::{
 };
 pub use report::{ClassReport, DecisionNs, PolicyReport, Report};
 pub use series::{sample_interval_ns, Series};
+pub use spike::{Spike, SpikeReport, SPIKE_HEADER};
 pub use synthetic::{
     node_capabilities, synthetic_fleet, synthetic_tasks, task_capabilities, SYNTHETIC_CAPABILITIES,
 };

@@ -75,8 +75,8 @@ impl Series {
     /// Adds `running` sequences busy on `node` over `[from, to)` (still in sequence-ns; see
     /// [`finish`](Self::finish)).
     #[inline]
-    pub(crate) fn add_busy(&mut self, node: usize, from: u64, to: u64, running: u32) {
-        if running == 0 || to <= from {
+    pub(crate) fn add_busy(&mut self, node: usize, from: u64, to: u64, running: f64) {
+        if running <= 0.0 || to <= from {
             return;
         }
         let iv = self.interval_ns;
@@ -85,7 +85,7 @@ impl Series {
         if v.len() <= last {
             v.resize(last + 1, 0.0);
         }
-        let r = f64::from(running);
+        let r = running;
         if first == last {
             v[first] += r * (to - from) as f64;
             return;
@@ -155,10 +155,10 @@ mod test {
     fn busy_time_is_split_across_buckets() {
         let mut s = Series::new(10, 2);
         // Node 0: 2 sequences over [5, 25): 5 ns in bucket 0, 10 in 1, 5 in 2.
-        s.add_busy(0, 5, 25, 2);
+        s.add_busy(0, 5, 25, 2.0);
         // Node 1: 1 sequence over [0, 10): all of bucket 0.
-        s.add_busy(1, 0, 10, 1);
-        s.add_busy(1, 12, 12, 3); // empty interval
+        s.add_busy(1, 0, 10, 1.0);
+        s.add_busy(1, 12, 12, 3.0); // empty interval
         s.shed_at(3);
         s.failed_at(21);
         s.failed_at(29);

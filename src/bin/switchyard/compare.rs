@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Instant;
 
-use switchyard::sim::{compare_outcomes, load_trace, Report, SimConfig, Workload, POLICY_NAMES};
+use switchyard::sim::{
+    compare_outcomes, load_trace, Report, SimConfig, Spike, SpikeReport, Workload, POLICY_NAMES,
+    SPIKE_HEADER,
+};
 
 use crate::progress::Progress;
 use crate::{Error, SimArgs};
@@ -26,6 +29,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         prefix_cache: !args.no_prefix_cache,
         kv_admission: !args.no_kv_admission,
         slo_in_task: !args.no_slo_constraint,
+        spike: args.spike.as_deref().map(Spike::parse).transpose()?,
     };
     if !(cfg.load.is_finite() && cfg.load > 0.0) {
         return Err(switchyard::sim::SimError::InvalidLoad(cfg.load).into());
@@ -111,9 +115,39 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             p.event_loop_ns as f64 / 1e6,
         )?;
     }
+    let spikes: Vec<SpikeReport> = match &cfg.spike {
+        Some(s) => outcomes
+            .iter()
+            .map(|o| SpikeReport::of(&workload, o, s))
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Some(s) = &cfg.spike {
+        writeln!(
+            out,
+            "spike: arrivals x{} from {} s for {} s (virtual); demand = arrivals over completions              in the window; crit% admitted, critSLO% within their latency constraint; shed by              class; util% during the spike; steady-bal = balance deviation before it",
+            s.factor, s.start_s, s.seconds
+        )?;
+        writeln!(out, "{SPIKE_HEADER}")?;
+        for r in &spikes {
+            writeln!(out, "{r}")?;
+        }
+    }
     emit(&out)?;
     if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json())
+        let mut json = report.to_json();
+        if !spikes.is_empty() && json.ends_with('}') {
+            json.pop();
+            json.push_str(",\"spike\":{");
+            for (k, r) in spikes.iter().enumerate() {
+                if k > 0 {
+                    json.push(',');
+                }
+                json.push_str(&format!("\"{}\":{}", r.policy, r.to_json()));
+            }
+            json.push_str("}}");
+        }
+        std::fs::write(path, json)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         emit(&format!("wrote {}\n", path.display()))?;
     }

@@ -99,6 +99,13 @@ pub struct SimArgs {
     /// still measured against it).
     #[arg(long)]
     pub no_slo_constraint: bool,
+    /// A load spike, `START:SECONDS:FACTOR` in virtual seconds (after `--load`): the
+    /// arrival rate is multiplied by FACTOR for SECONDS from START (the trace's own requests,
+    /// compressed), and a spike report follows the table: demand over completions, critical
+    /// requests admitted and within their SLO, shed by class, utilisation during the spike,
+    /// balance deviation before it.
+    #[arg(long, value_name = "START:SECONDS:FACTOR")]
+    pub spike: Option<String>,
 }
 
 impl SimArgs {
@@ -123,6 +130,7 @@ impl SimArgs {
                 (self.no_prefix_cache, "--no-prefix-cache"),
                 (self.no_kv_admission, "--no-kv-admission"),
                 (self.no_slo_constraint, "--no-slo-constraint"),
+                (self.spike.is_some(), "--spike"),
             ] {
                 if set {
                     bad.push(flag);
