@@ -444,3 +444,177 @@ fn parse_errors_reach_the_library_caller() {
     let e: SimError = e.into();
     assert!(e.to_string().starts_with("x.csv:2:"));
 }
+
+/// A node of 4 sequences and 40 GB of KV at 128 MB per 1000 tokens (320 000 tokens): one
+/// 200 000-token request needs most of it.
+fn kv_node() -> FleetConfig {
+    FleetConfig {
+        capabilities: vec!["code".into(), "long-context".into()],
+        nodes: vec![NodeSpec::new("solo")
+            .capabilities(["code", "long-context"])
+            .max_concurrency(4)
+            .max_tokens_in_flight(1_000_000)
+            .memory(40_960, 128.0)
+            .speed(20.0, 40_000.0, 50.0)],
+    }
+}
+
+#[test]
+fn a_large_critical_request_is_not_starved_by_smaller_lower_class_ones() {
+    use switchyard::Priority;
+    let cfg = SimConfig {
+        prefix_cache: false,
+        ..SimConfig::default()
+    };
+    // Low-class requests arrive every 100 ms; a large critical one arrives at 1 s and needs
+    // most of the node's KV memory.
+    // Each low one holds 66 000 tokens and low work may fill 3 of the 4 sequences, so
+    // three of them leave too little KV for the critical one (200 000 of 320 000), and
+    // whenever one finishes another low one fits the gap again.
+    let mut rows: Vec<TraceRow> = (0..60).map(|i| row(i * 100, 65_600, 400, &[])).collect();
+    rows.push(row(1_000, 200_000, 10, &[]));
+    rows.sort_by_key(|r| r.arrival_ms);
+    let mut w = Workload::new("t", &rows, kv_node(), &cfg).unwrap();
+    for t in &mut w.tasks {
+        let big = t.task.input_tokens == 200_000;
+        t.task.constraints.priority = if big {
+            Priority::Critical
+        } else {
+            Priority::Low
+        };
+    }
+    let big = w
+        .tasks
+        .iter()
+        .position(|t| t.task.input_tokens == 200_000)
+        .unwrap();
+    let out = run_policy(&w, &mut SwitchyardPolicy::new(&w.fleet, 1).unwrap(), &cfg);
+    let r = &out.records[big];
+    assert_eq!(r.status, TaskStatus::Completed);
+    assert!(r.slo_met, "the critical request waited {} ms", r.e2e_ms);
+    // Every request ended one way or another, and those that completed met their SLO or
+    // were shed before they could not.
+    let (done, shed) = out.records.iter().fold((0, 0), |(d, s), r| match r.status {
+        TaskStatus::Completed => (d + 1, s),
+        TaskStatus::Shed => (d, s + 1),
+        TaskStatus::Failed => (d, s),
+    });
+    assert_eq!(done + shed, w.tasks.len());
+}
+
+#[test]
+fn the_gateway_sheds_what_can_no_longer_meet_its_slo() {
+    let cfg = SimConfig {
+        prefix_cache: false,
+        ..SimConfig::default()
+    };
+    // Twelve identical 10 s requests at once on a node of one sequence: the k-th waits k × 10 s
+    // and its SLO is 5 × 10 s + 1 s, so from the sixth on they cannot make it.
+    let fleet = FleetConfig {
+        capabilities: vec!["code".into(), "long-context".into()],
+        nodes: vec![NodeSpec::new("solo")
+            .capabilities(["code", "long-context"])
+            .max_concurrency(1)
+            .speed(0.0, 1_000.0, 1_000_000.0)],
+    };
+    let rows: Vec<TraceRow> = (0..12).map(|_| row(0, 10_000, 1, &[])).collect();
+    let w = Workload::new("t", &rows, fleet, &cfg).unwrap();
+    let out = run_policy(&w, &mut SwitchyardPolicy::new(&w.fleet, 1).unwrap(), &cfg);
+    let completed: Vec<_> = out
+        .records
+        .iter()
+        .filter(|r| r.status == TaskStatus::Completed)
+        .collect();
+    assert!(
+        completed.iter().all(|r| r.slo_met),
+        "only servable requests were served"
+    );
+    assert_eq!(completed.len(), 5, "{:?}", out.report);
+    assert_eq!(out.report.shed, 7);
+    // The comparison policies dispatch everything and miss the SLO instead.
+    let lif = run_policy(&w, &mut LeastInFlight, &cfg);
+    assert_eq!(lif.report.shed, 0);
+    assert!(lif.report.slo_attainment < 0.5);
+}
+
+#[test]
+fn a_spike_compresses_arrivals_and_is_reported() {
+    use switchyard::sim::{Spike, SpikeReport};
+    let spike = Spike::parse("2:1:4").unwrap();
+    let cfg = SimConfig {
+        spike: Some(spike),
+        ..SimConfig::default()
+    };
+    // One request every 100 ms for 10 s: 40 of them land in the spike's 1 s window.
+    let rows: Vec<TraceRow> = (0..100).map(|i| row(i * 100, 500, 20, &[])).collect();
+    let w = Workload::new("t", &rows, default_fleet(), &cfg).unwrap();
+    let inside = w
+        .tasks
+        .iter()
+        .filter(|t| (2_000_000_000..3_000_000_000).contains(&t.arrival_ns))
+        .count();
+    assert_eq!(inside, 40);
+    assert_eq!(
+        w.tasks.last().unwrap().arrival_ns,
+        6_900_000_000,
+        "9.9 s - 3 s"
+    );
+    let out = run_policy(&w, &mut SwitchyardPolicy::new(&w.fleet, 1).unwrap(), &cfg);
+    let r = SpikeReport::of(&w, &out, &spike);
+    assert_eq!(r.arrived.iter().sum::<u64>(), 40);
+    assert!((r.arrivals_per_s - 40.0).abs() < 1e-9);
+    assert_eq!(r.admitted, r.arrived, "a light spike admits everything");
+    assert!(r.utilization > 0.0 && r.utilization < 1.0);
+    assert!(r.to_json().contains("\"demand_ratio\""));
+}
+
+#[test]
+fn simulate_prints_a_spike_report_and_refuses_a_bad_spike() {
+    let dir = tmpdir("spike");
+    let trace = dir.join("t.csv");
+    let mut s = String::from("arrival_ms,input_tokens,output_tokens\n");
+    for i in 0..300 {
+        s += &format!("{},{},{}\n", i * 50, 800 + i % 300, 20 + i % 50);
+    }
+    std::fs::write(&trace, s).unwrap();
+    let json = dir.join("out.json");
+    let out = bin()
+        .args(["simulate", "--trace"])
+        .arg(&trace)
+        .args([
+            "--spike",
+            "5:2:3",
+            "--policy",
+            "switchyard,round_robin",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("spike: arrivals x3 from 5 s for 2 s"),
+        "{text}"
+    );
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("switchyard ") && l.contains('x')));
+    let j = std::fs::read_to_string(&json).unwrap();
+    assert!(j.contains("\"spike\":{\"switchyard\":{"), "{j}");
+    for bad in ["5:2", "5:0:3", "x:1:2"] {
+        let out = bin()
+            .args(["simulate", "--trace"])
+            .arg(&trace)
+            .args(["--spike", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("spike"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

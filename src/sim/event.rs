@@ -527,8 +527,21 @@ impl Engine<'_> {
         }
     }
 
-    /// Retries waiting tasks, highest priority class first; a class whose head still waits
-    /// does not block the classes below it (their tasks may fit where it does not).
+    /// Whether waiting task `i` can no longer meet its SLO even if it started now on its
+    /// fastest node, unloaded (the SLO is 5 × that time + 1 s): then the gateway sheds it
+    /// rather than spend capacity on it. Only when the router is given the SLO.
+    fn hopeless(&self, i: usize, now: u64) -> bool {
+        let t = &self.w.tasks[i];
+        if !self.cfg.slo_in_task || t.slo_ms <= 0.0 {
+            return false;
+        }
+        let fastest_ms = (t.slo_ms - 1000.0) / 5.0;
+        let waited_ms = now.saturating_sub(t.arrival_ns) as f64 / 1e6;
+        waited_ms + fastest_ms > t.slo_ms
+    }
+
+    /// Retries waiting tasks, highest priority class first, within each capability set
+    /// strictly (see below); sheds those that can no longer meet their SLO.
     fn drain_gateway(&mut self, policy: &mut dyn Policy, now: u64) {
         // Strict priority within each capability set: while a task of some class still
         // waits for capacity, no task of a lower class of the same set takes capacity that
@@ -539,6 +552,11 @@ impl Engine<'_> {
             for prio in 0..4 {
                 let mut blocked = false;
                 while let Some(&i) = self.gateway[class][prio].front() {
+                    if self.hopeless(i, now) {
+                        self.gateway[class][prio].pop_front();
+                        self.settle(i, Decision::Shed, now);
+                        continue;
+                    }
                     match self.decide(policy, i, now) {
                         Decision::Wait => {
                             blocked = true;

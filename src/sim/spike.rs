@@ -29,7 +29,9 @@ impl Spike {
     pub fn parse(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split(':').collect();
         let [start, seconds, factor] = parts[..] else {
-            return Err(format!("spike {s:?}: expected START:SECONDS:FACTOR, e.g. 300:60:4"));
+            return Err(format!(
+                "spike {s:?}: expected START:SECONDS:FACTOR, e.g. 300:60:4"
+            ));
         };
         let num = |what: &str, v: &str| {
             v.trim()
@@ -247,11 +249,22 @@ mod test {
     #[test]
     fn parse_and_warp() {
         let s = Spike::parse("10:5:3").unwrap();
-        assert_eq!(s, Spike { start_s: 10.0, seconds: 5.0, factor: 3.0 });
+        assert_eq!(
+            s,
+            Spike {
+                start_s: 10.0,
+                seconds: 5.0,
+                factor: 3.0
+            }
+        );
         let ns = |x: f64| (x * 1e9) as u64;
         assert_eq!(s.warp_ns(ns(4.0)), ns(4.0), "before: unchanged");
         assert_eq!(s.warp_ns(ns(10.0)), ns(10.0));
-        assert_eq!(s.warp_ns(ns(16.0)), ns(12.0), "inside: compressed three times");
+        assert_eq!(
+            s.warp_ns(ns(16.0)),
+            ns(12.0),
+            "inside: compressed three times"
+        );
         assert_eq!(s.warp_ns(ns(25.0)), ns(15.0), "the window's end");
         assert_eq!(s.warp_ns(ns(30.0)), ns(20.0), "after: shifted by 10 s");
         for bad in ["1:2", "a:1:2", "1:0:2", "1:1:0.5", "-1:1:2", "1:1:inf"] {

@@ -125,7 +125,10 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     if let Some(s) = &cfg.spike {
         writeln!(
             out,
-            "spike: arrivals x{} from {} s for {} s (virtual); demand = arrivals over completions              in the window; crit% admitted, critSLO% within their latency constraint; shed by              class; util% during the spike; steady-bal = balance deviation before it",
+            "spike: arrivals x{} from {} s for {} s (virtual); demand = arrivals over \
+             completions in the window; crit% admitted, critSLO% within their latency \
+             constraint; shed by class; util% during the spike; steady-bal = balance \
+             deviation before it",
             s.factor, s.start_s, s.seconds
         )?;
         writeln!(out, "{SPIKE_HEADER}")?;
@@ -136,8 +139,9 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     emit(&out)?;
     if let Some(path) = &args.json {
         let mut json = report.to_json();
-        if !spikes.is_empty() && json.ends_with('}') {
-            json.pop();
+        if !spikes.is_empty() && json.trim_end().ends_with('}') {
+            let end = json.trim_end().len() - 1;
+            json.truncate(end);
             json.push_str(",\"spike\":{");
             for (k, r) in spikes.iter().enumerate() {
                 if k > 0 {
@@ -145,10 +149,9 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
                 }
                 json.push_str(&format!("\"{}\":{}", r.policy, r.to_json()));
             }
-            json.push_str("}}");
+            json.push_str("}}\n");
         }
-        std::fs::write(path, json)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         emit(&format!("wrote {}\n", path.display()))?;
     }
     if let Some(dir) = &args.out {
