@@ -55,6 +55,7 @@ use hdrhistogram::Histogram;
 
 use crate::capability::CapSet;
 use crate::error::ConfigError;
+use crate::fairness::{token_work, FairQueue};
 use crate::model::Task;
 
 use super::cache::{PrefixCache, BLOCK_TOKENS};
@@ -326,7 +327,7 @@ struct Engine<'w> {
     heap: BinaryHeap<Reverse<Event>>,
     seq: u64,
     /// Per capability set, one FIFO per priority class (critical first).
-    gateway: Vec<[VecDeque<usize>; 4]>,
+    gateway: Vec<[FairQueue<usize>; 4]>,
     records: Vec<TaskRecord>,
     dispatched_at: Vec<u64>,
     lookups: u64,
@@ -403,7 +404,9 @@ pub fn run_policy_with_progress(
         last_change: vec![0; n],
         heap: BinaryHeap::with_capacity(w.tasks.len() * 2),
         seq: 0,
-        gateway: vec![Default::default(); w.classes.len()],
+        gateway: (0..w.classes.len())
+            .map(|_| std::array::from_fn(|_| FairQueue::new()))
+            .collect(),
         records: vec![
             TaskRecord {
                 // Every task is settled below; one never settled was never placed.
@@ -503,11 +506,11 @@ impl Engine<'_> {
         let prio = self.w.tasks[i].task.constraints.priority.index();
         // Behind tasks of its own or a higher class that already wait; ahead of lower ones.
         if self.gateway[class][..=prio].iter().any(|q| !q.is_empty()) {
-            self.gateway[class][prio].push_back(i);
+            self.enqueue(i);
             return;
         }
         match self.decide(policy, i, now) {
-            Decision::Wait => self.gateway[class][prio].push_back(i),
+            Decision::Wait => self.enqueue(i),
             d => self.settle(i, d, now),
         }
     }
@@ -525,6 +528,15 @@ impl Engine<'_> {
                 self.series.shed_at(now);
             }
         }
+    }
+
+    /// Queues task `i` at the gateway: its capability set's queue for its class, shared
+    /// between tenants by token work (VTC, see [`FairQueue`]).
+    fn enqueue(&mut self, i: usize) {
+        let t = &self.w.tasks[i];
+        let (class, prio) = (t.class, t.task.constraints.priority.index());
+        let work = token_work(t.task.input_tokens, t.task.output_tokens);
+        self.gateway[class][prio].push(t.task.tenant, work, i);
     }
 
     /// Whether waiting task `i` can no longer meet its SLO even if it started now on its
@@ -551,9 +563,12 @@ impl Engine<'_> {
         for class in 0..self.gateway.len() {
             for prio in 0..4 {
                 let mut blocked = false;
-                while let Some(&i) = self.gateway[class][prio].front() {
+                while let Some(&i) = self.gateway[class][prio].peek() {
                     if self.hopeless(i, now) {
-                        self.gateway[class][prio].pop_front();
+                        // Shed, not served: its tenant is not charged.
+                        if let Some(t) = self.gateway[class][prio].take() {
+                            t.into_inner();
+                        }
                         self.settle(i, Decision::Shed, now);
                         continue;
                     }
@@ -563,7 +578,7 @@ impl Engine<'_> {
                             break;
                         }
                         d => {
-                            self.gateway[class][prio].pop_front();
+                            self.gateway[class][prio].pop();
                             self.settle(i, d, now);
                         }
                     }
@@ -673,7 +688,7 @@ impl Engine<'_> {
             self.integrate(n, end);
         }
         // Tasks still waiting at the gateway are shed when the run ends.
-        let waiting: usize = self.gateway.iter().flatten().map(VecDeque::len).sum();
+        let waiting: usize = self.gateway.iter().flatten().map(FairQueue::len).sum();
         for _ in 0..waiting {
             self.series.shed_at(end);
         }
