@@ -206,3 +206,74 @@ fn a_zero_wait_sheds_at_once() {
     drop(d);
     io.join().unwrap();
 }
+
+/// Keeps every ticket with its task's id, in dispatch order.
+struct Keep(std::sync::Mutex<Vec<(u64, Ticket)>>);
+impl Backend for Keep {
+    fn dispatch(&self, t: Task, _r: &RouteOptions, ticket: Ticket) {
+        self.0.lock().unwrap().push((t.id, ticket));
+    }
+}
+
+#[test]
+fn a_waiting_critical_task_is_not_overtaken_by_lower_classes_needing_the_same() {
+    use std::time::{Duration, Instant};
+    // 1000 tokens in flight: low work may fill 750 (three tasks of 250); a critical task of
+    // 600 fits only once two of them are done.
+    let r = Router::builder()
+        .node(
+            NodeSpec::new("a")
+                .max_concurrency(16)
+                .max_tokens_in_flight(1_000),
+        )
+        .build()
+        .unwrap();
+    let d = Dispatcher::builder(r.clone())
+        .workers(1)
+        .control_interval(None)
+        .saturation_wait([Duration::from_secs(30); 4])
+        .build(Keep(Default::default()))
+        .unwrap();
+    let dispatched = |n: usize| {
+        let t0 = Instant::now();
+        while d.backend().0.lock().unwrap().len() < n {
+            assert!(t0.elapsed() < Duration::from_secs(10), "stuck before {n}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let low = |id| Task::new(id, 200, 50).priority(Priority::Low);
+    for id in 0..3 {
+        d.submit(low(id)).unwrap();
+    }
+    dispatched(3);
+    d.submit(Task::new(100, 500, 100).priority(Priority::Critical))
+        .unwrap();
+    for id in 3..6 {
+        d.submit(low(id)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(d.backend().0.lock().unwrap().len(), 3, "nothing fits yet");
+    // One low task ends: another low one would fit (750), the critical one not yet.
+    let (_, t) = d.backend().0.lock().unwrap().remove(0);
+    t.complete(switchyard::Completion::success(1.0, 50));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        d.backend().0.lock().unwrap().len(),
+        2,
+        "a low task took the room the critical one is waiting for"
+    );
+    // A second one ends: the critical task goes first.
+    let (_, t) = d.backend().0.lock().unwrap().remove(0);
+    t.complete(switchyard::Completion::success(1.0, 50));
+    dispatched(2);
+    assert_eq!(d.backend().0.lock().unwrap()[1].0, 100);
+    // Then the low ones follow as room frees.
+    for (_, t) in std::mem::take(&mut *d.backend().0.lock().unwrap()) {
+        t.complete(switchyard::Completion::success(1.0, 50));
+    }
+    d.shutdown();
+    for (_, t) in std::mem::take(&mut *d.backend().0.lock().unwrap()) {
+        t.complete(switchyard::Completion::success(1.0, 50));
+    }
+    assert!(r.ledgers_are_zero());
+}

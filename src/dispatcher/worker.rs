@@ -123,6 +123,18 @@ impl Waiting {
         !self.is_empty() && self.last_retry.is_none_or(|t| t.elapsed() >= WAIT_RETRY)
     }
 
+    /// Whether a task of class `p` needing `caps` must wait behind a higher class: some
+    /// higher class's next task needs the same capabilities and still waits for room. Strict
+    /// priority within a capability set keeps a large critical task from starving behind a
+    /// stream of smaller lower-class ones that each fit the gap; tasks needing other
+    /// capabilities go on (they may be unable to use what it waits for at all).
+    fn behind_higher(&self, p: usize, caps: &crate::capability::CapSet) -> bool {
+        self.queues[..p].iter().any(|q| {
+            q.peek()
+                .is_some_and(|(t, _)| t.constraints.required == *caps)
+        })
+    }
+
     fn push(&mut self, task: Task, deadline: Instant) {
         let work = token_work(task.input_tokens, task.output_tokens);
         self.queues[task.constraints.priority.index()].push(task.tenant, work, (task, deadline));
@@ -171,7 +183,9 @@ impl<B: Backend> Ctx<'_, B> {
     /// slot that frees up).
     fn admit(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting, task: Task) {
         let p = task.constraints.priority.index();
-        if !waiting.queues[p].is_empty() && waiting.len() < MAX_WAITING {
+        let behind =
+            !waiting.queues[p].is_empty() || waiting.behind_higher(p, &task.constraints.required);
+        if behind && waiting.len() < MAX_WAITING {
             waiting.push(task, Instant::now() + self.shared.saturation_wait[p]);
             return;
         }
@@ -205,14 +219,28 @@ impl<B: Backend> Ctx<'_, B> {
     fn retry(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting) {
         let now = Instant::now();
         waiting.last_retry = Some(now);
+        // Capability sets whose head, in a higher class, still waits for room (see
+        // `Waiting::behind_higher`); a handful is plenty, more only weakens the rule.
+        let mut blocked = [crate::capability::CapSet::EMPTY; 4];
+        let mut nblocked = 0;
         for queue in &mut waiting.queues {
             while let Some(taken) = queue.take() {
                 let (task, deadline) = *taken.item();
+                let caps = task.constraints.required;
+                if now < deadline && blocked[..nblocked].contains(&caps) {
+                    queue.requeue_front(taken);
+                    break;
+                }
                 match self.route(reader, task) {
                     // Served: only now is its tenant charged its token work.
                     Ok(()) => drop(queue.charge(taken)),
                     Err((_, RouteError::Saturated)) if now < deadline => {
-                        // Still full for this class: keep its place, uncharged; next class.
+                        // Still full for this class: keep its place, uncharged; lower
+                        // classes needing the same capabilities wait behind it.
+                        if nblocked < blocked.len() && !blocked[..nblocked].contains(&caps) {
+                            blocked[nblocked] = caps;
+                            nblocked += 1;
+                        }
                         queue.requeue_front(taken);
                         break;
                     }
