@@ -166,7 +166,7 @@ impl ResourceAllocator for RouteReader {
         }
         let (n0, n1) = new.pack();
         allocation.resize_head(n0, n1, cap0, cap1)?;
-        Ok(*allocation.allocation())
+        Ok(allocation.allocation())
     }
 
     fn release_resources(&mut self, allocation: &mut Lease) {

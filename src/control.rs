@@ -28,12 +28,12 @@ use crate::model::{
     HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap, TenantId,
 };
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
-use crate::routing::slab::LeaseSlab;
+use crate::routing::slab::LeaseShared;
 use crate::routing::table::{
     ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights,
 };
 use crate::sync::{arc_from_std, Arc, SnapshotCell};
-use crate::tenant::{TenantLimit, TenantRates};
+use crate::tenant::TenantLimit;
 
 /// Most nodes one router holds (node ids stay below this).
 pub const MAX_NODES: usize = 1 << 20;
@@ -93,11 +93,11 @@ pub(crate) struct Controller {
     headroom: Headroom,
     /// The router's clock, handed to each snapshot for token-rate checks.
     pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
-    /// Lease records, when leases time out: expired ones are reclaimed on each tick.
-    pub(crate) slab: Option<Arc<LeaseSlab>>,
-    /// Token-rate limits by tenant id, and their GCRA states (created with the first limit).
+    /// Lease records (when leases time out: expired ones are reclaimed on each tick) and
+    /// the tenants' GCRA states.
+    pub(crate) shared: Arc<LeaseShared>,
+    /// Token-rate limits by tenant id.
     tenant_limits: Vec<TenantLimit>,
-    tenant_rates: Option<Arc<TenantRates>>,
     /// Prefix-affinity hints, handed to every snapshot.
     hints: Arc<crate::routing::affinity::AffinityHints>,
     /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
@@ -130,9 +130,8 @@ impl Controller {
             policy: HealthPolicy::default(),
             headroom: Headroom::default(),
             clock: None,
-            slab: None,
+            shared: Arc::new(LeaseShared::new(None)),
             tenant_limits: Vec::new(),
-            tenant_rates: None,
             hints: Arc::new(crate::routing::affinity::AffinityHints::new()),
             panic: false,
             epoch: 0,
@@ -377,9 +376,6 @@ impl Controller {
         while self.tenant_limits.last() == Some(&TenantLimit::default()) {
             self.tenant_limits.pop();
         }
-        if self.tenant_rates.is_none() && !self.tenant_limits.is_empty() {
-            self.tenant_rates = Some(Arc::new(TenantRates::new()));
-        }
         self.dirty = true;
     }
 
@@ -515,7 +511,9 @@ impl Controller {
     /// Reclaims leases held past their timeout: returns their resources to the ledgers and
     /// records a timeout on each stage (counted once, by the head), as a lost completion.
     fn reclaim_expired(&self, now: u64) {
-        let Some(slab) = &self.slab else { return };
+        let Some(slab) = &self.shared.slab else {
+            return;
+        };
         let (nodes, retired) = (&self.nodes, &self.retired);
         slab.reclaim_expired(now, |stage, s| {
             // A lease holds its nodes alive, so an active record's node is current or
@@ -593,9 +591,8 @@ impl Controller {
         );
         let table = Arc::new(RoutingTable {
             clock: self.clock.clone(),
-            slab: self.slab.clone(),
+            shared: Some(Arc::clone(&self.shared)),
             tenant_limits: self.tenant_limits.clone().into_boxed_slice(),
-            tenant_rates: self.tenant_rates.clone(),
             hints: Some(Arc::clone(&self.hints)),
             ..table
         });

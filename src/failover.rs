@@ -269,8 +269,7 @@ impl Router {
             if routes.is_empty() {
                 return Err(FailoverReason::AllRoutesTried);
             }
-            engine::allocate(&table, &routes, &ticket.task, self.inner.lease_timeout_ms)
-                .map_err(FailoverReason::NoRoute)
+            engine::allocate(&table, &routes, &ticket.task).map_err(FailoverReason::NoRoute)
         });
         match next {
             Ok(new_lease) => {

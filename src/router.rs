@@ -42,7 +42,6 @@ pub(crate) struct RouterInner {
     control: Mutex<Controller>,
     pub(crate) clock: Arc<dyn Clock>,
     seed: AtomicU64,
-    pub(crate) lease_timeout_ms: u64,
     pub(crate) retry: crate::failover::RetryBudget,
 }
 
@@ -219,9 +218,8 @@ impl RouterBuilder {
             } else {
                 self.lease_slots
             };
-            ctl.slab = Some(Arc::new(crate::routing::slab::LeaseSlab::new(
-                slots,
-                self.lease_timeout_ms,
+            ctl.shared = Arc::new(crate::routing::slab::LeaseShared::new(Some(
+                crate::routing::slab::LeaseSlab::new(slots, self.lease_timeout_ms),
             )));
         }
         ctl.set_headroom(self.headroom)?;
@@ -245,7 +243,6 @@ impl RouterBuilder {
                 control: Mutex::new(ctl),
                 clock,
                 seed: AtomicU64::new(self.seed),
-                lease_timeout_ms: self.lease_timeout_ms,
                 retry: crate::failover::RetryBudget::new(self.retry),
             }),
         })
@@ -433,7 +430,11 @@ impl Router {
     /// Leases reclaimed past their timeout so far, and late completions of reclaimed leases
     /// (both 0 when timeouts are off).
     pub fn lease_counts(&self) -> (u64, u64) {
-        self.control().slab.as_ref().map_or((0, 0), |s| s.counts())
+        self.control()
+            .shared
+            .slab
+            .as_ref()
+            .map_or((0, 0), |s| s.counts())
     }
 
     /// Tasks in flight over every node, current and draining.
@@ -515,7 +516,7 @@ impl RoutingEngine for &Router {
         task: &Task,
     ) -> Result<Lease, RouteError> {
         let t = self.inner.table.load();
-        engine::allocate(&t, options, task, self.inner.lease_timeout_ms)
+        engine::allocate(&t, options, task)
     }
 
     fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {
@@ -558,7 +559,7 @@ impl RouteReader {
     ) -> Result<Lease, RouteError> {
         let table = self.cache.load();
         engine::plan(table, task, &mut self.rng, options)?;
-        engine::allocate(table, options, task, self.router.inner.lease_timeout_ms)
+        engine::allocate(table, options, task)
     }
 
     /// The router this reader reads.
@@ -591,7 +592,7 @@ impl RoutingEngine for RouteReader {
         task: &Task,
     ) -> Result<Lease, RouteError> {
         let table = self.cache.load();
-        engine::allocate(table, options, task, self.router.inner.lease_timeout_ms)
+        engine::allocate(table, options, task)
     }
 
     fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {

@@ -33,10 +33,10 @@ impl TenantLimit {
                 reason: "tenant ids with a token rate must be below 4096",
             });
         }
-        if !(per_second.is_finite() && (0.0..=1e12).contains(&per_second)) {
+        if !(per_second.is_finite() && (per_second == 0.0 || (1.0..=1e12).contains(&per_second))) {
             return Err(ConfigError::InvalidSetting {
                 field: "max_tokens_per_second",
-                reason: "must be a finite number from 0 (no limit) to 1e12",
+                reason: "must be 0 (no limit) or a finite number from 1 to 1e12",
             });
         }
         if !(burst_seconds.is_finite() && burst_seconds > 0.0 && burst_seconds <= 3_600.0) {
@@ -78,12 +78,12 @@ pub(crate) fn retry_after_ns(
     table: &crate::routing::RoutingTable,
     task: &crate::model::Task,
 ) -> u64 {
-    let Some((rates, limit)) = limit_of(table, task) else {
+    let Some((shared, limit)) = limit_of(table, task) else {
         return 0;
     };
     let now = table.now_ns();
     // Relaxed: a report.
-    let tat = rates.tat[task.tenant.map_or(0, |t| t.0 as usize)]
+    let tat = shared.tenants.tat[task.tenant.map_or(0, |t| t.0 as usize)]
         .load(crate::sync::Ordering::Relaxed)
         .max(now);
     let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
@@ -95,11 +95,14 @@ pub(crate) fn retry_after_ns(
 pub(crate) fn limit_of<'t>(
     table: &'t crate::routing::RoutingTable,
     task: &crate::model::Task,
-) -> Option<(&'t crate::sync::Arc<TenantRates>, TenantLimit)> {
+) -> Option<(
+    &'t crate::sync::Arc<crate::routing::slab::LeaseShared>,
+    TenantLimit,
+)> {
     let t = task.tenant?;
     let limit = *table.tenant_limits.get(t.0 as usize)?;
     if limit.ns_per_token == 0 {
         return None;
     }
-    Some((table.tenant_rates.as_ref()?, limit))
+    Some((table.shared.as_ref()?, limit))
 }

@@ -24,7 +24,7 @@ use crate::model::{
     RouteChoice, RouteOptions, Task, MAX_ALTERNATIVES, MAX_STAGES,
 };
 use crate::node::{fits0, fits1, Amounts, NodeLive};
-use crate::routing::slab::{LeaseSlab, SlotRef, StageAmounts};
+use crate::routing::slab::{LeaseShared, LeaseSlab, SlotRef, StageAmounts};
 use crate::routing::table::{NodeEntry, RouteEntry, RoutingTable};
 use crate::sync::Arc;
 
@@ -418,16 +418,13 @@ pub(crate) fn allocate(
     table: &RoutingTable,
     options: &RouteOptions,
     task: &Task,
-    timeout_ms: u64,
 ) -> Result<Lease, RouteError> {
     // A tenant over its token rate has nowhere else to go: refuse before reserving.
     let tenant = crate::tenant::limit_of(table, task);
-    let tenant_cost = tenant.map_or(0, |(_, l)| {
-        task.total_tokens().saturating_mul(l.ns_per_token)
-    });
-    if let (Some((rates, limit)), Some(t)) = (tenant, task.tenant) {
-        let tat = &rates.tat[t.0 as usize];
-        if !crate::node::gcra_allows(tat, table.now_ns(), tenant_cost, limit.burst_ns) {
+    if let (Some((shared, limit)), Some(t)) = (tenant, task.tenant) {
+        let tat = &shared.tenants.tat[t.0 as usize];
+        let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
+        if !crate::node::gcra_allows(tat, table.now_ns(), cost, limit.burst_ns) {
             return Err(RouteError::TenantRateLimited);
         }
     }
@@ -458,22 +455,11 @@ pub(crate) fn allocate(
             continue;
         }
         stale = false;
-        if let Some(mut lease) = reserve_route(table, slot, task, choice, timeout_ms) {
-            if let (Some((rates, limit)), Some(t)) = (tenant, task.tenant) {
-                let tat = &rates.tat[t.0 as usize];
-                if !crate::node::gcra_take(tat, table.now_ns(), tenant_cost, limit.burst_ns) {
-                    // Another task of the tenant took the rest of its burst meanwhile.
-                    return Err(RouteError::TenantRateLimited); // the lease drops: released
-                }
-                lease.tenant = Some((Arc::clone(rates), t.0, limit.ns_per_token));
-            }
-            if rank > 0 {
-                // The primary was full: the task spilled over to an alternative.
-                if let Some((live, ..)) = lease.head() {
-                    live.count_spillover();
-                }
-            }
-            return Ok(lease);
+        // Returned straight through (no rebinding), so the lease is built in the caller's
+        // return slot instead of being copied on the way out.
+        match reserve_route(table, slot, task, choice, rank, tenant) {
+            Err(RouteError::Saturated) => {}
+            done => return done,
         }
     }
     Err(if stale {
@@ -483,43 +469,47 @@ pub(crate) fn allocate(
     })
 }
 
+/// Reserves `choice` (route `slot`) for `task`: `Saturated` when a stage, the lease slab or
+/// a node rate has no room (try the next route), `TenantRateLimited` when the tenant's rate
+/// refuses (stop). `rank` is the choice's place in the plan (above 0: a spillover).
 fn reserve_route(
     table: &RoutingTable,
     slot: u32,
     task: &Task,
     choice: &RouteChoice,
-    timeout_ms: u64,
-) -> Option<Lease> {
+    rank: usize,
+    tenant: Option<(&Arc<LeaseShared>, crate::tenant::TenantLimit)>,
+) -> Result<Lease, RouteError> {
     let r = &table.routes[slot as usize];
     let mut lease = Lease {
         est_output: task.output_tokens,
-        registration: None,
+        shared: None,
+        slot: SlotRef::NONE,
         start_ns: 0,
-        tenant: None,
+        tenant: 0,
+        tenant_ns_per_token: 0,
+        head_memory_mb: 0,
+        head_cpu_millis: 0,
         parts: Default::default(),
         route: choice.route,
         predicted_ms: choice.cost.expected_latency_ms,
-        allocation: AllocationResult {
-            allocated: ResourceMap::default(),
-            constraints: ResourceConstraints::default(),
-            priority: task.constraints.priority,
-            timeout_ms,
-        },
+        allocated: ResourceMap::default(),
+        priority: task.constraints.priority,
     };
     for (i, &s) in r.stages().iter().enumerate() {
         let n = &table.nodes[s as usize];
         if !n.eligible {
-            return None; // `lease` drops and releases what it took
+            return Err(RouteError::Saturated); // `lease` drops and releases what it took
         }
         let (d0, d1) = demand(n, task);
         let cap0 = n.cap0_class[task.constraints.priority.index()];
         if !n.live.try_reserve(d0, d1, cap0, n.cap1) {
-            return None;
+            return Err(RouteError::Saturated);
         }
         let rate_cost = task.total_tokens().saturating_mul(n.ns_per_token);
         if n.ns_per_token > 0 && !n.live.rate_take(table.now_ns(), rate_cost, n.burst_ns) {
             n.live.release(d0, d1);
-            return None;
+            return Err(RouteError::Saturated);
         }
         if let Some(key) = task.affinity_key {
             n.live.remember(key);
@@ -536,21 +526,22 @@ fn reserve_route(
             ns_per_token: n.ns_per_token,
         });
         let d = Amounts::unpack(d0, d1);
-        let a = &mut lease.allocation.allocated;
+        let a = &mut lease.allocated;
         a.memory_mb = a.memory_mb.saturating_add(d.memory_mb as u32);
         a.cpu_millis = a.cpu_millis.saturating_add(d.cpu_millis as u32);
         a.gpu_millis = a.gpu_millis.saturating_add(d.gpu_millis as u32);
         a.tokens = a.tokens.max(d.tokens as u32);
         if i == 0 {
             let cap = Amounts::unpack(n.cap0, n.cap1);
-            lease.allocation.constraints = ResourceConstraints {
-                max_memory_mb: cap.memory_mb as u32,
-                max_cpu: cap.cpu_millis as f64 / 1000.0,
-                max_tokens_per_second: 0.0,
-            };
+            lease.head_memory_mb = cap.memory_mb as u32;
+            lease.head_cpu_millis = cap.cpu_millis as u32;
         }
     }
-    if let Some(slab) = &table.slab {
+    if let Some((shared, slab)) = table
+        .shared
+        .as_ref()
+        .and_then(|sh| sh.slab.as_ref().map(|slab| (sh, slab)))
+    {
         // Timeouts are on: record the lease so the control thread can reclaim it. A full slab
         // means the router is at its limit of outstanding leases: saturated.
         let now = table.now_ns();
@@ -568,11 +559,34 @@ fn reserve_route(
             };
             n += 1;
         }
-        let r = slab.register(now.saturating_add(slab.timeout_ns()), &stages[..n])?;
+        let r = slab
+            .register(now.saturating_add(slab.timeout_ns()), &stages[..n])
+            .ok_or(RouteError::Saturated)?;
         lease.start_ns = now;
-        lease.registration = Some((Arc::clone(slab), r));
+        lease.slot = r.pack();
+        lease.shared = Some(Arc::clone(shared));
     }
-    Some(lease)
+    if let (Some((shared, limit)), Some(t)) = (tenant, task.tenant) {
+        let tat = &shared.tenants.tat[t.0 as usize];
+        let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
+        if !crate::node::gcra_take(tat, table.now_ns(), cost, limit.burst_ns) {
+            // Another task of the tenant took the rest of its burst meanwhile.
+            return Err(RouteError::TenantRateLimited); // the lease drops: released
+        }
+        if lease.shared.is_none() {
+            lease.shared = Some(Arc::clone(shared));
+        }
+        lease.tenant = t.0;
+        // A tenant rate is at least 1 token/s (validated), so this fits.
+        lease.tenant_ns_per_token = limit.ns_per_token.min(u32::MAX as u64) as u32;
+    }
+    if rank > 0 {
+        // The primary was full: the task spilled over to an alternative.
+        if let Some((live, ..)) = lease.head() {
+            live.count_spillover();
+        }
+    }
+    Ok(lease)
 }
 
 #[derive(Debug)]
@@ -594,15 +608,25 @@ pub struct Lease {
     parts: [Option<Part>; MAX_STAGES],
     route: ModelChain,
     predicted_ms: f64,
-    allocation: AllocationResult,
+    /// What it holds, summed over its stages (tokens: the largest stage's).
+    allocated: ResourceMap,
+    /// The head node's memory and CPU capacity (for `allocation().constraints`).
+    head_memory_mb: u32,
+    head_cpu_millis: u32,
     /// Output tokens estimated at pick time (what the token rate reserved beside the input).
     est_output: u32,
-    /// The lease's record in the router's lease slab, when leases time out.
-    registration: Option<(Arc<LeaseSlab>, SlotRef)>,
+    priority: Priority,
+    /// The router's lease slab and tenant states, when the lease is recorded in the slab
+    /// or charged to a tenant's rate (one pointer: the lease stays small, so it moves in
+    /// registers rather than through `memcpy`).
+    shared: Option<Arc<LeaseShared>>,
+    /// The lease's record in the slab, packed ([`SlotRef::NONE`]: not recorded).
+    slot: u64,
     /// Clock ns when the lease was taken (0 when leases do not time out).
     start_ns: u64,
-    /// The tenant's GCRA states, its id and ns per token, when its tenant has a rate.
-    tenant: Option<(Arc<crate::tenant::TenantRates>, u32, u64)>,
+    /// The tenant charged, and its ns per token (0: no tenant rate).
+    tenant: u32,
+    tenant_ns_per_token: u32,
 }
 
 impl Lease {
@@ -612,8 +636,29 @@ impl Lease {
     }
 
     /// What it holds (the seed's `AllocationResult`).
-    pub fn allocation(&self) -> &AllocationResult {
-        &self.allocation
+    pub fn allocation(&self) -> AllocationResult {
+        AllocationResult {
+            allocated: self.allocated,
+            constraints: ResourceConstraints {
+                max_memory_mb: self.head_memory_mb,
+                max_cpu: self.head_cpu_millis as f64 / 1000.0,
+                max_tokens_per_second: 0.0,
+            },
+            priority: self.priority,
+            timeout_ms: self.slab().map_or(0, |s| s.timeout_ns() / 1_000_000),
+        }
+    }
+
+    fn slab(&self) -> Option<&LeaseSlab> {
+        self.shared.as_ref().and_then(|s| s.slab.as_ref())
+    }
+
+    /// The registration, when the lease is recorded in the slab.
+    fn registration(&self) -> Option<(&LeaseSlab, SlotRef)> {
+        if self.slot == SlotRef::NONE {
+            return None;
+        }
+        self.slab().map(|s| (s, SlotRef::unpack(self.slot)))
     }
 
     /// The latency predicted for the task at pick time, ms.
@@ -623,7 +668,7 @@ impl Lease {
 
     /// The task's class.
     pub fn priority(&self) -> Priority {
-        self.allocation.priority
+        self.priority
     }
 
     /// Releases now (the same as dropping the lease).
@@ -634,15 +679,14 @@ impl Lease {
     pub fn is_held(&self) -> bool {
         self.parts.iter().any(Option::is_some)
             && self
-                .registration
-                .as_ref()
-                .is_none_or(|(slab, r)| slab.is_active(*r))
+                .registration()
+                .is_none_or(|(slab, r)| slab.is_active(r))
     }
 
     /// Clock ns when the lease was taken, and when the control thread may reclaim it;
     /// `None` when leases do not time out.
     pub fn deadline(&self) -> Option<(u64, u64)> {
-        self.registration.as_ref().map(|(slab, _)| {
+        self.registration().map(|(slab, _)| {
             (
                 self.start_ns,
                 self.start_ns.saturating_add(slab.timeout_ns()),
@@ -652,10 +696,12 @@ impl Lease {
 
     /// Ends the registration (if any); whether the caller should return the resources.
     fn end_registration(&mut self) -> bool {
-        match self.registration.take() {
+        let ended = match self.registration() {
             Some((slab, r)) => slab.end(r),
             None => true,
-        }
+        };
+        self.slot = SlotRef::NONE;
+        ended
     }
 
     /// Returns every stage's resources, once: later calls and the drop do nothing.
@@ -692,8 +738,8 @@ impl Lease {
         let Some(p) = self.parts[0].as_ref() else {
             return Err(AdjustError::Released);
         };
-        if let Some((slab, r)) = &self.registration {
-            if !slab.begin_adjust(*r) {
+        if let Some((slab, r)) = self.registration() {
+            if !slab.begin_adjust(r) {
                 return Err(AdjustError::Released);
             }
         }
@@ -722,13 +768,13 @@ impl Lease {
         } else {
             (p.d0, p.d1)
         };
-        if let Some((slab, r)) = &mut self.registration {
-            *r = slab.finish_adjust(*r, 0, k0, k1);
+        if let Some((slab, r)) = self.registration() {
+            self.slot = slab.finish_adjust(r, 0, k0, k1).pack();
         }
         if !fits {
             return Err(AdjustError::Saturated);
         }
-        let a = &mut self.allocation.allocated;
+        let a = &mut self.allocated;
         let sub =
             |x: u32, o: u64, n: u64| (x as u64 + n).saturating_sub(o).min(u32::MAX as u64) as u32;
         a.memory_mb = sub(a.memory_mb, old.memory_mb, new.memory_mb);
@@ -765,10 +811,10 @@ impl Lease {
                     .rate_settle(delta.saturating_mul(p.ns_per_token as i64));
             }
         }
-        if let Some((rates, t, ns_per_token)) = &self.tenant {
+        if let (Some(shared), true) = (&self.shared, self.tenant_ns_per_token > 0) {
             crate::node::gcra_settle(
-                &rates.tat[*t as usize],
-                delta.saturating_mul(*ns_per_token as i64),
+                &shared.tenants.tat[self.tenant as usize],
+                delta.saturating_mul(self.tenant_ns_per_token as i64),
             );
         }
         if let Some((live, ..)) = self.head() {

@@ -79,6 +79,47 @@ pub(crate) struct SlotRef {
     pub(crate) generation: u64,
 }
 
+/// Most records a slab holds: indices fit 24 bits, so a registration packs into one word.
+pub(crate) const MAX_SLOTS: usize = 1 << 24;
+
+impl SlotRef {
+    /// "No registration" when packed.
+    pub(crate) const NONE: u64 = u64::MAX;
+
+    /// One word: generation (40 bits, about 10¹² registrations and adjustments of one
+    /// record before it wraps) above the index (24 bits).
+    #[inline]
+    pub(crate) fn pack(self) -> u64 {
+        (self.generation << 24) | self.index as u64
+    }
+
+    #[inline]
+    pub(crate) fn unpack(w: u64) -> Self {
+        Self {
+            index: (w & 0xFF_FFFF) as u32,
+            generation: w >> 24,
+        }
+    }
+}
+
+/// What leases of one router share beyond their nodes: the lease slab (when leases time
+/// out) and the tenants' token-rate states. One `Arc`, so a lease that uses either holds one
+/// pointer.
+#[derive(Debug)]
+pub(crate) struct LeaseShared {
+    pub(crate) slab: Option<LeaseSlab>,
+    pub(crate) tenants: crate::tenant::TenantRates,
+}
+
+impl LeaseShared {
+    pub(crate) fn new(slab: Option<LeaseSlab>) -> Self {
+        Self {
+            slab,
+            tenants: crate::tenant::TenantRates::new(),
+        }
+    }
+}
+
 /// The lease records of one router. Fixed capacity: when every slot is taken, leasing fails
 /// with `Saturated` (the router is at its limit of outstanding leases).
 #[derive(Debug)]
@@ -97,10 +138,10 @@ pub(crate) struct LeaseSlab {
 const EMPTY_INDEX: u64 = u32::MAX as u64;
 
 impl LeaseSlab {
-    /// A slab of `capacity` records (at least 1, at most `u32::MAX - 1`) whose leases expire
+    /// A slab of `capacity` records (at least 1, at most [`MAX_SLOTS`]) whose leases expire
     /// `timeout_ms` after they are taken.
     pub(crate) fn new(capacity: usize, timeout_ms: u64) -> Self {
-        let capacity = capacity.clamp(1, (u32::MAX - 1) as usize);
+        let capacity = capacity.clamp(1, MAX_SLOTS);
         let slots = (0..capacity)
             .map(|i| {
                 let next = if i + 1 < capacity {

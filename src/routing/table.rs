@@ -257,12 +257,10 @@ pub struct RoutingTable {
     pub(crate) max_weight: f64,
     /// The router's clock, read only for nodes with a token-rate limit.
     pub(crate) clock: Option<Arc<dyn crate::clock::Clock>>,
-    /// Where leases are recorded so the control thread can reclaim them (timeouts on).
-    pub(crate) slab: Option<Arc<crate::routing::slab::LeaseSlab>>,
-    /// Token-rate limits by tenant id (shorter than the id: no limit), and their shared
-    /// GCRA states (present once any tenant has had a limit).
+    /// The lease slab (timeouts on) and the tenants' GCRA states, shared by every snapshot.
+    pub(crate) shared: Option<Arc<crate::routing::slab::LeaseShared>>,
+    /// Token-rate limits by tenant id (shorter than the id: no limit).
     pub(crate) tenant_limits: Box<[crate::tenant::TenantLimit]>,
-    pub(crate) tenant_rates: Option<Arc<crate::tenant::TenantRates>>,
     /// Which node last took each affinity key (shared by every snapshot).
     pub(crate) hints: Option<Arc<crate::routing::affinity::AffinityHints>>,
 }
@@ -438,9 +436,8 @@ impl RoutingTable {
         RoutingTable {
             max_weight,
             clock: None,
-            slab: None,
+            shared: None,
             tenant_limits: Box::new([]),
-            tenant_rates: None,
             hints: None,
             epoch,
             registry,
