@@ -647,6 +647,10 @@ fn the_simulated_gateway_shares_a_class_between_tenants_by_token_work() {
     // Served alternately while both wait: tenant 2's requests finish among the first seven,
     // not after the flood (about 31 s).
     for r in &out.records[30..] {
-        assert!(r.e2e_ms < 8_000.0, "tenant 2 waited behind the flood: {} ms", r.e2e_ms);
+        assert!(
+            r.e2e_ms < 8_000.0,
+            "tenant 2 waited behind the flood: {} ms",
+            r.e2e_ms
+        );
     }
 }
