@@ -188,6 +188,9 @@ pub enum FailoverReason {
     AllRoutesTried,
     /// No route is feasible now.
     NoRoute(RouteError),
+    /// The control thread had already reclaimed the attempt's lease past its timeout and
+    /// counted the task as timed out: retrying would count it twice.
+    Reclaimed,
 }
 
 /// A task that ends without success after failing over; the task is handed back.
@@ -218,6 +221,9 @@ impl fmt::Display for FailoverError {
             FailoverReason::BudgetExhausted => f.write_str("retry budget exhausted"),
             FailoverReason::AllRoutesTried => f.write_str("every feasible route was tried"),
             FailoverReason::NoRoute(e) => write!(f, "{e}"),
+            FailoverReason::Reclaimed => {
+                f.write_str("the lease was reclaimed past its timeout (counted as a timeout)")
+            }
         }
     }
 }
@@ -249,6 +255,10 @@ impl Router {
             lease.finish(failure.outcome, failure.latency_ms);
             Err(self.give_up(ticket, failure.outcome, reason))
         };
+        if !lease.is_held() {
+            // Reclaimed: the task already ended, as a timeout; this late end is only counted.
+            return end(&ticket, lease, FailoverReason::Reclaimed);
+        }
         if !failure.outcome.is_failure() || failure.outcome == Outcome::Cancelled {
             return end(&ticket, lease, FailoverReason::NotRetryable);
         }

@@ -423,3 +423,26 @@ fn fleet_utilization_is_reserved_over_capacity() {
     d.backend().0.lock().unwrap().clear();
     d.shutdown();
 }
+
+#[test]
+fn a_reclaimed_attempt_is_not_failed_over_and_counted_twice() {
+    let (r, clock) = router(100);
+    // A second node to fail over to.
+    r.add_node(NodeSpec::new("b").max_concurrency(8)).unwrap();
+    r.tick();
+    let mut reader = r.reader();
+    let task = Task::new(1, 10, 10);
+    let (_, lease) = reader.route(&task).unwrap();
+    let ticket = Ticket::from_lease(lease, task);
+    clock.advance_ms(100);
+    r.tick(); // reclaimed, counted as a timeout
+    let e = r
+        .fail_over(ticket, Completion::failure(Outcome::ServerError, 5.0))
+        .unwrap_err();
+    assert_eq!(e.reason, switchyard::FailoverReason::Reclaimed);
+    let done = r.finished();
+    assert_eq!(done.iter().sum::<u64>(), 1, "counted once: {done:?}");
+    assert_eq!(done[Outcome::Timeout.index()], 1);
+    assert_eq!(r.lease_counts(), (1, 1));
+    assert!(r.ledgers_are_zero());
+}

@@ -132,6 +132,10 @@ pub(crate) struct LeaseSlab {
     reclaimed: AtomicU64,
     /// Owners that ended a lease after it had been reclaimed.
     late: AtomicU64,
+    /// One past the highest record index ever registered: the reclaim scan stops there. The
+    /// free stack is LIFO and starts in index order, so this is the peak number of leases
+    /// out at once, not the slab's size.
+    high: AtomicU64,
     timeout_ns: u64,
 }
 
@@ -157,6 +161,7 @@ impl LeaseSlab {
             head: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            high: AtomicU64::new(0),
             timeout_ns: timeout_ms.saturating_mul(1_000_000),
         }
     }
@@ -231,6 +236,13 @@ impl LeaseSlab {
         // Release: the amounts above happen before any Acquire load that sees ACTIVE(g).
         slot.state
             .store(generation << 2 | ACTIVE, Ordering::Release);
+        // Relaxed: bounds the reclaim scan only; a scan that reads a stale bound misses this
+        // record for one tick and finds it on the next (reclaiming is never urgent to the
+        // nanosecond). A plain load first, so the hot path writes the line only on a new peak.
+        let next = index as u64 + 1;
+        if self.high.load(Ordering::Relaxed) < next {
+            self.high.fetch_max(next, Ordering::Relaxed);
+        }
         Some(SlotRef { index, generation })
     }
 
@@ -313,7 +325,9 @@ impl LeaseSlab {
         mut release: impl FnMut(usize, StageAmounts),
     ) -> u64 {
         let mut n = 0;
-        for (index, slot) in self.slots.iter().enumerate() {
+        // Relaxed: see `register`.
+        let high = (self.high.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        for (index, slot) in self.slots[..high].iter().enumerate() {
             // Acquire: pairs with the Release store of ACTIVE(g) (register / adjust), so the
             // amounts read below are generation g's.
             let state = slot.state.load(Ordering::Acquire);
