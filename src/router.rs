@@ -183,7 +183,7 @@ impl RouterBuilder {
         self
     }
 
-    /// Records for outstanding leases when timeouts are on (default 16 384, 112 bytes
+    /// Records for outstanding leases when timeouts are on (default 16 384, 120 bytes
     /// each): with every record taken, routing fails with `Saturated`.
     pub fn lease_slots(mut self, n: usize) -> Self {
         self.lease_slots = n;

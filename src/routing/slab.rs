@@ -434,6 +434,11 @@ mod test {
     }
 
     #[test]
+    fn a_record_is_120_bytes_as_documented() {
+        assert_eq!(std::mem::size_of::<Slot>(), 120);
+    }
+
+    #[test]
     fn adjusted_amounts_are_what_is_reclaimed() {
         let slab = LeaseSlab::new(1, 10);
         let a = slab.register(10, &[stage(3, 5)]).unwrap();
