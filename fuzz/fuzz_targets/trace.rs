@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::sim::{parse_trace, TraceError, TraceRow};
+use switchyard_sim::{parse_trace, TraceError, TraceRow};
 
 fn check_error(e: &TraceError, lines: usize) {
     let shown = e.to_string();

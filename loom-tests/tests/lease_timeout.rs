@@ -6,14 +6,13 @@
 
 mod common;
 
-use loom::sync::Arc;
 use loom::thread;
 use switchyard::{Headroom, ManualClock, NodeSpec, Outcome, ResourceAllocator, Router, Task};
 
 fn router(clock: &ManualClock) -> Router {
     Router::builder()
         .headroom(Headroom { shares: [1.0; 4] })
-        .clock(Arc::from_std(std::sync::Arc::new(clock.clone())))
+        .clock(std::sync::Arc::new(clock.clone()))
         .lease_timeout_ms(10)
         .lease_slots(1)
         .node(NodeSpec::new("a").max_concurrency(1).memory(100, 1.0))

@@ -1,0 +1,44 @@
+//! Trace replay support: the trace reader, the built-in fleet, the workload synthesiser and
+//! the simulated backends' service-time model. The `switchyard` binary drives these through
+//! a real [`Dispatcher`](switchyard::Dispatcher).
+//!
+//! It also holds a deterministic discrete-event simulator that replays a trace in virtual
+//! time against a modelled fleet under several routing [`Policy`]s, the real router among
+//! them, and [`compare`]s them (`switchyard simulate`); see [`run_policy`] for the model.
+//!
+//! This crate uses the `switchyard` crate's public API only, as any gateway would.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod cache;
+mod event;
+mod fleet;
+mod policy;
+mod report;
+mod rng;
+mod series;
+mod spike;
+mod synthetic;
+mod trace;
+
+pub use cache::{PrefixCache, BLOCK_TOKENS};
+pub use event::{
+    compare, compare_outcomes, run_policy, run_policy_with_progress, slo_ms, SimConfig, SimError,
+    SimOutcome, SimTask, TaskRecord, TaskStatus, Workload, PROGRESS_EVERY,
+};
+pub use fleet::{default_fleet, service_time_ms, synthesize, FleetConfig, CAPABILITIES};
+pub use policy::{
+    make_policy, policy_seed, CacheAware, Decision, LeastInFlight, NodeStatus, P2cPeakEwma,
+    PeakEwma, Policy, RandomPolicy, RoundRobin, SwitchyardPolicy, View, CACHE_AWARE_ABS,
+    CACHE_AWARE_EVICTION_NS, CACHE_AWARE_REL, CACHE_AWARE_THRESHOLD, PEAK_EWMA_DECAY_NS,
+    PEAK_EWMA_DEFAULT_RTT_MS, POLICY_NAMES, SWITCHYARD_TICK_NS,
+};
+pub use report::{ClassReport, DecisionNs, PolicyReport, Report};
+pub use series::{sample_interval_ns, Series};
+pub use spike::{Spike, SpikeReport, SPIKE_HEADER};
+pub use synthetic::{
+    node_capabilities, synthetic_fleet, synthetic_tasks, task_capabilities, SYNTHETIC_CAPABILITIES,
+};
+pub use trace::{
+    bundled_trace, load_trace, open_trace, parse_trace, TraceError, TraceRow, BUNDLED_TRACES,
+};

@@ -1,0 +1,42 @@
+//! The documented example fleet file of the core crate (`crates/switchyard/examples/fleet.toml`)
+//! is the simulator's built-in fleet, key for key.
+use std::path::Path;
+
+use switchyard::{Config, ScoringWeights, Task};
+
+fn example() -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchyard/examples/fleet.toml");
+    Config::load(&path).expect("examples/fleet.toml loads")
+}
+
+#[test]
+fn the_example_file_is_the_default_fleet() {
+    let cfg = example();
+    let fleet = switchyard_sim::default_fleet();
+    assert_eq!(cfg.capabilities, fleet.capabilities);
+    assert_eq!(cfg.node_specs(), fleet.nodes);
+    assert_eq!(cfg.scoring_weights(), ScoringWeights::default());
+    assert!(cfg.chains.is_empty());
+    assert!(cfg.source_name().ends_with("fleet.toml"));
+
+    let r = cfg.build_router(1).unwrap();
+    assert_eq!(r.snapshot().node_count(), 10);
+    assert_eq!(r.node_specs(), fleet.router(1).unwrap().node_specs());
+    let long = r.resolve(&["code", "long-context"]).unwrap();
+    let (routes, lease) = r
+        .reader()
+        .route(&Task::new(1, 8_000, 100).require(long))
+        .unwrap();
+    let name = r
+        .snapshot()
+        .route_name(routes.primary().route.route)
+        .unwrap()
+        .to_string();
+    assert!(
+        name.starts_with("h100-") || name.starts_with("a100-"),
+        "{name}"
+    );
+    assert_eq!(r.in_flight(), 1);
+    drop(lease);
+    assert!(r.ledgers_are_zero());
+}

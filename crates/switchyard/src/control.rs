@@ -1,0 +1,679 @@
+//! The control loop: the only writer of the routing snapshot.
+//!
+//! Fleet changes (add, update, remove a node; add or remove a chain; new weights; a manual
+//! health verdict) are validated when they are asked for and applied to the desired fleet at
+//! once; the next [`tick`](crate::Router::tick) folds in what the live counters say and
+//! publishes one new snapshot with one `store`. Live state is keyed by stable node id: a node
+//! that is updated keeps its counters, and a node that is removed keeps its live state alive
+//! for as long as any lease on it is out (the lease holds it), so nothing is lost or charged
+//! to the wrong node.
+//!
+//! # The balance rule
+//! Each tick, for each node: `u` = its utilisation now, `ū` = the fleet mean;
+//! `balance = 1 / (1 + max(0, u − ū))`. A node that stays hotter than the fleet gets a
+//! slightly smaller weight on top of the live-load term of the score, which damps persistent
+//! hot spots (e.g. a node whose tasks run longer than modelled) without reacting to one
+//! burst. `latency_factor` = the node's observed/predicted latency EWMA, clamped to
+//! 0.25–20 (1 before any sample), so the latency estimate follows what the node really does.
+//! `success_rate` = successes over successes + server errors + timeouts + abandoned tickets
+//! since the previous tick, smoothed (rate-limited and cancelled outcomes say nothing about
+//! node quality).
+use std::collections::HashMap;
+
+use crate::capability::{CapSet, CapabilityRegistry};
+use crate::clock::Clock;
+use crate::error::ConfigError;
+use crate::health::{HealthPolicy, NodeHealthState, Observation, Phase, Verdict};
+use crate::model::{
+    HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap, TenantId,
+};
+use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
+use crate::routing::slab::LeaseShared;
+use crate::routing::table::{
+    ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights,
+};
+use crate::sync::{arc_from_std, Arc, SnapshotCell};
+use crate::tenant::TenantLimit;
+
+/// Most nodes one router holds (node ids stay below this).
+pub const MAX_NODES: usize = 1 << 20;
+
+#[derive(Debug)]
+struct NodeState {
+    id: NodeId,
+    name: Arc<str>,
+    spec: NodeSpec,
+    res: Resolved,
+    live: Arc<NodeLive>,
+    status: HealthStatus,
+    latency_factor: f64,
+    balance: f64,
+    success_rate: f64,
+    prev_outcomes: [u64; 6],
+    health: NodeHealthState,
+    verdict: Verdict,
+    /// Measured-quality factor on the weight (`CapabilityAwareRouter::update_routing_weights`).
+    quality: f64,
+}
+
+#[derive(Debug)]
+struct ChainState {
+    number: u32,
+    spec: ChainSpec,
+    stages: Vec<NodeId>,
+    caps: CapSet,
+}
+
+/// What one control tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    /// Epoch of the snapshot published by this tick.
+    pub epoch: u64,
+    /// Nodes in it.
+    pub nodes: usize,
+    /// Removed nodes whose leases are still out.
+    pub draining: usize,
+    /// Whether this tick published a new snapshot (it does not when nothing changed).
+    pub published: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Controller {
+    registry: CapabilityRegistry,
+    nodes: Vec<NodeState>,
+    /// Removed nodes still referenced by a lease, a ticket or a snapshot (kept for reports).
+    retired: Vec<(Arc<str>, Arc<NodeLive>)>,
+    /// Head outcomes of removed nodes that are gone for good.
+    retired_totals: [u64; 6],
+    ids: HashMap<String, NodeId>,
+    chains: Vec<ChainState>,
+    chain_numbers: HashMap<String, u32>,
+    weights: ScoringWeights,
+    policy: HealthPolicy,
+    headroom: Headroom,
+    /// The router's clock, handed to each snapshot for token-rate checks.
+    pub(crate) clock: Option<std::sync::Arc<dyn crate::clock::Clock>>,
+    /// Lease records (when leases time out: expired ones are reclaimed on each tick) and
+    /// the tenants' GCRA states.
+    pub(crate) shared: Arc<LeaseShared>,
+    /// Token-rate limits by tenant id.
+    tenant_limits: Vec<TenantLimit>,
+    /// Prefix-affinity hints, handed to every snapshot.
+    hints: Arc<crate::routing::affinity::AffinityHints>,
+    /// Too few nodes serve: ejections are ignored (see `HealthPolicy::panic_threshold`).
+    panic: bool,
+    epoch: u64,
+    last_tick_ns: u64,
+    /// A fleet change is waiting to be published.
+    dirty: bool,
+    /// The snapshot last published, and older ones some reader may still hold: the control
+    /// thread drops them once nobody else does, so a worker never pays for freeing a table.
+    current: Option<Arc<RoutingTable>>,
+    old_tables: Vec<Arc<RoutingTable>>,
+}
+
+impl Controller {
+    pub(crate) fn new(
+        registry: CapabilityRegistry,
+        weights: ScoringWeights,
+    ) -> Result<Self, ConfigError> {
+        weights.validate()?;
+        Ok(Self {
+            registry,
+            nodes: Vec::new(),
+            retired: Vec::new(),
+            retired_totals: [0; 6],
+            ids: HashMap::new(),
+            chains: Vec::new(),
+            chain_numbers: HashMap::new(),
+            weights,
+            policy: HealthPolicy::default(),
+            headroom: Headroom::default(),
+            clock: None,
+            shared: Arc::new(LeaseShared::new(None)),
+            tenant_limits: Vec::new(),
+            hints: Arc::new(crate::routing::affinity::AffinityHints::new()),
+            panic: false,
+            epoch: 0,
+            last_tick_ns: 0,
+            dirty: true,
+            current: None,
+            old_tables: Vec::new(),
+        })
+    }
+
+    pub(crate) fn declare_capability(&mut self, name: &str) -> Result<usize, ConfigError> {
+        let bit = self.registry.intern(name)?;
+        self.dirty = true;
+        Ok(bit)
+    }
+
+    pub(crate) fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, ConfigError> {
+        if self.nodes.iter().any(|n| *n.name == *spec.name) {
+            return Err(ConfigError::Duplicate {
+                what: "node",
+                name: spec.name,
+            });
+        }
+        let res = spec.validate(&self.registry)?;
+        let id = match self.ids.get(&spec.name) {
+            Some(&id) => id,
+            None => {
+                if self.ids.len() >= MAX_NODES {
+                    return Err(ConfigError::TooManyRoutes { max: MAX_NODES });
+                }
+                let id = NodeId(self.ids.len() as u32);
+                self.ids.insert(spec.name.clone(), id);
+                id
+            }
+        };
+        // A node re-added while its old leases drain gets its old live state back.
+        let live = match self.retired.iter().position(|(_, l)| l.id == id) {
+            Some(i) => self.retired.swap_remove(i).1,
+            None => Arc::new(NodeLive::new(id)),
+        };
+        self.nodes.push(NodeState {
+            id,
+            name: arc_from_std(spec.name.as_str().into()),
+            spec,
+            res,
+            live,
+            status: HealthStatus::Healthy,
+            latency_factor: 1.0,
+            balance: 1.0,
+            success_rate: 1.0,
+            prev_outcomes: [0; 6],
+            health: NodeHealthState::new(self.last_tick_ns),
+            verdict: Verdict {
+                status: HealthStatus::Healthy,
+                eligible: true,
+                probe_only: false,
+                weight: 1.0,
+            },
+            quality: 1.0,
+        });
+        self.dirty = true;
+        Ok(id)
+    }
+
+    pub(crate) fn update_node(&mut self, spec: NodeSpec) -> Result<(), ConfigError> {
+        let res = spec.validate(&self.registry)?;
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| *n.name == *spec.name)
+            .ok_or_else(|| ConfigError::UnknownNode(spec.name.clone()))?;
+        n.res = res;
+        n.spec = spec;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn remove_node(&mut self, name: &str) -> Result<(), ConfigError> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        let n = self.nodes.remove(i);
+        self.retired.push((n.name, n.live));
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn add_chain(&mut self, spec: ChainSpec) -> Result<(), ConfigError> {
+        if spec.name.trim().is_empty() {
+            return Err(ConfigError::InvalidName {
+                what: "chain",
+                name: spec.name,
+            });
+        }
+        if self.chains.iter().any(|c| c.spec.name == spec.name) {
+            return Err(ConfigError::Duplicate {
+                what: "chain",
+                name: spec.name,
+            });
+        }
+        if spec.stages.is_empty() || spec.stages.len() > crate::model::MAX_STAGES {
+            return Err(ConfigError::BadChain {
+                chain: spec.name.clone(),
+                stages: spec.stages.len(),
+            });
+        }
+        let mut stages = Vec::with_capacity(spec.stages.len());
+        for s in &spec.stages {
+            let n = self
+                .nodes
+                .iter()
+                .find(|n| &*n.name == s.as_str())
+                .ok_or_else(|| ConfigError::UnknownNode(s.clone()))?;
+            stages.push(n.id);
+        }
+        let caps = self.registry.resolve(&spec.capabilities)?;
+        let next = self.chain_numbers.len() as u32;
+        let number = *self.chain_numbers.entry(spec.name.clone()).or_insert(next);
+        self.chains.push(ChainState {
+            number,
+            spec,
+            stages,
+            caps,
+        });
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn remove_chain(&mut self, name: &str) -> Result<(), ConfigError> {
+        let i = self
+            .chains
+            .iter()
+            .position(|c| c.spec.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        self.chains.remove(i);
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn set_weights(&mut self, w: ScoringWeights) -> Result<(), ConfigError> {
+        w.validate()?;
+        self.weights = w;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn set_status(
+        &mut self,
+        name: &str,
+        status: HealthStatus,
+    ) -> Result<(), ConfigError> {
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        // Failed or Degraded pin the verdict; Healthy hands the node back to the automatic
+        // verdicts. Applied at once (and published by the next tick).
+        n.health.manual = (status != HealthStatus::Healthy).then_some(status);
+        n.status = status;
+        n.verdict.status = status;
+        n.verdict.eligible = status != HealthStatus::Failed;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Acts on an incident (applied to the next publish; `Router::trigger_failover` ticks).
+    pub(crate) fn incident(
+        &mut self,
+        name: &str,
+        kind: crate::failover::IncidentKind,
+        now: u64,
+    ) -> Result<(), ConfigError> {
+        use crate::failover::IncidentKind;
+        let policy = self.policy;
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        match kind {
+            IncidentKind::Down => n.health.force_eject(now, &policy),
+            IncidentKind::Degraded => n.health.manual = Some(HealthStatus::Degraded),
+            IncidentKind::Recovered => {
+                n.health.manual = None;
+                n.health.force_probe();
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn set_quality(&mut self, name: &str, quality: f64) -> Result<(), ConfigError> {
+        if !(quality.is_finite() && quality > 0.0) {
+            return Err(ConfigError::InvalidNumber {
+                owner: name.to_string(),
+                field: "quality",
+                value: quality,
+            });
+        }
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        n.quality = quality;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn set_headroom(&mut self, headroom: Headroom) -> Result<(), ConfigError> {
+        headroom.validate()?;
+        if self.headroom != headroom {
+            self.headroom = headroom;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "config")]
+    /// Ids of the tenants with a token-rate limit.
+    pub(crate) fn limited_tenants(&self) -> Vec<u32> {
+        (0..self.tenant_limits.len() as u32)
+            .filter(|&i| self.tenant_limits[i as usize] != TenantLimit::default())
+            .collect()
+    }
+
+    /// Sets (or with a zero rate, removes) a tenant's token-rate limit.
+    pub(crate) fn set_tenant_rate(&mut self, tenant: TenantId, limit: TenantLimit) {
+        let i = tenant.0 as usize;
+        if self.tenant_limits.len() <= i {
+            if limit == TenantLimit::default() {
+                return;
+            }
+            self.tenant_limits.resize(i + 1, TenantLimit::default());
+        }
+        if self.tenant_limits[i] == limit {
+            return;
+        }
+        self.tenant_limits[i] = limit;
+        while self.tenant_limits.last() == Some(&TenantLimit::default()) {
+            self.tenant_limits.pop();
+        }
+        self.dirty = true;
+    }
+
+    pub(crate) fn set_policy(&mut self, policy: HealthPolicy) -> Result<(), ConfigError> {
+        policy.validate()?;
+        self.policy = policy;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn registry(&self) -> &CapabilityRegistry {
+        &self.registry
+    }
+
+    /// Recomputes weights from the live counters and publishes a new snapshot.
+    pub(crate) fn tick(
+        &mut self,
+        cell: &SnapshotCell<RoutingTable>,
+        clock: &dyn Clock,
+    ) -> TickReport {
+        let now = clock.now_ns();
+        self.last_tick_ns = now;
+        self.reclaim_expired(now);
+        // Utilisation now, per node.
+        let utils: Vec<f64> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let (w0, w1) = n.live.load();
+                Amounts::unpack(w0, w1).utilization(&n.res.cap)
+            })
+            .collect();
+        let mean = if utils.is_empty() {
+            0.0
+        } else {
+            utils.iter().sum::<f64>() / utils.len() as f64
+        };
+        // Publish only when something moved by more than 1 %: an idle fleet churns no tables.
+        let moved = |old: f64, new: f64| (new - old).abs() > 0.01 * old.abs().max(1e-9);
+        let mut changed = self.dirty;
+        let policy = self.policy;
+        let fleet = self.nodes.len();
+        let cap = ((policy.max_ejected_share * fleet as f64) as usize).max(1);
+        let mut out = self.nodes.iter().filter(|n| n.health.is_out()).count();
+        for (n, u) in self.nodes.iter_mut().zip(&utils) {
+            let (balance, factor, success) = (n.balance, n.latency_factor, n.success_rate);
+            n.balance = 1.0 / (1.0 + (u - mean).max(0.0));
+            let slow = n.live.slowness();
+            n.latency_factor = if slow > 0.0 {
+                slow.clamp(0.25, 20.0)
+            } else {
+                1.0
+            };
+            let o = n.live.all_outcomes();
+            let prev = std::mem::replace(&mut n.prev_outcomes, o);
+            let d = |k: Outcome| o[k.index()].saturating_sub(prev[k.index()]);
+            let ok = d(Outcome::Success);
+            let failed = d(Outcome::ServerError) + d(Outcome::Timeout) + d(Outcome::Abandoned);
+            if ok + failed > 0 {
+                let rate = ok as f64 / (ok + failed) as f64;
+                n.success_rate = 0.5 * n.success_rate + 0.5 * rate;
+            } else {
+                // No outcome this tick: forgive a tenth of the gap, so a node that gets little
+                // traffic (degraded, slow-starting) is not judged on old failures forever.
+                n.success_rate += 0.1 * (1.0 - n.success_rate);
+            }
+            let obs = Observation {
+                ok,
+                failed,
+                rate_limited: d(Outcome::RateLimited),
+                consecutive: n.live.consecutive_failures(),
+                latency_factor: n.latency_factor,
+                success_rate: n.success_rate,
+            };
+            let was_out = n.health.is_out();
+            let (verdict, reset) = n.health.step(now, &obs, &policy, out < cap);
+            match (was_out, n.health.is_out()) {
+                (false, true) => out += 1,
+                (true, false) => out = out.saturating_sub(1),
+                _ => {}
+            }
+            // A failing node the cap kept serving gets its streak cleared, or the hot path's
+            // gate would keep it out with no back-off and no probe.
+            let capped = n.health.phase == Phase::Serving
+                && policy.consecutive_failures > 0
+                && obs.consecutive >= policy.consecutive_failures as u64;
+            if reset || capped {
+                n.live.reset_consecutive_failures();
+            }
+
+            n.status = verdict.status;
+            changed |= (verdict.status, verdict.eligible, verdict.probe_only)
+                != (n.verdict.status, n.verdict.eligible, n.verdict.probe_only)
+                || moved(n.verdict.weight, verdict.weight);
+            n.verdict = verdict;
+            changed |= moved(balance, n.balance)
+                || moved(factor, n.latency_factor)
+                || moved(success, n.success_rate);
+        }
+        let serving = self
+            .nodes
+            .iter()
+            .filter(|n| n.verdict.eligible && !n.verdict.probe_only)
+            .count();
+        let panic = fleet > 0 && (serving as f64) < policy.panic_threshold * fleet as f64;
+        changed |= panic != self.panic;
+        self.panic = panic;
+        // Old snapshots first: they may be what still holds a removed node.
+        self.old_tables.retain(|t| Arc::strong_count(t) > 1);
+        // A removed node leaves the report once nothing but us holds it: then no lease or
+        // ticket can still record on it, and its counts move into the retired totals.
+        let totals = &mut self.retired_totals;
+        self.retired.retain_mut(|(_, live)| {
+            // `get_mut` succeeds only when we hold the last reference, and checks that with
+            // Acquire: it synchronises with the Release of the last ticket's `Arc` drop, so
+            // the outcome that ticket recorded just before is visible below (a Relaxed
+            // `strong_count` would not guarantee that on weakly ordered CPUs).
+            let Some(live) = Arc::get_mut(live) else {
+                return true;
+            };
+            for (t, o) in totals.iter_mut().zip(live.outcomes()) {
+                *t += o;
+            }
+            false
+        });
+        if changed {
+            self.publish(cell)
+        } else {
+            self.report(false)
+        }
+    }
+
+    /// Reclaims leases held past their timeout: returns their resources to the ledgers and
+    /// records a timeout on each stage (counted once, by the head), as a lost completion.
+    fn reclaim_expired(&self, now: u64) {
+        let Some(slab) = &self.shared.slab else {
+            return;
+        };
+        let (nodes, retired) = (&self.nodes, &self.retired);
+        slab.reclaim_expired(now, |stage, s| {
+            // A lease holds its nodes alive, so an active record's node is current or
+            // retired (a removed node stays retired while anything holds it).
+            let live = nodes
+                .iter()
+                .map(|n| &n.live)
+                .chain(retired.iter().map(|(_, l)| l))
+                .find(|l| l.id == s.node);
+            if let Some(live) = live {
+                live.release(s.d0, s.d1);
+                live.record_outcome(stage == 0, Outcome::Timeout, 0.0, 0.0);
+            }
+        });
+    }
+
+    fn report(&self, published: bool) -> TickReport {
+        TickReport {
+            epoch: self.epoch,
+            nodes: self.nodes.len(),
+            draining: self.retired.len(),
+            published,
+        }
+    }
+
+    /// Builds and stores a snapshot of the desired fleet.
+    pub(crate) fn publish(&mut self, cell: &SnapshotCell<RoutingTable>) -> TickReport {
+        self.epoch += 1;
+        let nodes: Vec<NodeInput> = self
+            .nodes
+            .iter()
+            .map(|n| NodeInput {
+                id: n.id,
+                name: n.name.clone(),
+                live: n.live.clone(),
+                res: n.res.clone(),
+                status: n.status,
+                latency_factor: n.latency_factor,
+                balance: n.balance,
+                success_rate: n.success_rate,
+                eligible: n.verdict.eligible,
+                pinned_out: n.health.manual == Some(HealthStatus::Failed),
+                probe_only: n.verdict.probe_only,
+                health_weight: n.verdict.weight,
+                quality: n.quality,
+            })
+            .collect();
+        let chains: Vec<ChainInput> = self
+            .chains
+            .iter()
+            .filter(|c| {
+                c.stages
+                    .iter()
+                    .all(|id| self.nodes.iter().any(|n| n.id == *id))
+            })
+            .map(|c| ChainInput {
+                number: c.number,
+                name: arc_from_std(c.spec.name.as_str().into()),
+                stages: c.stages.clone(),
+                caps: c.caps,
+            })
+            .collect();
+        let table = RoutingTable::build(
+            self.epoch,
+            Arc::new(self.registry.clone()),
+            &nodes,
+            &chains,
+            self.weights,
+            HealthView {
+                panic: self.panic,
+                consecutive_failures: self.policy.consecutive_failures,
+                half_open_probes: self.policy.half_open_probes,
+            },
+            self.headroom,
+        );
+        let table = Arc::new(RoutingTable {
+            clock: self.clock.clone(),
+            shared: Some(Arc::clone(&self.shared)),
+            tenant_limits: self.tenant_limits.clone().into_boxed_slice(),
+            hints: Some(Arc::clone(&self.hints)),
+            ..table
+        });
+        cell.store(Arc::clone(&table));
+        if let Some(prev) = self.current.replace(table) {
+            self.old_tables.push(prev);
+        }
+        // Dropped here, on the control thread, once no reader holds them any more.
+        self.old_tables.retain(|t| Arc::strong_count(t) > 1);
+        self.dirty = false;
+        self.report(true)
+    }
+
+    /// Live state of every node, current and draining, for reports.
+    pub(crate) fn live_nodes(&self) -> Vec<(Arc<str>, Arc<NodeLive>, Amounts, bool)> {
+        let current = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.live.clone(), n.res.cap, false));
+        let draining = self
+            .retired
+            .iter()
+            .map(|(name, l)| (name.clone(), l.clone(), Amounts::default(), true));
+        current.chain(draining).collect()
+    }
+
+    /// Tasks finished, by outcome, counted once each (by their route's head), over every
+    /// node the router has had.
+    pub(crate) fn finished_totals(&self) -> [u64; 6] {
+        let mut t = self.retired_totals;
+        let lives = self
+            .nodes
+            .iter()
+            .map(|n| &n.live)
+            .chain(self.retired.iter().map(|(_, l)| l));
+        for live in lives {
+            for (t, o) in t.iter_mut().zip(live.outcomes()) {
+                *t += o;
+            }
+        }
+        t
+    }
+
+    /// The seed's `NodeHealth` for every current node.
+    pub(crate) fn health(&self) -> Vec<NodeHealth> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let (w0, w1) = n.live.load();
+                let used = Amounts::unpack(w0, w1);
+                let cap = n.res.cap;
+                let o = n.live.all_outcomes();
+                let finished: u64 = o.iter().sum();
+                let errors = finished - o[Outcome::Success.index()];
+                NodeHealth {
+                    node: n.name.to_string(),
+                    status: n.status,
+                    available: ResourceMap {
+                        memory_mb: cap.memory_mb.saturating_sub(used.memory_mb) as u32,
+                        cpu_millis: cap.cpu_millis.saturating_sub(used.cpu_millis) as u32,
+                        gpu_millis: cap.gpu_millis.saturating_sub(used.gpu_millis) as u32,
+                        tokens: cap.tokens.saturating_sub(used.tokens) as u32,
+                    },
+                    metrics: PerformanceMetrics {
+                        response_time_ms: n.live.latency_ewma_ms(),
+                        success_rate: n.success_rate,
+                        efficiency: 1.0 / n.latency_factor,
+                        errors,
+                    },
+                    error_rate: if finished == 0 {
+                        0.0
+                    } else {
+                        errors as f64 / finished as f64
+                    },
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn node_specs(&self) -> Vec<NodeSpec> {
+        self.nodes.iter().map(|n| n.spec.clone()).collect()
+    }
+}

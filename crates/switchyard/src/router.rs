@@ -1,0 +1,601 @@
+//! [`Router`]: the routing engine, its snapshot and its control loop, shareable across threads.
+use crate::capability::CapSet;
+use crate::clock::{Clock, SystemClock};
+use crate::control::{Controller, TickReport};
+use crate::error::{ConfigError, RouteError};
+use crate::health::HealthPolicy;
+use crate::model::{HealthStatus, ModelChain, NodeId, RouteOptions, Task};
+use crate::node::{ChainSpec, NodeSpec};
+use crate::routing::engine::{self, Lease, Rng};
+use crate::routing::table::{RoutingTable, ScoringWeights};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotReader};
+
+/// Lease records when timeouts are on and the builder names no number.
+const DEFAULT_LEASE_SLOTS: usize = 16_384;
+
+/// The seed's `RoutingEngine`: plan routes, reserve the best feasible one, validate a route.
+pub trait RoutingEngine {
+    /// Primary route plus alternatives on distinct routes, with costs and confidences.
+    ///
+    /// # Errors
+    /// A [`RouteError`] naming the first obstacle when no route is feasible.
+    fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError>;
+
+    /// Reserves the task's resources on the first route of `options` that still has room.
+    ///
+    /// # Errors
+    /// [`RouteError::Saturated`] when none has room, [`RouteError::StaleRoute`] when none
+    /// is still in the fleet.
+    fn optimize_allocation(
+        &mut self,
+        options: &RouteOptions,
+        task: &Task,
+    ) -> Result<Lease, RouteError>;
+
+    /// Whether `route` is still feasible for `task` under the current snapshot.
+    fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool;
+}
+
+#[derive(Debug)]
+pub(crate) struct RouterInner {
+    pub(crate) table: SnapshotCell<RoutingTable>,
+    control: Mutex<Controller>,
+    pub(crate) clock: std::sync::Arc<dyn Clock>,
+    seed: AtomicU64,
+    pub(crate) retry: crate::failover::RetryBudget,
+}
+
+/// The routing engine with its fleet: cheap to clone, shareable between threads.
+///
+/// Reads take the current snapshot wait-free; fleet changes are validated at once and
+/// published by the next [`tick`](Router::tick) (the dispatcher's control thread ticks on its
+/// own; tests and simulations tick by hand against a [`ManualClock`](crate::ManualClock)).
+///
+/// # Examples
+/// ```
+/// use switchyard::{NodeSpec, Router, RoutingEngine, Task};
+/// let router = Router::builder()
+///     .capabilities(["chat", "code"])
+///     .node(NodeSpec::new("a").capabilities(["chat", "code"]))
+///     .node(NodeSpec::new("b").capabilities(["chat"]))
+///     .build()?;
+/// let code = router.resolve(&["code"])?;
+/// let task = Task::new(1, 500, 50).require(code);
+/// let mut reader = router.reader();
+/// let routes = reader.calculate_routes(&task)?;
+/// assert_eq!(router.snapshot().route_name(routes.primary().route.route), Some("a"));
+/// let lease = reader.optimize_allocation(&routes, &task)?;
+/// assert_eq!(router.in_flight(), 1);
+/// drop(lease);
+/// assert_eq!(router.in_flight(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Router {
+    pub(crate) inner: Arc<RouterInner>,
+}
+
+/// Builds a [`Router`].
+#[derive(Debug, Default)]
+pub struct RouterBuilder {
+    capabilities: Vec<String>,
+    nodes: Vec<NodeSpec>,
+    chains: Vec<ChainSpec>,
+    weights: ScoringWeights,
+    clock: Option<std::sync::Arc<dyn Clock>>,
+    seed: u64,
+    lease_timeout_ms: u64,
+    lease_slots: usize,
+    health: HealthPolicy,
+    retry: crate::failover::RetryPolicy,
+    headroom: crate::routing::Headroom,
+    tenant_rates: Vec<(crate::model::TenantId, f64, f64)>,
+}
+
+impl RouterBuilder {
+    /// Limits a tenant's tokens per second (input plus estimated output, settled to the
+    /// actual output on completion), with a burst of `burst_seconds` worth. A task of a
+    /// tenant over its rate is refused with [`RouteError::TenantRateLimited`].
+    pub fn tenant_rate(
+        mut self,
+        tenant: crate::model::TenantId,
+        per_second: f64,
+        burst_seconds: f64,
+    ) -> Self {
+        self.tenant_rates.push((tenant, per_second, burst_seconds));
+        self
+    }
+
+    /// Sets the capacity share each priority class may fill (default 100/95/85/75 %).
+    pub fn headroom(mut self, headroom: crate::routing::Headroom) -> Self {
+        self.headroom = headroom;
+        self
+    }
+
+    /// Sets how failed tasks are retried ([`Router::fail_over`]).
+    pub fn retry(mut self, policy: crate::failover::RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Sets the health policy (ejection, probing, slow start, panic threshold).
+    pub fn health(mut self, policy: HealthPolicy) -> Self {
+        self.health = policy;
+        self
+    }
+
+    /// Declares capability names (interned in order).
+    pub fn capabilities<I, S>(mut self, caps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities.extend(caps.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a node.
+    pub fn node(mut self, spec: NodeSpec) -> Self {
+        self.nodes.push(spec);
+        self
+    }
+
+    /// Adds nodes.
+    pub fn nodes<I: IntoIterator<Item = NodeSpec>>(mut self, specs: I) -> Self {
+        self.nodes.extend(specs);
+        self
+    }
+
+    /// Adds a chain (its stages must be nodes of this builder).
+    pub fn chain(mut self, spec: ChainSpec) -> Self {
+        self.chains.push(spec);
+        self
+    }
+
+    /// Sets the scoring weights.
+    pub fn weights(mut self, w: ScoringWeights) -> Self {
+        self.weights = w;
+        self
+    }
+
+    /// Sets the logical clock (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: std::sync::Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Seeds the pickers' random streams (default 0), for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Leases (and the tickets that hold them) older than `ms` are reclaimed by the control
+    /// thread's next tick: their resources return to the ledgers and a timeout is recorded on
+    /// their nodes, so a completion that never comes cannot hold capacity forever. A late
+    /// completion of a reclaimed lease is counted
+    /// ([`Router::lease_counts`]) and returns nothing twice. 0 (the default) turns timeouts
+    /// off; then leases are not recorded at all and cost nothing extra.
+    ///
+    /// Each lease then takes one record of a fixed slab ([`lease_slots`](Self::lease_slots)).
+    pub fn lease_timeout_ms(mut self, ms: u64) -> Self {
+        self.lease_timeout_ms = ms;
+        self
+    }
+
+    /// Records for outstanding leases when timeouts are on (default 16 384, 120 bytes
+    /// each): with every record taken, routing fails with `Saturated`.
+    pub fn lease_slots(mut self, n: usize) -> Self {
+        self.lease_slots = n;
+        self
+    }
+
+    /// Validates everything and publishes the first snapshot (epoch 1). An empty fleet is
+    /// allowed (nodes can be added later); routing on it fails with
+    /// [`RouteError::EmptyFleet`].
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn build(self) -> Result<Router, ConfigError> {
+        let mut ctl = Controller::new(Default::default(), self.weights)?;
+        for c in &self.capabilities {
+            ctl.declare_capability(c)?;
+        }
+        for n in self.nodes {
+            ctl.add_node(n)?;
+        }
+        for c in self.chains {
+            ctl.add_chain(c)?;
+        }
+        ctl.set_policy(self.health)?;
+        let clock = self
+            .clock
+            .unwrap_or_else(|| std::sync::Arc::new(SystemClock::default()));
+        ctl.clock = Some(clock.clone());
+        if self.lease_timeout_ms > 0 {
+            let slots = if self.lease_slots == 0 {
+                DEFAULT_LEASE_SLOTS
+            } else {
+                self.lease_slots
+            };
+            ctl.shared = Arc::new(crate::routing::slab::LeaseShared::new(Some(
+                crate::routing::slab::LeaseSlab::new(slots, self.lease_timeout_ms),
+            )));
+        }
+        ctl.set_headroom(self.headroom)?;
+        for (t, rate, burst) in self.tenant_rates {
+            ctl.set_tenant_rate(t, crate::tenant::TenantLimit::new(t, rate, burst)?);
+        }
+        self.retry.validate()?;
+        let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
+            0,
+            Arc::new(ctl.registry().clone()),
+            &[],
+            &[],
+            ScoringWeights::default(),
+            Default::default(),
+            Default::default(),
+        )));
+        ctl.publish(&cell);
+        Ok(Router {
+            inner: Arc::new(RouterInner {
+                table: cell,
+                control: Mutex::new(ctl),
+                clock,
+                seed: AtomicU64::new(self.seed),
+                retry: crate::failover::RetryBudget::new(self.retry),
+            }),
+        })
+    }
+}
+
+impl Router {
+    /// A builder.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder::default()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<RoutingTable> {
+        self.inner.table.load_full()
+    }
+
+    /// Resolves capability names against the current snapshot.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownCapability`] for a name never declared.
+    pub fn resolve<S: AsRef<str>>(&self, names: &[S]) -> Result<CapSet, ConfigError> {
+        self.inner.table.load().registry.resolve(names)
+    }
+
+    /// A per-thread reader with a cached snapshot and its own random stream: what workers use.
+    pub fn reader(&self) -> RouteReader {
+        // Relaxed: a counter that only needs distinct values.
+        let n = self.inner.seed.fetch_add(1, Ordering::Relaxed);
+        RouteReader {
+            router: self.clone(),
+            cache: self.inner.table.reader(),
+            rng: Rng::new(n),
+        }
+    }
+
+    /// The logical clock.
+    pub fn clock(&self) -> &std::sync::Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub(crate) fn control(&self) -> impl std::ops::DerefMut<Target = Controller> + '_ {
+        // A panic while holding the control lock cannot leave the controller half-changed in
+        // a way later calls can't handle, so recover from poisoning instead of panicking.
+        self.inner.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Declares a capability name (published by the next tick).
+    ///
+    /// # Errors
+    /// [`ConfigError::TooManyCapabilities`] or [`ConfigError::InvalidName`].
+    pub fn declare_capability(&self, name: &str) -> Result<usize, ConfigError> {
+        self.control().declare_capability(name)
+    }
+
+    /// Adds a node (published by the next tick).
+    ///
+    /// # Errors
+    /// The first problem with the spec.
+    pub fn add_node(&self, spec: NodeSpec) -> Result<NodeId, ConfigError> {
+        self.control().add_node(spec)
+    }
+
+    /// Replaces a node's spec, keeping its live counters (published by the next tick).
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownNode`] or the first problem with the spec.
+    pub fn update_node(&self, spec: NodeSpec) -> Result<(), ConfigError> {
+        self.control().update_node(spec)
+    }
+
+    /// Removes a node; its outstanding leases still release into its own ledger.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownNode`].
+    pub fn remove_node(&self, name: &str) -> Result<(), ConfigError> {
+        self.control().remove_node(name)
+    }
+
+    /// Adds a chain.
+    ///
+    /// # Errors
+    /// [`ConfigError::BadChain`], [`ConfigError::UnknownNode`], ….
+    pub fn add_chain(&self, spec: ChainSpec) -> Result<(), ConfigError> {
+        self.control().add_chain(spec)
+    }
+
+    /// Removes a chain.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownNode`] when no chain has that name.
+    pub fn remove_chain(&self, name: &str) -> Result<(), ConfigError> {
+        self.control().remove_chain(name)
+    }
+
+    /// Replaces the scoring weights.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidNumber`] for a NaN, negative or out-of-range weight.
+    pub fn set_weights(&self, w: ScoringWeights) -> Result<(), ConfigError> {
+        self.control().set_weights(w)
+    }
+
+    /// Sets a node's measured-quality factor on its weight (see
+    /// [`CapabilityAwareRouter`](crate::CapabilityAwareRouter)).
+    pub(crate) fn set_quality(&self, name: &str, quality: f64) -> Result<(), ConfigError> {
+        self.control().set_quality(name, quality)
+    }
+
+    /// Replaces the per-class headroom (published by the next tick).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidNumber`] for a share outside (0, 1] or a share above a higher
+    /// class's.
+    pub fn set_headroom(&self, headroom: crate::routing::Headroom) -> Result<(), ConfigError> {
+        self.control().set_headroom(headroom)
+    }
+
+    /// Replaces the health policy.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidNumber`] / [`ConfigError::InvalidSetting`] for a bad threshold.
+    pub fn set_health_policy(&self, policy: HealthPolicy) -> Result<(), ConfigError> {
+        self.control().set_policy(policy)
+    }
+
+    /// Sets a node's health verdict by hand (e.g. from an external health check):
+    /// `Failed` or `Degraded` pin it until set back to `Healthy`, which returns the node to
+    /// the automatic verdicts.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownNode`].
+    pub fn set_health(&self, name: &str, status: HealthStatus) -> Result<(), ConfigError> {
+        self.control().set_status(name, status)
+    }
+
+    /// The seed's `NodeHealth` of every node: verdict, free capacity, latency EWMA, success
+    /// rate (as of the last tick), efficiency (predicted over observed latency), error rate.
+    pub fn node_health(&self) -> Vec<crate::model::NodeHealth> {
+        self.control().health()
+    }
+
+    /// The node specs of the desired fleet.
+    pub fn node_specs(&self) -> Vec<NodeSpec> {
+        self.control().node_specs()
+    }
+
+    /// One control step: read live counters, recompute weights, publish a snapshot.
+    pub fn tick(&self) -> TickReport {
+        let clock = self.inner.clock.clone();
+        let mut ctl = self.control();
+        let report = ctl.tick(&self.inner.table, &*clock);
+        // The retry budget earns a share of what finished since the last tick.
+        self.inner.retry.refill(ctl.finished_totals().iter().sum());
+        report
+    }
+
+    /// Acts on a health incident (see [`HealthAwareRouting`](crate::HealthAwareRouting)).
+    pub(crate) fn incident(
+        &self,
+        name: &str,
+        kind: crate::failover::IncidentKind,
+    ) -> Result<(), ConfigError> {
+        let now = self.inner.clock.now_ns();
+        self.control().incident(name, kind, now)
+    }
+
+    /// Sets a tenant's token-rate limit (tokens per second, 0 = none; burst in seconds),
+    /// published by the next tick. The tenant's schedule carries over.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] for a tenant id of [`MAX_TENANTS`](crate::MAX_TENANTS)
+    /// or more, or a rate or burst that is not a sane finite number.
+    pub fn set_tenant_rate(
+        &self,
+        tenant: crate::model::TenantId,
+        per_second: f64,
+        burst_seconds: f64,
+    ) -> Result<(), ConfigError> {
+        let limit = crate::tenant::TenantLimit::new(tenant, per_second, burst_seconds)?;
+        self.control().set_tenant_rate(tenant, limit);
+        Ok(())
+    }
+
+    /// Leases reclaimed past their timeout so far, and late completions of reclaimed leases
+    /// (both 0 when timeouts are off).
+    pub fn lease_counts(&self) -> (u64, u64) {
+        self.control()
+            .shared
+            .slab
+            .as_ref()
+            .map_or((0, 0), |s| s.counts())
+    }
+
+    /// Tasks in flight over every node, current and draining.
+    pub fn in_flight(&self) -> u64 {
+        self.live_nodes().iter().map(|n| n.in_flight).sum()
+    }
+
+    /// Whether every ledger of every node (current and draining) is back at zero.
+    pub fn ledgers_are_zero(&self) -> bool {
+        self.control()
+            .live_nodes()
+            .iter()
+            .all(|(_, live, ..)| live.load() == (0, 0))
+    }
+
+    /// Tasks finished through tickets, by [`Outcome`](crate::Outcome) index, each counted
+    /// once, over every node this router has had.
+    pub fn finished(&self) -> [u64; 6] {
+        self.control().finished_totals()
+    }
+
+    /// Live figures of every node, current then draining (takes the control lock briefly:
+    /// for reports, not for the hot path).
+    pub fn node_metrics(&self) -> Vec<crate::metrics::NodeMetrics> {
+        self.live_nodes()
+    }
+
+    pub(crate) fn live_nodes(&self) -> Vec<crate::metrics::NodeMetrics> {
+        self.control()
+            .live_nodes()
+            .into_iter()
+            .map(|(name, live, cap, draining)| {
+                crate::metrics::NodeMetrics::read(&name, &live, &cap, draining)
+            })
+            .collect()
+    }
+}
+
+// Under loom every modelled thread runs on one OS thread: use loom's per-model-thread locals.
+#[cfg(switchyard_loom)]
+use loom::thread_local;
+
+thread_local! {
+    static RNG: std::cell::RefCell<Rng> = std::cell::RefCell::new(Rng::new(
+        std::thread::current().id().as_u64_compat()
+    ));
+}
+
+/// Runs `f` with this thread's PRNG (the `&Router` engine paths and failover use it).
+pub(crate) fn with_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
+    RNG.with(|r| f(&mut r.borrow_mut()))
+}
+
+trait ThreadIdCompat {
+    fn as_u64_compat(&self) -> u64;
+}
+
+impl ThreadIdCompat for std::thread::ThreadId {
+    fn as_u64_compat(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// `&Router` routes through a guard load per call (≈ 20 ns); a [`RouteReader`] is faster.
+impl RoutingEngine for &Router {
+    fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError> {
+        let t = self.inner.table.load();
+        let mut out = RouteOptions::default();
+        RNG.with(|r| engine::plan(&t, task, &mut r.borrow_mut(), &mut out))?;
+        Ok(out)
+    }
+
+    fn optimize_allocation(
+        &mut self,
+        options: &RouteOptions,
+        task: &Task,
+    ) -> Result<Lease, RouteError> {
+        let t = self.inner.table.load();
+        engine::allocate(&t, options, task)
+    }
+
+    fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {
+        engine::validate(&self.inner.table.load(), route, task)
+    }
+}
+
+/// A per-thread routing handle: a cached snapshot (≈ 1.4 ns a load) and its own PRNG.
+///
+/// Not `Sync`: give each thread its own, from [`Router::reader`].
+#[derive(Debug)]
+pub struct RouteReader {
+    router: Router,
+    cache: SnapshotReader<RoutingTable>,
+    rng: Rng,
+}
+
+impl RouteReader {
+    /// Plans and reserves in one step on one snapshot: the dispatcher's hot path.
+    ///
+    /// # Errors
+    /// As [`RoutingEngine::calculate_routes`] and [`RoutingEngine::optimize_allocation`].
+    #[inline]
+    pub fn route(&mut self, task: &Task) -> Result<(RouteOptions, Lease), RouteError> {
+        let mut options = RouteOptions::default();
+        let lease = self.route_into(task, &mut options)?;
+        Ok((options, lease))
+    }
+
+    /// As [`route`](Self::route), writing the routes into a buffer the caller reuses (no
+    /// copy of the options on return).
+    ///
+    /// # Errors
+    /// As [`route`](Self::route); `options` then holds nothing useful.
+    #[inline]
+    pub fn route_into(
+        &mut self,
+        task: &Task,
+        options: &mut RouteOptions,
+    ) -> Result<Lease, RouteError> {
+        let table = self.cache.load();
+        engine::plan(table, task, &mut self.rng, options)?;
+        engine::allocate(table, options, task)
+    }
+
+    /// The router this reader reads.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The snapshot this reader currently sees (refreshed if a newer one was published).
+    pub fn snapshot(&mut self) -> &Arc<RoutingTable> {
+        self.cache.load()
+    }
+
+    /// Reseeds the reader's random stream (for reproducible simulations).
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+}
+
+impl RoutingEngine for RouteReader {
+    fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError> {
+        let table = self.cache.load();
+        let mut out = RouteOptions::default();
+        engine::plan(table, task, &mut self.rng, &mut out)?;
+        Ok(out)
+    }
+
+    fn optimize_allocation(
+        &mut self,
+        options: &RouteOptions,
+        task: &Task,
+    ) -> Result<Lease, RouteError> {
+        let table = self.cache.load();
+        engine::allocate(table, options, task)
+    }
+
+    fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {
+        engine::validate(self.cache.load(), route, task)
+    }
+}

@@ -1,0 +1,373 @@
+//! Configuration files and hot reload through the public API: the documented example file is
+//! the built-in fleet, a reload adds, updates and removes nodes without losing a lease or a
+//! counter, and an invalid config changes nothing.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use switchyard::config::{NodeConfig, ReloadReport};
+use switchyard::{Config, ConfigError, Lease, ManualClock, NodeMetrics, RouteError, Router, Task};
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet.toml")
+}
+
+fn example() -> Config {
+    Config::load(&example_path()).expect("examples/fleet.toml loads")
+}
+
+fn router(cfg: &Config) -> Router {
+    cfg.to_builder()
+        .clock(Arc::new(ManualClock::new()))
+        .seed(3)
+        .build()
+        .expect("the config builds")
+}
+
+fn metrics(r: &Router) -> HashMap<String, NodeMetrics> {
+    r.node_metrics()
+        .into_iter()
+        .map(|m| (m.name.clone(), m))
+        .collect()
+}
+
+fn node_of(r: &Router, lease: &Lease) -> String {
+    r.snapshot()
+        .node_name(lease.route().head())
+        .expect("the lease's node is in the snapshot")
+        .to_string()
+}
+
+#[test]
+fn the_example_files_sample_error_is_what_a_nan_weight_gives() {
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    // The header of the file quotes this message; keep the two in step.
+    let sample = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#   fleet.toml:"))
+        .map(|rest| format!("fleet.toml:{rest}"))
+        .expect("the file quotes a sample error");
+    let line: usize = sample.split(':').nth(1).unwrap().parse().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[line - 1], "weight = 1.0");
+    let mut broken = lines.clone();
+    broken[line - 1] = "weight = nan";
+    let e = Config::parse("fleet.toml", &broken.join("\n")).unwrap_err();
+    assert_eq!(e.to_string(), sample);
+    assert_eq!((e.line(), e.field()), (Some(line), Some("weight")));
+    assert!(matches!(
+        e.config_error(),
+        Some(ConfigError::InvalidNumber {
+            field: "weight",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn errors_in_a_file_name_the_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("switchyard-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "capabilities = [\"chat\"]\n\n[[node]]\nname = \"a\"\nmax_concurrency = 0\n",
+    )
+    .unwrap();
+    let e = Config::load(&path).unwrap_err();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(e.file(), path.display().to_string());
+    assert_eq!((e.line(), e.field()), (Some(5), Some("max_concurrency")));
+    assert!(
+        e.to_string()
+            .ends_with(":5: node \"a\": field `max_concurrency`: must be greater than zero"),
+        "{e}"
+    );
+    let e = Config::load(&dir.join("missing.toml")).unwrap_err();
+    assert_eq!(e.line(), None);
+    assert!(std::error::Error::source(&e).is_some());
+}
+
+#[test]
+fn reload_keeps_leases_and_counters_and_drains_removed_nodes() {
+    let v1 = example();
+    let r = router(&v1);
+    // Hold leases until the node to be updated and the node to be removed both have some.
+    let mut reader = r.reader();
+    let mut leases: Vec<(String, Lease)> = Vec::new();
+    for i in 0..384 {
+        let (_, lease) = reader.route(&Task::new(i, 200, 20)).unwrap();
+        leases.push((node_of(&r, &lease), lease));
+        let has = |n: &str| leases.iter().any(|(name, _)| name == n);
+        if has("a100-0") && has("l4-3") && has("h100-0") {
+            break;
+        }
+    }
+    let held = |n: &str| leases.iter().filter(|(name, _)| name == n).count() as u64;
+    assert!(held("a100-0") > 0 && held("l4-3") > 0 && held("h100-0") > 0);
+    let before = metrics(&r);
+    let epoch = r.snapshot().epoch();
+
+    // v2: `l4-3` removed, `a100-0` given twice the concurrency, `b200-0` added, a chain.
+    let mut v2 = v1.clone();
+    v2.nodes.retain(|n| n.name != "l4-3");
+    let a100 = v2.nodes.iter_mut().find(|n| n.name == "a100-0").unwrap();
+    a100.max_concurrency = Some(96);
+    v2.nodes.push(NodeConfig {
+        name: "b200-0".into(),
+        capabilities: vec!["chat".into(), "code".into(), "long-context".into()],
+        max_concurrency: Some(128),
+        ..NodeConfig::default()
+    });
+    v2.chains.push(switchyard::config::ChainConfig {
+        name: "guarded".into(),
+        stages: vec!["l4-0".into(), "b200-0".into()],
+        capabilities: vec![],
+    });
+    let report = r.apply_config(&v2).unwrap();
+    assert_eq!(
+        report,
+        ReloadReport {
+            added: 1,
+            updated: 1,
+            removed: 1,
+            chains: 1,
+            epoch: r.snapshot().epoch(),
+        }
+    );
+    assert!(report.epoch > epoch);
+    let snap = r.snapshot();
+    assert_eq!(snap.node_count(), 10);
+    assert_eq!(snap.route_count(), 11);
+    assert!(snap.node_id("l4-3").is_none() && snap.node_id("b200-0").is_some());
+    assert_eq!(r.node_specs(), v2.node_specs());
+
+    // Nodes that stay keep their live counters; the removed one drains with its leases.
+    let after = metrics(&r);
+    for name in ["a100-0", "h100-0"] {
+        let (b, a) = (&before[name], &after[name]);
+        assert_eq!(a.in_flight, held(name), "{name}");
+        assert_eq!((a.in_flight, a.leases), (b.in_flight, b.leases), "{name}");
+        assert!(!a.draining);
+    }
+    assert!(after["l4-3"].draining);
+    assert_eq!(after["l4-3"].in_flight, held("l4-3"));
+    assert_eq!(after["b200-0"].in_flight, 0);
+    // The updated node now takes up to 96 at once: its utilisation is measured against that.
+    let a = &after["a100-0"];
+    assert!((a.utilization - held("a100-0") as f64 / 96.0).abs() < 1e-9);
+
+    // New tasks route on the new fleet, never to the removed node.
+    for i in 0..50 {
+        let (_, lease) = reader.route(&Task::new(1_000 + i, 200, 20)).unwrap();
+        assert_ne!(node_of(&r, &lease), "l4-3");
+        leases.push((node_of(&r, &lease), lease));
+    }
+
+    // An invalid config is refused whole: no epoch, no node, no capability changes.
+    let epoch = r.snapshot().epoch();
+    let mut bad = v1.clone();
+    bad.capabilities.push("vision".into());
+    bad.nodes.retain(|n| n.name != "h100-0");
+    bad.nodes[3].weight = Some(f64::NAN);
+    let e = r.apply_config(&bad).unwrap_err();
+    assert_eq!(e.field(), Some("weight"), "{e}");
+    assert!(e.file().ends_with("fleet.toml"), "{e}");
+    assert!(e.line().is_some(), "{e}");
+    assert_eq!(r.snapshot().epoch(), epoch);
+    assert_eq!(r.node_specs(), v2.node_specs());
+    r.tick();
+    assert!(r.resolve(&["vision"]).is_err());
+
+    // Text that does not parse never reaches the router.
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    let e = Config::parse(
+        "fleet.toml",
+        &text.replace("max_concurrency = 64", "max_concurrency = \"64\""),
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("fleet.toml:"), "{e}");
+    assert_eq!(e.field(), Some("max_concurrency"));
+
+    // Dropping every lease empties every ledger, the drained node's included; it then leaves.
+    leases.clear();
+    assert!(r.ledgers_are_zero());
+    assert_eq!(r.in_flight(), 0);
+    r.tick();
+    assert!(!metrics(&r).contains_key("l4-3"));
+
+    // And back to v1: `l4-3` returns, `b200-0` and the chain go.
+    let report = r.apply_config(&v1).unwrap();
+    assert_eq!(
+        (report.added, report.updated, report.removed, report.chains),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(r.snapshot().node_count(), 10);
+    assert_eq!(r.snapshot().route_count(), 10);
+    assert!(r.ledgers_are_zero());
+}
+
+#[test]
+fn reloads_never_fail_a_task_the_fleet_can_serve() {
+    let v1 = example();
+    let mut v2 = v1.clone();
+    v2.nodes.retain(|n| !n.name.starts_with("l4-"));
+    for n in &mut v2.nodes {
+        n.max_concurrency = n.max_concurrency.map(|c| c / 2);
+    }
+    let r = router(&v1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|t| {
+            let (r, stop) = (r.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut reader = r.reader();
+                let chat = r.resolve(&["chat"]).unwrap();
+                let mut held = Vec::new();
+                let (mut ok, mut i) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) || i < 1_000 {
+                    i += 1;
+                    match reader.route(&Task::new(t * 1_000_000 + i, 100, 10).require(chat)) {
+                        Ok((_, lease)) => {
+                            ok += 1;
+                            held.push(lease);
+                            if held.len() > 16 {
+                                held.remove(0);
+                            }
+                        }
+                        // Capacity shrank under it, or its snapshot lost the node meanwhile.
+                        Err(RouteError::Saturated | RouteError::StaleRoute) => {}
+                        Err(e) => panic!("task {i}: {e}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    for k in 0..40 {
+        let cfg = if k % 2 == 0 { &v2 } else { &v1 };
+        r.apply_config(cfg).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        assert!(w.join().unwrap() > 0);
+    }
+    assert!(r.ledgers_are_zero());
+    assert_eq!(r.node_specs(), v1.node_specs());
+}
+
+const ADMISSION: &str = r#"
+capabilities = ["chat"]
+
+[admission]
+headroom = [1.0, 1.0, 0.5, 0.5]
+lease_timeout_ms = 100
+lease_slots = 64
+
+[[node]]
+name = "a"
+capabilities = ["chat"]
+max_concurrency = 4
+
+[[tenant]]
+id = 7
+max_tokens_per_second = 1000
+token_burst_seconds = 1
+
+[[tenant]]
+id = 8
+max_tokens_per_second = 0
+"#;
+
+#[test]
+fn admission_settings_and_tenant_rates_come_from_the_file() {
+    let cfg = Config::parse("adm.toml", ADMISSION).unwrap();
+    assert_eq!(cfg.admission.lease_timeout_ms, 100);
+    assert_eq!(cfg.tenants.len(), 2);
+    assert_eq!(cfg.tenants[1].token_burst_seconds, 1.0, "the default burst");
+    let clock = ManualClock::new();
+    let r = cfg
+        .to_builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let mut reader = r.reader();
+    // Headroom: normal work may fill half of 4 slots.
+    let normal: Vec<_> = (0..3).map(|i| reader.route(&Task::new(i, 1, 1))).collect();
+    assert!(normal[0].is_ok() && normal[1].is_ok());
+    assert_eq!(normal[2].as_ref().unwrap_err(), &RouteError::Saturated);
+    drop(normal);
+    // Tenant 7's rate: 1000 tokens of burst.
+    let t7 = |id| {
+        Task::new(id, 400, 100)
+            .tenant(switchyard::TenantId(7))
+            .priority(switchyard::Priority::Critical)
+    };
+    let first = reader.route(&t7(10)).unwrap();
+    let second = reader.route(&t7(11)).unwrap();
+    assert_eq!(
+        reader.route(&t7(12)).unwrap_err(),
+        RouteError::TenantRateLimited
+    );
+    // The lease timeout: reclaimed by a tick 100 ms on.
+    clock.advance_ms(100);
+    r.tick();
+    assert_eq!(r.lease_counts().0, 2);
+    drop((first, second));
+
+    // A reload lifts tenant 7's limit (no longer listed) and restores the default headroom.
+    let relaxed = ADMISSION
+        .replace("headroom = [1.0, 1.0, 0.5, 0.5]\n", "")
+        .replace(
+            "[[tenant]]\nid = 7\nmax_tokens_per_second = 1000\ntoken_burst_seconds = 1\n",
+            "",
+        );
+    r.apply_config(&Config::parse("adm.toml", &relaxed).unwrap())
+        .unwrap();
+    assert!(reader.route(&t7(13)).is_ok());
+    assert!(reader.route(&t7(14)).is_ok());
+    assert!(
+        reader.route(&Task::new(15, 1, 1)).is_ok(),
+        "85 % of 4 = 3 normal slots"
+    );
+}
+
+#[test]
+fn bad_admission_and_tenant_entries_name_their_line_and_field() {
+    let cases = [
+        (
+            "headroom = [1.0, 1.0, 0.5, 0.5]",
+            "headroom = [1.0, 1.0, 0.5, 0.9]",
+            5,
+            "headroom",
+        ),
+        ("lease_slots = 64", "lease_slots = 0", 7, "lease_slots"),
+        (
+            "max_tokens_per_second = 1000",
+            "max_tokens_per_second = -1",
+            16,
+            "max_tokens_per_second",
+        ),
+        (
+            "token_burst_seconds = 1",
+            "token_burst_seconds = 0",
+            17,
+            "token_burst_seconds",
+        ),
+        ("id = 8", "id = 7", 20, "id"),
+        ("id = 8", "id = 5000", 20, "id"),
+    ];
+    for (from, to, line, field) in cases {
+        let text = ADMISSION.replace(from, to);
+        let e = Config::parse("adm.toml", &text).unwrap_err();
+        assert_eq!(e.line(), Some(line), "{to}: {e}");
+        assert_eq!(e.field(), Some(field), "{to}: {e}");
+        assert!(
+            e.to_string().starts_with(&format!("adm.toml:{line}:")),
+            "{e}"
+        );
+    }
+}
