@@ -31,7 +31,8 @@ impl Seen {
 struct Signal(Arc<Seen>);
 
 impl Backend for Signal {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         ticket.complete(Completion::success(1.0, 1));
         self.0.ids.lock().unwrap().push(task.id);
         self.0.changed.notify_all();
@@ -45,7 +46,7 @@ fn submit_wakes_parked_worker() {
         let router = common::router([NodeSpec::new("a")]);
         let seen = Arc::new(Seen::default());
         let d = common::dispatcher(&router, 16, Signal(Arc::clone(&seen)));
-        d.submit(Task::new(1, 10, 10)).unwrap();
+        d.submit(Task::new(1, 10, 10), ()).unwrap();
         assert_eq!(seen.wait_for(1), [1]);
         d.shutdown();
         let m = d.metrics();
@@ -64,9 +65,9 @@ fn two_submitters_one_parked_worker() {
         let d = Arc::new(common::dispatcher(&router, 16, Signal(Arc::clone(&seen))));
         let other = {
             let d = Arc::clone(&d);
-            thread::spawn(move || d.submit(Task::new(2, 10, 10)).unwrap())
+            thread::spawn(move || d.submit(Task::new(2, 10, 10), ()).unwrap())
         };
-        d.submit(Task::new(1, 10, 10)).unwrap();
+        d.submit(Task::new(1, 10, 10), ()).unwrap();
         let mut ids = seen.wait_for(2);
         ids.sort_unstable();
         assert_eq!(ids, [1, 2]);

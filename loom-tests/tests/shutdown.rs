@@ -12,7 +12,8 @@ use switchyard::{Backend, Completion, NodeSpec, RouteOptions, SubmitError, Task,
 struct Once(Arc<AtomicU64>);
 
 impl Backend for Once {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         let bit = 1 << task.id;
         let before = self.0.fetch_or(bit, Ordering::SeqCst);
         assert_eq!(
@@ -39,10 +40,10 @@ fn submit_races_shutdown() {
             thread::spawn(move || {
                 let mut accepted = 0u64;
                 for id in 1..=2u64 {
-                    match d.submit(Task::new(id, 10, 10)) {
+                    match d.submit(Task::new(id, 10, 10), ()) {
                         Ok(()) => accepted |= 1 << id,
                         Err(SubmitError::ShutDown(t) | SubmitError::Full(t)) => {
-                            assert_eq!(t.id, id, "the refused task is handed back")
+                            assert_eq!(t.0.id, id, "the refused task is handed back")
                         }
                     }
                 }

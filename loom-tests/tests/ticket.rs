@@ -20,7 +20,8 @@ struct State {
 struct Handoff(Arc<State>);
 
 impl Backend for Handoff {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         self.0.seen.fetch_add(1, Ordering::SeqCst);
         assert_eq!(ticket.task_id(), task.id);
         if task.id % 2 == 1 {
@@ -41,8 +42,8 @@ fn complete_on_another_thread_vs_drop() {
         let router = common::router([NodeSpec::new("a").max_concurrency(2)]);
         let state = Arc::new(State::default());
         let d = common::dispatcher(&router, 16, Handoff(Arc::clone(&state)));
-        d.submit(Task::new(1, 10, 10)).unwrap();
-        d.submit(Task::new(2, 10, 10)).unwrap();
+        d.submit(Task::new(1, 10, 10), ()).unwrap();
+        d.submit(Task::new(2, 10, 10), ()).unwrap();
         d.shutdown();
         let completers = std::mem::take(&mut *state.completers.lock().unwrap());
         for h in completers {
@@ -71,7 +72,7 @@ fn in_flight_read_while_completing() {
         let router = common::router([NodeSpec::new("a")]);
         let state = Arc::new(State::default());
         let d = common::dispatcher(&router, 16, Handoff(Arc::clone(&state)));
-        d.submit(Task::new(1, 10, 10)).unwrap();
+        d.submit(Task::new(1, 10, 10), ()).unwrap();
         assert!(d.in_flight() <= 1);
         d.shutdown();
         assert!(d.in_flight() <= 1);
@@ -99,7 +100,8 @@ struct Holding {
 struct KeepFirst(Arc<Holding>);
 
 impl Backend for KeepFirst {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         if task.id == 1 {
             *self.0.ticket.lock().unwrap() = Some(ticket);
             self.0.held.fetch_add(1, Ordering::SeqCst);
@@ -119,8 +121,8 @@ fn metrics_in_flight_never_under_reports() {
         let router = common::router([NodeSpec::new("a")]);
         let state = Arc::new(Holding::default());
         let d = common::dispatcher(&router, 16, KeepFirst(Arc::clone(&state)));
-        d.submit(Task::new(1, 10, 10)).unwrap();
-        d.submit(Task::new(2, 10, 10)).unwrap();
+        d.submit(Task::new(1, 10, 10), ()).unwrap();
+        d.submit(Task::new(2, 10, 10), ()).unwrap();
         // Once seen here, task 1's ticket stays out until after both reads below.
         let out = state.held.load(Ordering::SeqCst) as u64;
         assert!(d.in_flight() >= out, "in_flight() under-reports");

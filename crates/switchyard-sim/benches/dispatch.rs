@@ -10,7 +10,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Noop;
 impl Backend for Noop {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         ticket.complete(Completion::success(1.0, task.output_tokens));
     }
 }
@@ -29,8 +30,8 @@ fn dispatch(c: &mut Criterion) {
         b.iter(|| {
             for t in &tasks {
                 let mut task = *t;
-                while let Err(e) = d.submit(task) {
-                    task = e.into_inner();
+                while let Err(e) = d.submit(task, ()) {
+                    task = e.into_inner().0;
                     std::thread::yield_now();
                 }
             }

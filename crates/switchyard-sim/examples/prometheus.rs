@@ -106,7 +106,8 @@ struct Simulated {
 }
 
 impl Backend for Simulated {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         let ms = 10.0 + task.input_tokens as f64 * 0.01 + task.output_tokens as f64;
         let completion = match task.id % 100 {
             0 | 50 => Completion::failure(Outcome::RateLimited, ms / 4.0),
@@ -279,7 +280,7 @@ fn run() -> Result<(), Error> {
                 id: submitted + refused,
                 ..*task
             };
-            match d.submit(task) {
+            match d.submit(task, ()) {
                 Ok(()) => submitted += 1,
                 Err(SubmitError::Full(_) | SubmitError::ShutDown(_)) => refused += 1,
             }

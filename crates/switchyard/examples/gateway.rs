@@ -1,6 +1,7 @@
-//! A gateway's use of switchyard end to end: a router over three backends, a dispatcher, a
-//! backend that answers from an I/O thread (here: a sleep), fails one backend on purpose and
-//! retries those tasks on another route, then prints the metrics.
+//! A gateway's use of switchyard end to end: a router over three backends, a dispatcher whose
+//! tasks carry their request (the payload), a backend that answers from an I/O thread (here:
+//! a sleep), fails one backend on purpose and retries those tasks on another route, then
+//! prints the metrics. (`switchyard-gateway` is the real, HTTP version of this.)
 //!
 //! `cargo run --release --example gateway`
 use std::sync::mpsc;
@@ -13,12 +14,19 @@ use switchyard::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Hands every ticket to an "I/O" thread, as a real gateway hands requests to its HTTP client.
-struct Http(mpsc::Sender<Ticket>);
+/// What a gateway submits with each task: the request to forward.
+struct Request {
+    prompt: String,
+}
+
+/// Hands every request and its ticket to an "I/O" thread, as a real gateway hands requests
+/// to its HTTP client.
+struct Http(mpsc::Sender<(Request, Ticket)>);
 
 impl Backend for Http {
-    fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
-        let _ = self.0.send(ticket);
+    type Payload = Request;
+    fn dispatch(&self, _task: Task, request: Request, _routes: &RouteOptions, ticket: Ticket) {
+        let _ = self.0.send((request, ticket));
     }
 }
 
@@ -41,13 +49,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .max_concurrency(16),
         )
         .build()?;
-    let (tx, rx) = mpsc::channel::<Ticket>();
+    let (tx, rx) = mpsc::channel::<(Request, Ticket)>();
     let io = {
         let router = router.clone();
         let snapshot = router.snapshot();
         std::thread::spawn(move || {
-            for ticket in rx {
-                std::thread::sleep(Duration::from_micros(200)); // the model is working
+            for (request, ticket) in rx {
+                // The model is working on `request.prompt`.
+                debug_assert!(!request.prompt.is_empty());
+                std::thread::sleep(Duration::from_micros(200));
                 let node = ticket.route().map(|r| r.head());
                 if node == snapshot.node_id("small-1") {
                     // small-1 is broken: fail over (the router ejects it after 3 failures).
@@ -69,8 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // what the backends drain within a class's saturation wait is shed, lowest class first.
     for id in 0..2_000 {
         let task = Task::new(id, 800, 40).require(chat);
-        while let Err(refused) = dispatcher.submit(task) {
+        let mut request = Request {
+            prompt: format!("request {id}"),
+        };
+        while let Err(refused) = dispatcher.submit(task, request) {
             eprintln!("back-pressure: {refused}");
+            request = refused.into_inner().1; // handed back, never lost
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_micros(250));

@@ -58,7 +58,8 @@ const DECISION: &str = "switchyard_decision_latency_seconds";
 ///
 /// struct Echo;
 /// impl Backend for Echo {
-///     fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
+///     type Payload = ();
+///     fn dispatch(&self, _task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
 ///         ticket.complete(Completion::success(1.0, 10));
 ///     }
 /// }
@@ -66,7 +67,7 @@ const DECISION: &str = "switchyard_decision_latency_seconds";
 /// let router = Router::builder().node(NodeSpec::new("a")).build()?;
 /// let d = Dispatcher::builder(router).workers(1).build(Echo)?;
 /// for id in 0..10 {
-///     d.submit(Task::new(id, 100, 10)).expect("room in the queue");
+///     d.submit(Task::new(id, 100, 10), ()).expect("room in the queue");
 /// }
 /// d.shutdown();
 /// let text = switchyard::prometheus::render(&d.metrics(), Some(&d.decision_histogram()));

@@ -113,7 +113,8 @@ fn ceilings_hold_under_concurrent_mixed_classes() {
 
 struct Hold(std::sync::Mutex<Vec<Ticket>>);
 impl Backend for Hold {
-    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
         self.0.lock().unwrap().push(ticket);
     }
 }
@@ -128,8 +129,11 @@ fn saturation_sheds_the_lowest_classes_first() {
         .unwrap();
     // 100 tasks, 25 of each class, all held: capacity 20 fills up; who got in?
     for i in 0..100u64 {
-        d.submit(Task::new(i, 10, 10).priority(Priority::ALL[(i % 4) as usize]))
-            .unwrap();
+        d.submit(
+            Task::new(i, 10, 10).priority(Priority::ALL[(i % 4) as usize]),
+            (),
+        )
+        .unwrap();
     }
     d.shutdown();
     let m = d.metrics();
@@ -148,7 +152,8 @@ fn saturation_sheds_the_lowest_classes_first() {
 /// Completes every ticket 2 ms later, on another thread.
 struct Slow(std::sync::Mutex<std::sync::mpsc::Sender<Ticket>>);
 impl Backend for Slow {
-    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
         let _ = self.0.lock().unwrap().send(ticket);
     }
 }
@@ -176,7 +181,7 @@ fn a_burst_above_capacity_waits_for_capacity_instead_of_failing() {
         .unwrap();
     // 60 tasks at once on 3 usable slots (normal: 85 % of 4): they wait and flow through.
     for i in 0..60 {
-        d.submit(Task::new(i, 10, 10)).unwrap();
+        d.submit(Task::new(i, 10, 10), ()).unwrap();
     }
     d.shutdown(); // drains: waiting tasks are retried until they fit
     drop(d);
@@ -197,7 +202,7 @@ fn a_zero_wait_sheds_at_once() {
         .build(backend)
         .unwrap();
     for i in 0..60 {
-        d.submit(Task::new(i, 10, 10)).unwrap();
+        d.submit(Task::new(i, 10, 10), ()).unwrap();
     }
     d.shutdown();
     let m = d.metrics();
@@ -210,7 +215,8 @@ fn a_zero_wait_sheds_at_once() {
 /// Keeps every ticket with its task's id, in dispatch order.
 struct Keep(std::sync::Mutex<Vec<(u64, Ticket)>>);
 impl Backend for Keep {
-    fn dispatch(&self, t: Task, _r: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
         self.0.lock().unwrap().push((t.id, ticket));
     }
 }
@@ -243,13 +249,13 @@ fn a_waiting_critical_task_is_not_overtaken_by_lower_classes_needing_the_same() 
     };
     let low = |id| Task::new(id, 200, 50).priority(Priority::Low);
     for id in 0..3 {
-        d.submit(low(id)).unwrap();
+        d.submit(low(id), ()).unwrap();
     }
     dispatched(3);
-    d.submit(Task::new(100, 500, 100).priority(Priority::Critical))
+    d.submit(Task::new(100, 500, 100).priority(Priority::Critical), ())
         .unwrap();
     for id in 3..6 {
-        d.submit(low(id)).unwrap();
+        d.submit(low(id), ()).unwrap();
     }
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(d.backend().0.lock().unwrap().len(), 3, "nothing fits yet");

@@ -204,7 +204,8 @@ fn a_full_lease_slab_saturates_routing_until_a_record_frees() {
 /// Keeps every ticket: a backend that never answers.
 struct Hung(Mutex<Vec<Ticket>>);
 impl Backend for Hung {
-    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
         self.0.lock().unwrap().push(ticket);
     }
 }
@@ -219,7 +220,7 @@ fn tickets_of_a_hung_backend_are_reclaimed_and_capacity_comes_back() {
         .build(Hung(Mutex::new(Vec::new())))
         .unwrap();
     for i in 0..12 {
-        d.submit(Task::new(i, 10, 10)).unwrap();
+        d.submit(Task::new(i, 10, 10), ()).unwrap();
     }
     // Capacity 8: eight are held by the hung backend, four shed.
     while d.metrics().dispatched + d.metrics().no_route_total() < 12 {
@@ -240,7 +241,7 @@ fn tickets_of_a_hung_backend_are_reclaimed_and_capacity_comes_back() {
     );
     // New work gets the capacity.
     for i in 12..16 {
-        d.submit(Task::new(i, 10, 10)).unwrap();
+        d.submit(Task::new(i, 10, 10), ()).unwrap();
     }
     while d.metrics().dispatched < 12 {
         std::thread::yield_now();
@@ -357,7 +358,8 @@ fn a_full_primary_spills_over_to_an_alternative_before_anything_is_refused() {
 /// Completes every ticket at once with a fixed output-token count.
 struct Immediate(u32);
 impl Backend for Immediate {
-    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
         ticket.complete(Completion::success(1.0, self.0));
     }
 }
@@ -383,7 +385,8 @@ fn metrics_count_admissions_by_class_and_settlements() {
     .enumerate()
     {
         // Estimated 50 output tokens, 30 produced: each settles 20 back.
-        d.submit(Task::new(i as u64, 10, 50).priority(p)).unwrap();
+        d.submit(Task::new(i as u64, 10, 50).priority(p), ())
+            .unwrap();
     }
     d.shutdown();
     let m = d.metrics();
@@ -412,8 +415,8 @@ fn fleet_utilization_is_reserved_over_capacity() {
         .build(Hung(Mutex::new(Vec::new())))
         .unwrap();
     // Two tasks of 1000 tokens: 2 MB of 1000, 1000 CPU millis of 4000.
-    d.submit(Task::new(1, 500, 500)).unwrap();
-    d.submit(Task::new(2, 500, 500)).unwrap();
+    d.submit(Task::new(1, 500, 500), ()).unwrap();
+    d.submit(Task::new(2, 500, 500), ()).unwrap();
     while d.metrics().dispatched < 2 {
         std::thread::yield_now();
     }

@@ -76,14 +76,15 @@ struct Pool {
 }
 
 impl Backend for Pool {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         self.dispatched.fetch_add(1, Ordering::SeqCst);
         if task.id == 13 {
             panic!("backend bug on purpose");
         }
         self.tx.lock().unwrap().send((task, ticket)).unwrap();
     }
-    fn reject(&self, _task: Task, _error: RouteError) {
+    fn reject(&self, _task: Task, _payload: (), _error: RouteError) {
         self.rejected.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -137,12 +138,12 @@ fn every_task_ends_exactly_once_across_shutdown() {
             thread::spawn(move || {
                 for i in 0..5_000u64 {
                     let task = Task::new(s * 100_000 + i, 50, 5);
-                    match d.submit(task) {
+                    match d.submit(task, ()) {
                         Ok(()) => {
                             accepted.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(SubmitError::Full(t)) | Err(SubmitError::ShutDown(t)) => {
-                            assert_eq!(t, task, "the task comes back untouched");
+                            assert_eq!(t, (task, ()), "the task comes back untouched");
                             refused.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -182,7 +183,7 @@ fn every_task_ends_exactly_once_across_shutdown() {
     assert!(router.ledgers_are_zero(), "every lease released");
     // After shutdown, submissions are refused with the task handed back.
     let t = Task::new(99, 1, 1);
-    assert_eq!(d.submit(t), Err(SubmitError::ShutDown(t)));
+    assert_eq!(d.submit(t, ()), Err(SubmitError::ShutDown((t, ()))));
     drop(d);
     for c in completers {
         c.join().unwrap();
@@ -191,7 +192,8 @@ fn every_task_ends_exactly_once_across_shutdown() {
 
 struct Hold(Mutex<Vec<Ticket>>);
 impl Backend for Hold {
-    fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
         self.0.lock().unwrap().push(ticket);
     }
 }
@@ -212,10 +214,10 @@ fn full_queue_hands_the_task_back_and_metrics_add_up() {
         .unwrap();
     let mut full = 0;
     for i in 0..2_000 {
-        match d.submit(Task::new(i, 10, 10)) {
+        match d.submit(Task::new(i, 10, 10), ()) {
             Ok(()) => {}
             Err(SubmitError::Full(t)) => {
-                assert_eq!(t.id, i);
+                assert_eq!(t.0.id, i);
                 full += 1;
             }
             Err(e) => panic!("{e}"),
@@ -224,7 +226,7 @@ fn full_queue_hands_the_task_back_and_metrics_add_up() {
     // Make sure at least three tasks got in (retrying while the queue is full).
     let mut id = 10_000;
     while d.metrics().submitted < 3 {
-        if d.submit(Task::new(id, 10, 10)).is_err() {
+        if d.submit(Task::new(id, 10, 10), ()).is_err() {
             full += 1;
             thread::yield_now();
         }
@@ -289,7 +291,8 @@ fn builder_rejects_bad_settings() {
 fn idle_workers_park_and_wake_for_new_work() {
     struct Count(AtomicU64);
     impl Backend for Count {
-        fn dispatch(&self, _t: Task, _r: &RouteOptions, ticket: Ticket) {
+        type Payload = ();
+        fn dispatch(&self, _t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
             self.0.fetch_add(1, Ordering::SeqCst);
             ticket.complete(Completion::success(1.0, 1));
         }
@@ -305,9 +308,108 @@ fn idle_workers_park_and_wake_for_new_work() {
         // Let the workers go idle and park between bursts.
         thread::sleep(Duration::from_millis(2));
         for i in 0..10 {
-            d.submit(Task::new(round * 100 + i, 1, 1)).unwrap();
+            d.submit(Task::new(round * 100 + i, 1, 1), ()).unwrap();
         }
     }
     d.shutdown();
     assert_eq!(d.metrics().outcome(Outcome::Success), 200);
+}
+
+/// A payload that knows its task and counts how often it is dropped.
+#[derive(Debug)]
+struct Request {
+    task: u64,
+    body: String,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Checks that each payload arrives with its own task, intact, then lets it go.
+struct PayloadBackend {
+    served: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Backend for PayloadBackend {
+    type Payload = Request;
+    fn dispatch(&self, task: Task, payload: Request, _routes: &RouteOptions, ticket: Ticket) {
+        assert_eq!(payload.task, task.id, "a payload travels with its own task");
+        assert_eq!(payload.body, format!("request {}", task.id));
+        self.served.fetch_add(1, Ordering::SeqCst);
+        // Completed on another thread, as an I/O runtime would.
+        thread::spawn(move || {
+            drop(payload);
+            ticket.complete(Completion::success(1.0, 1));
+        });
+    }
+
+    fn reject(&self, task: Task, payload: Request, e: RouteError) {
+        assert_eq!(payload.task, task.id);
+        assert_eq!(e, RouteError::NoCapableRoute);
+        self.rejected.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn every_payload_reaches_dispatch_reject_or_the_caller_exactly_once() {
+    let router = Router::builder()
+        .capabilities(["chat", "vision"])
+        .node(
+            NodeSpec::new("a")
+                .capabilities(["chat"])
+                .max_concurrency(64),
+        )
+        .build()
+        .unwrap();
+    let vision = router.resolve(&["vision"]).unwrap();
+    let backend = PayloadBackend {
+        served: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+    };
+    let d = Dispatcher::builder(router)
+        .workers(2)
+        .capacity(64)
+        .build(backend)
+        .unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (mut handed_back, n) = (0u64, 2_000u64);
+    for id in 0..n {
+        // Every tenth task needs a capability no node has: it is rejected with its payload.
+        let mut task = Task::new(id, 10, 1);
+        if id % 10 == 0 {
+            task = task.require(vision);
+        }
+        let request = Request {
+            task: id,
+            body: format!("request {id}"),
+            drops: drops.clone(),
+        };
+        if let Err(e) = d.submit(task, request) {
+            let (task, request) = e.into_inner();
+            assert_eq!(
+                request.task, task.id,
+                "a refused payload comes back with its task"
+            );
+            handed_back += 1;
+        }
+    }
+    d.shutdown();
+    assert!(d.wait_for_tickets(Duration::from_secs(10)));
+    let b = d.backend();
+    let (served, rejected) = (
+        b.served.load(Ordering::SeqCst),
+        b.rejected.load(Ordering::SeqCst),
+    );
+    assert_eq!(served + rejected + handed_back, n, "every task ends once");
+    assert!(served > 0 && rejected > 0);
+    assert_eq!(
+        drops.load(Ordering::SeqCst) as u64,
+        n,
+        "every payload dropped exactly once"
+    );
 }

@@ -31,7 +31,8 @@ struct Held {
 struct Shared(Arc<Held>);
 
 impl Backend for Shared {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         self.0.dispatched.lock().unwrap().push(task);
         if self.0.auto.load(Ordering::SeqCst) {
             ticket.complete(Completion::success(1.0, task.output_tokens));
@@ -40,7 +41,7 @@ impl Backend for Shared {
         }
     }
 
-    fn reject(&self, task: Task, error: RouteError) {
+    fn reject(&self, task: Task, _payload: (), error: RouteError) {
         self.0.rejected.lock().unwrap().push((task, error));
     }
 }
@@ -114,7 +115,7 @@ fn flood_against_backlog(weight_b: u32) {
         .unwrap();
     let mut id = 0u64;
     let mut submit = |d: &Dispatcher<Shared>, tenant, input, output| {
-        d.submit(Task::new(id, input, output).tenant(tenant))
+        d.submit(Task::new(id, input, output).tenant(tenant), ())
             .unwrap();
         id += 1;
     };
@@ -203,7 +204,7 @@ fn expired_tasks_are_shed_from_every_tenant_on_time() {
         .unwrap();
     let mut id = 0u64;
     let mut submit = |tenant| {
-        d.submit(Task::new(id, 100, 50).tenant(tenant)).unwrap();
+        d.submit(Task::new(id, 100, 50).tenant(tenant), ()).unwrap();
         id += 1;
     };
     // B is served once from the queue, so it has the older lane (first on ties) ...

@@ -313,7 +313,8 @@ fn parser_rejects_what_the_format_forbids() {
 struct Hold(Arc<Mutex<Vec<Ticket>>>);
 
 impl Backend for Hold {
-    fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         self.0.lock().unwrap().push(ticket);
     }
 }
@@ -351,14 +352,15 @@ fn traffic() -> (RoutingMetrics, String) {
         .unwrap();
     for id in 0..CHAT_TASKS {
         let p = Priority::ALL[id as usize % 4];
-        d.submit(Task::new(id, 100, 10).require(chat).priority(p))
+        d.submit(Task::new(id, 100, 10).require(chat).priority(p), ())
             .unwrap();
     }
     for id in CHAT_TASKS..CHAT_TASKS + VISION_TASKS {
-        d.submit(Task::new(id, 100, 10).require(vision)).unwrap();
+        d.submit(Task::new(id, 100, 10).require(vision), ())
+            .unwrap();
     }
     d.shutdown();
-    assert!(d.submit(Task::new(99, 1, 1)).is_err());
+    assert!(d.submit(Task::new(99, 1, 1), ()).is_err());
     let tickets = std::mem::take(&mut *held.lock().unwrap());
     assert_eq!(
         tickets.len(),
@@ -638,7 +640,8 @@ fn scrape_over_http() {
 struct Echo;
 
 impl Backend for Echo {
-    fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         ticket.complete(Completion::success(1.0, 1));
     }
 }
@@ -651,7 +654,7 @@ fn without_waiting_there_is_one_decision_per_task() {
         .unwrap();
     let d = Dispatcher::builder(router).workers(2).build(Echo).unwrap();
     for id in 0..200 {
-        d.submit(Task::new(id, 10, 1)).unwrap();
+        d.submit(Task::new(id, 10, 1), ()).unwrap();
     }
     d.shutdown();
     let text = render(&d.metrics(), Some(&d.decision_histogram()));

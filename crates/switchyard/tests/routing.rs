@@ -466,7 +466,8 @@ fn control_tick_learns_latency_from_completions() {
     use switchyard::{Backend, Completion, Dispatcher, RouteOptions, Ticket};
     struct SlowA;
     impl Backend for SlowA {
-        fn dispatch(&self, _t: Task, routes: &RouteOptions, ticket: Ticket) {
+        type Payload = ();
+        fn dispatch(&self, _t: Task, _payload: (), routes: &RouteOptions, ticket: Ticket) {
             let p = routes.primary().cost.expected_latency_ms;
             let head = ticket.route().unwrap().head();
             // node 0 ("a") really takes 10× its model
@@ -485,7 +486,7 @@ fn control_tick_learns_latency_from_completions() {
         .build(SlowA)
         .unwrap();
     for i in 0..400 {
-        d.submit(Task::new(i, 100, 10)).unwrap();
+        d.submit(Task::new(i, 100, 10), ()).unwrap();
     }
     d.shutdown();
     r.tick();
@@ -546,7 +547,8 @@ fn node_health_reports_free_capacity_and_errors() {
     use switchyard::{Backend, Completion, Dispatcher, Outcome, RouteOptions, Ticket};
     struct FailEven;
     impl Backend for FailEven {
-        fn dispatch(&self, t: Task, _r: &RouteOptions, ticket: Ticket) {
+        type Payload = ();
+        fn dispatch(&self, t: Task, _payload: (), _r: &RouteOptions, ticket: Ticket) {
             if t.id % 2 == 0 {
                 ticket.complete(Completion::failure(Outcome::ServerError, 5.0));
             } else {
@@ -568,7 +570,7 @@ fn node_health_reports_free_capacity_and_errors() {
         .build(FailEven)
         .unwrap();
     for i in 0..10 {
-        d.submit(Task::new(i, 5, 5)).unwrap();
+        d.submit(Task::new(i, 5, 5), ()).unwrap();
     }
     d.shutdown();
     r.tick();

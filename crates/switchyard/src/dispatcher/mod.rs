@@ -72,17 +72,34 @@ use crate::sync::{
 
 /// Where routed tasks go: the gateway's side of the dispatcher.
 ///
+/// Each submitted task travels with a [`Payload`](Backend::Payload), whatever the gateway
+/// needs to serve it (the HTTP request and the channel to answer on, say). The payload is
+/// moved with the task through the queues, never cloned, and handed to exactly one of
+/// `dispatch` or `reject` (or back to the caller inside a [`SubmitError`]), so the gateway
+/// keeps no side table from task id to request.
+///
 /// `dispatch` runs on a worker thread: hand the task to an I/O runtime and return quickly.
 /// A panic inside it is caught; the ticket is then dropped and counted as abandoned.
 pub trait Backend: Send + Sync + 'static {
+    /// What travels with each task: `()` when the backend needs nothing but the task.
+    type Payload: Send + 'static;
+
     /// Serve `task` on `routes.primary()` (alternatives are there for failover) and
     /// complete `ticket` when it ends, from any thread.
-    fn dispatch(&self, task: Task, routes: &RouteOptions, ticket: Ticket);
+    fn dispatch(&self, task: Task, payload: Self::Payload, routes: &RouteOptions, ticket: Ticket);
 
-    /// `task` found no route; it ends here with `error`. The default ignores it.
-    fn reject(&self, task: Task, error: RouteError) {
-        let _ = (task, error);
+    /// `task` found no route; it ends here with `error`, and its payload with it (answer
+    /// the client from it). The default drops both.
+    fn reject(&self, task: Task, payload: Self::Payload, error: RouteError) {
+        let _ = (task, payload, error);
     }
+}
+
+/// A task and its payload, as they travel through the queues.
+#[derive(Debug)]
+pub(crate) struct Job<P> {
+    pub(crate) task: Task,
+    pub(crate) payload: P,
 }
 
 /// How a dispatched task went, reported through [`Ticket::complete`].
@@ -218,11 +235,11 @@ pub(crate) fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-pub(crate) struct Shared<B> {
+pub(crate) struct Shared<B: Backend> {
     pub(crate) router: Router,
     pub(crate) backend: B,
-    pub(crate) injector: Injector<Task>,
-    pub(crate) stealers: Box<[Stealer<Task>]>,
+    pub(crate) injector: Injector<Job<B::Payload>>,
+    pub(crate) stealers: Box<[Stealer<Job<B::Payload>>]>,
     pub(crate) sleeping: Box<[CachePadded<AtomicBool>]>,
     pub(crate) unparkers: Box<[Unparker]>,
     pub(crate) sleepers: CachePadded<AtomicUsize>,
@@ -362,7 +379,8 @@ impl DispatcherBuilder {
             };
             tenant_weights.push((tenant, weight));
         }
-        let locals: Vec<Worker<Task>> = (0..self.workers).map(|_| Worker::new_fifo()).collect();
+        let locals: Vec<Worker<Job<B::Payload>>> =
+            (0..self.workers).map(|_| Worker::new_fifo()).collect();
         let parkers: Vec<Parker> = (0..self.workers).map(|_| Parker::new()).collect();
         let shared = Arc::new(Shared {
             router: self.router.clone(),
@@ -450,19 +468,24 @@ fn control_loop(router: Router, stop: Arc<AtomicBool>, every: Duration) {
 /// ```
 /// use switchyard::{Backend, Completion, Dispatcher, NodeSpec, RouteOptions, Router, Task, Ticket};
 ///
+/// /// Answers each request with the name of the node it was routed to.
 /// struct Echo;
 /// impl Backend for Echo {
-///     fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
+///     type Payload = std::sync::mpsc::Sender<String>; // e.g. the HTTP response channel
+///     fn dispatch(&self, _task: Task, reply: Self::Payload, routes: &RouteOptions, ticket: Ticket) {
+///         let _ = reply.send(format!("routed to node {}", routes.primary().route.head().0));
 ///         ticket.complete(Completion::success(1.0, 10)); // usually later, from an I/O thread
 ///     }
 /// }
 ///
 /// let router = Router::builder().node(NodeSpec::new("a")).build()?;
 /// let d = Dispatcher::builder(router).workers(2).build(Echo)?;
+/// let (tx, rx) = std::sync::mpsc::channel();
 /// for id in 0..100 {
-///     d.submit(Task::new(id, 100, 10)).expect("room in the queue");
+///     d.submit(Task::new(id, 100, 10), tx.clone()).expect("room in the queue");
 /// }
 /// d.shutdown();
+/// assert_eq!(rx.try_iter().count(), 100);
 /// assert_eq!(d.metrics().outcome(switchyard::Outcome::Success), 100);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -507,16 +530,21 @@ impl Dispatcher<NoBackend> {
 pub struct NoBackend;
 
 impl Backend for NoBackend {
-    fn dispatch(&self, _task: Task, _routes: &RouteOptions, _ticket: Ticket) {}
+    type Payload = ();
+    fn dispatch(&self, _task: Task, _payload: (), _routes: &RouteOptions, _ticket: Ticket) {}
 }
 
 impl<B: Backend> Dispatcher<B> {
-    /// Queues a task from any thread. Never blocks.
+    /// Queues a task and its payload from any thread. Never blocks.
     ///
     /// # Errors
     /// [`SubmitError::Full`] at capacity, [`SubmitError::ShutDown`] after shutdown; either
-    /// way the task is handed back.
-    pub fn submit(&self, task: Task) -> Result<(), SubmitError<Task>> {
+    /// way the task and its payload are handed back.
+    pub fn submit(
+        &self,
+        task: Task,
+        payload: B::Payload,
+    ) -> Result<(), SubmitError<(Task, B::Payload)>> {
         let s = &*self.shared;
         // SeqCst: ordered before the `shutdown` load below against `shutdown()`'s store and
         // the workers' exit check (see "Shutdown drains"), and half of the parking pair.
@@ -524,16 +552,16 @@ impl<B: Backend> Dispatcher<B> {
         if s.shutdown.load(Ordering::SeqCst) {
             s.queued.fetch_sub(1, Ordering::SeqCst);
             s.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(SubmitError::ShutDown(task));
+            return Err(SubmitError::ShutDown((task, payload)));
         }
         if before >= s.capacity {
             // SeqCst: undoes the increment above in the same total order (see above).
             s.queued.fetch_sub(1, Ordering::SeqCst);
             // Relaxed: report counter.
             s.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(SubmitError::Full(task));
+            return Err(SubmitError::Full((task, payload)));
         }
-        s.injector.push(task);
+        s.injector.push(Job { task, payload });
         s.notify_one();
         Ok(())
     }

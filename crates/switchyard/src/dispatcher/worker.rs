@@ -2,18 +2,19 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use super::{bump, new_ticket, Backend, Shared};
+use super::{bump, new_ticket, Backend, Job, Shared};
 use crate::clock::Stopwatch;
 use crate::error::RouteError;
 use crate::fairness::{token_work, FairQueue};
 use crate::model::{RouteOptions, Task};
 use crate::routing::engine::Rng;
+use crate::routing::Lease;
 use crate::sync::{Arc, Ordering, Parker, Steal, Worker};
 
 pub(super) fn run<B: Backend>(
     index: usize,
     shared: Arc<Shared<B>>,
-    local: Worker<Task>,
+    local: Worker<Job<B::Payload>>,
     parker: Parker,
     core: Option<core_affinity::CoreId>,
 ) {
@@ -27,7 +28,7 @@ pub(super) fn run<B: Backend>(
     let stats = &shared.stats[index];
     let mut waiting = Waiting::new(&shared);
     loop {
-        if let Some(task) = find_task(index, &shared, &local, &mut rng) {
+        if let Some(job) = find_task(index, &shared, &local, &mut rng) {
             // SeqCst: the task has left the queues; ordered with the exit check and the
             // parking re-check (module docs).
             shared.queued.fetch_sub(1, Ordering::SeqCst);
@@ -36,7 +37,7 @@ pub(super) fn run<B: Backend>(
                 stats,
                 stopwatch: &stopwatch,
             };
-            ctx.admit(&mut reader, &mut waiting, task);
+            ctx.admit(&mut reader, &mut waiting, job);
             if waiting.due() {
                 ctx.retry(&mut reader, &mut waiting);
             }
@@ -56,10 +57,10 @@ pub(super) fn run<B: Backend>(
             stats,
             stopwatch: &stopwatch,
         };
-        if let Some(task) = found {
+        if let Some(job) = found {
             // SeqCst: as for the task found above.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
-            ctx.admit(&mut reader, &mut waiting, task);
+            ctx.admit(&mut reader, &mut waiting, job);
             continue;
         }
         if !waiting.is_empty() {
@@ -90,14 +91,14 @@ const MAX_WAITING: usize = 16_384;
 /// (worker-local: no synchronisation): inside a class, tenants are served by token work
 /// (`FairQueue`), each tenant's tasks in FIFO order. Retried highest class first; a task whose
 /// class's wait runs out is shed with `RouteError::Saturated`.
-struct Waiting {
-    /// Each task with the instant its class's wait runs out.
-    queues: [FairQueue<(Task, Instant)>; 4],
+struct Waiting<P> {
+    /// Each task (with its payload) and the instant its class's wait runs out.
+    queues: [FairQueue<(Job<P>, Instant)>; 4],
     last_retry: Option<Instant>,
 }
 
-impl Waiting {
-    fn new<B>(shared: &Shared<B>) -> Self {
+impl<P> Waiting<P> {
+    fn new<B: Backend>(shared: &Shared<B>) -> Self {
         let queues = std::array::from_fn(|_| {
             let mut q = FairQueue::new();
             for &(tenant, weight) in shared.tenant_weights.iter() {
@@ -131,13 +132,15 @@ impl Waiting {
     fn behind_higher(&self, p: usize, caps: &crate::capability::CapSet) -> bool {
         self.queues[..p].iter().any(|q| {
             q.peek()
-                .is_some_and(|(t, _)| t.constraints.required == *caps)
+                .is_some_and(|(j, _)| j.task.constraints.required == *caps)
         })
     }
 
-    fn push(&mut self, task: Task, deadline: Instant) {
+    fn push(&mut self, job: Job<P>, deadline: Instant) {
+        let task = &job.task;
         let work = token_work(task.input_tokens, task.output_tokens);
-        self.queues[task.constraints.priority.index()].push(task.tenant, work, (task, deadline));
+        let (class, tenant) = (task.constraints.priority.index(), task.tenant);
+        self.queues[class].push(tenant, work, (job, deadline));
     }
 }
 
@@ -149,18 +152,24 @@ struct Ctx<'a, B: Backend> {
 }
 
 impl<B: Backend> Ctx<'_, B> {
-    /// Routes and dispatches; hands the task back with the error when there is no route.
+    /// Plans and reserves a route for `task` (the decision whose latency is recorded).
     #[inline]
-    fn route(
+    fn try_route(
         &self,
         reader: &mut crate::router::RouteReader,
-        task: Task,
-    ) -> Result<(), (Task, RouteError)> {
+        task: &Task,
+        routes: &mut RouteOptions,
+    ) -> Result<Lease, RouteError> {
         let t0 = self.stopwatch.start();
-        let mut routes = RouteOptions::default();
-        let routed = reader.route_into(&task, &mut routes);
+        let routed = reader.route_into(task, routes);
         self.stats.latency.record(self.stopwatch.elapsed_ns(t0));
-        let lease = routed.map_err(|e| (task, e))?;
+        routed
+    }
+
+    /// Hands a routed task, its payload and its ticket to the backend.
+    #[inline]
+    fn hand_over(&self, lease: Lease, job: Job<B::Payload>, routes: &RouteOptions) {
+        let Job { task, payload } = job;
         // Counted before the ticket exists, so before it can finish (see `in_flight`).
         bump(&self.stats.dispatched);
         bump(&self.stats.admitted[task.constraints.priority.index()]);
@@ -168,73 +177,96 @@ impl<B: Backend> Ctx<'_, B> {
         // A panicking backend must not take the worker (and the queue) down with it. The
         // ticket is dropped during unwinding and counted as abandoned.
         if catch_unwind(AssertUnwindSafe(|| {
-            self.shared.backend.dispatch(task, &routes, ticket)
+            self.shared.backend.dispatch(task, payload, routes, ticket)
         }))
         .is_err()
         {
             bump(&self.stats.panics);
         }
-        Ok(())
     }
 
     /// A task just taken from the queues: routed now, unless tasks of its class already
     /// wait for capacity; then it joins them, so that it takes its turn in fair order
     /// instead of overtaking them (a flooding tenant's fresh tasks would otherwise take every
     /// slot that frees up).
-    fn admit(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting, task: Task) {
-        let p = task.constraints.priority.index();
-        let behind =
-            !waiting.queues[p].is_empty() || waiting.behind_higher(p, &task.constraints.required);
+    fn admit(
+        &self,
+        reader: &mut crate::router::RouteReader,
+        waiting: &mut Waiting<B::Payload>,
+        job: Job<B::Payload>,
+    ) {
+        let p = job.task.constraints.priority.index();
+        let behind = !waiting.queues[p].is_empty()
+            || waiting.behind_higher(p, &job.task.constraints.required);
         if behind && waiting.len() < MAX_WAITING {
-            waiting.push(task, Instant::now() + self.shared.saturation_wait[p]);
+            waiting.push(job, deadline_after(self.shared.saturation_wait[p]));
             return;
         }
-        if let Err((task, e)) = self.route(reader, task) {
-            self.saturated_or_reject(waiting, task, e);
+        let mut routes = RouteOptions::default();
+        match self.try_route(reader, &job.task, &mut routes) {
+            Ok(lease) => self.hand_over(lease, job, &routes),
+            Err(e) => self.saturated_or_reject(waiting, job, e),
         }
     }
 
     /// A saturated task waits for capacity (for its class's wait); anything else ends now.
-    fn saturated_or_reject(&self, waiting: &mut Waiting, task: Task, e: RouteError) {
-        let wait = self.shared.saturation_wait[task.constraints.priority.index()];
+    fn saturated_or_reject(
+        &self,
+        waiting: &mut Waiting<B::Payload>,
+        job: Job<B::Payload>,
+        e: RouteError,
+    ) {
+        let wait = self.shared.saturation_wait[job.task.constraints.priority.index()];
         if e == RouteError::Saturated && !wait.is_zero() && waiting.len() < MAX_WAITING {
-            waiting.push(task, Instant::now() + wait);
+            waiting.push(job, deadline_after(wait));
             return;
         }
-        self.reject(task, e);
+        self.reject(job, e);
     }
 
-    fn reject(&self, task: Task, e: RouteError) {
+    fn reject(&self, job: Job<B::Payload>, e: RouteError) {
+        let Job { task, payload } = job;
         bump(&self.stats.no_route[e.index()]);
         if e == RouteError::Saturated {
             bump(&self.stats.shed[task.constraints.priority.index()]);
         }
-        if catch_unwind(AssertUnwindSafe(|| self.shared.backend.reject(task, e))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| {
+            self.shared.backend.reject(task, payload, e)
+        }))
+        .is_err()
+        {
             bump(&self.stats.panics);
         }
     }
 
     /// Retries waiting tasks, highest class first and in fair order inside a class; sheds
     /// those whose wait ran out.
-    fn retry(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting) {
+    fn retry(&self, reader: &mut crate::router::RouteReader, waiting: &mut Waiting<B::Payload>) {
         let now = Instant::now();
         waiting.last_retry = Some(now);
         // Capability sets whose head, in a higher class, still waits for room (see
         // `Waiting::behind_higher`); a handful is plenty, more only weakens the rule.
         let mut blocked = [crate::capability::CapSet::EMPTY; 4];
         let mut nblocked = 0;
+        let mut routes = RouteOptions::default();
         for queue in &mut waiting.queues {
             while let Some(taken) = queue.take() {
-                let (task, deadline) = *taken.item();
+                let (task, deadline) = {
+                    let (job, deadline) = taken.item();
+                    (job.task, *deadline)
+                };
                 let caps = task.constraints.required;
                 if now < deadline && blocked[..nblocked].contains(&caps) {
                     queue.requeue_front(taken);
                     break;
                 }
-                match self.route(reader, task) {
+                match self.try_route(reader, &task, &mut routes) {
                     // Served: only now is its tenant charged its token work.
-                    Ok(()) => drop(queue.charge(taken)),
-                    Err((_, RouteError::Saturated)) if now < deadline => {
+                    Ok(lease) => {
+                        let (job, _) = queue.charge(taken);
+                        self.hand_over(lease, job, &routes);
+                    }
+                    Err(RouteError::Saturated) if now < deadline => {
                         // Still full for this class: keep its place, uncharged; lower
                         // classes needing the same capabilities wait behind it.
                         if nblocked < blocked.len() && !blocked[..nblocked].contains(&caps) {
@@ -244,9 +276,9 @@ impl<B: Backend> Ctx<'_, B> {
                         queue.requeue_front(taken);
                         break;
                     }
-                    Err((task, e)) => {
-                        let _ = taken.into_inner();
-                        self.reject(task, e);
+                    Err(e) => {
+                        let (job, _) = taken.into_inner();
+                        self.reject(job, e);
                     }
                 }
             }
@@ -255,10 +287,19 @@ impl<B: Backend> Ctx<'_, B> {
             // tenant's deadlines grow front to back: one class, one wait, pushed in order.)
             queue.remove_front_while(
                 |&(_, deadline)| deadline <= now,
-                |(task, _)| self.reject(task, RouteError::Saturated),
+                |(job, _)| self.reject(job, RouteError::Saturated),
             );
         }
     }
+}
+
+/// The instant a wait of `wait` from now runs out; a wait too long to represent (such as
+/// `Duration::MAX`, "never shed") saturates to about a century from now instead of
+/// overflowing.
+fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn spin(round: u32) {
@@ -296,9 +337,9 @@ fn park<B: Backend>(index: usize, shared: &Shared<B>, parker: &Parker) {
 fn find_task<B: Backend>(
     index: usize,
     shared: &Shared<B>,
-    local: &Worker<Task>,
+    local: &Worker<Job<B::Payload>>,
     rng: &mut Rng,
-) -> Option<Task> {
+) -> Option<Job<B::Payload>> {
     if let Some(t) = local.pop() {
         return Some(t);
     }

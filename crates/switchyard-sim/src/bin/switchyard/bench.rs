@@ -286,7 +286,8 @@ fn time_baseline(n: usize, iters: usize, clock: &quanta::Clock) -> Result<Pct, E
 
 struct Noop;
 impl Backend for Noop {
-    fn dispatch(&self, task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         ticket.complete(Completion::success(1.0, task.output_tokens));
     }
 }
@@ -302,10 +303,10 @@ fn time_dispatch(total: usize) -> Result<f64, Error> {
     for t in tasks.iter().cycle().take(total) {
         let mut task = *t;
         loop {
-            match d.submit(task) {
+            match d.submit(task, ()) {
                 Ok(()) => break,
                 Err(e) => {
-                    task = e.into_inner();
+                    task = e.into_inner().0;
                     std::thread::yield_now();
                 }
             }
@@ -384,8 +385,8 @@ fn memory_4096(warm: usize) -> Result<f64, Error> {
             std::thread::yield_now();
         }
         let mut task = *t;
-        while let Err(e) = d.submit(task) {
-            task = e.into_inner();
+        while let Err(e) = d.submit(task, ()) {
+            task = e.into_inner().0;
             std::thread::yield_now();
         }
     }

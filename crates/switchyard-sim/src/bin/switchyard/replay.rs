@@ -187,13 +187,14 @@ struct SimBackend {
 }
 
 impl Backend for SimBackend {
-    fn dispatch(&self, _task: Task, _routes: &RouteOptions, ticket: Ticket) {
+    type Payload = ();
+    fn dispatch(&self, _task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
         if let Some(p) = self.state.serve(ticket, Instant::now()) {
             let _ = self.tx.send(p);
         }
     }
 
-    fn reject(&self, task: Task, error: RouteError) {
+    fn reject(&self, task: Task, _payload: (), error: RouteError) {
         self.rejected[task.constraints.priority.index()].fetch_add(1, Ordering::Relaxed);
         self.state
             .ended(&task, format!("no route: {}", error.name()));
@@ -406,8 +407,8 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             }
             std::thread::sleep((due - now).min(Duration::from_millis(10)));
         }
-        if let Err(SubmitError::Full(t) | SubmitError::ShutDown(t)) = dispatcher.submit(*task) {
-            refused[t.constraints.priority.index()] += 1;
+        if let Err(SubmitError::Full(t) | SubmitError::ShutDown(t)) = dispatcher.submit(*task, ()) {
+            refused[t.0.constraints.priority.index()] += 1;
         }
     }
     bar.finish();
