@@ -102,6 +102,15 @@ pub struct Config {
     /// Per-tenant token rates (`[[tenant]]`).
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    /// The `[gateway]` table, left to the HTTP gateway built on the router
+    /// (`switchyard-gateway` reads its listen address, timeouts and limits from it). The
+    /// router itself never reads it.
+    #[serde(default)]
+    pub gateway: Option<toml::Table>,
+    /// The `[fleet]` table, left to the gateway's fleet mode (several replicas sharing state);
+    /// the router itself never reads it.
+    #[serde(default)]
+    pub fleet: Option<toml::Table>,
     /// Where the config was read from, for error messages.
     #[serde(skip)]
     origin: Origin,
@@ -242,6 +251,14 @@ pub struct NodeConfig {
     pub max_tokens_per_second: Option<f64>,
     /// Burst of the token rate, seconds.
     pub token_burst_seconds: Option<f64>,
+    /// Where a gateway reaches the node: an HTTP base URL such as `http://127.0.0.1:8001`.
+    /// The router stores it with the config and never reads it.
+    pub url: Option<String>,
+    /// Model names the node serves (an OpenAI request's `model` field). Each is declared as a
+    /// capability of the same name and offered by this node, so a request for a model resolves
+    /// to the nodes that serve it ([`Config::models`] lists them all).
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 impl NodeConfig {
@@ -348,8 +365,44 @@ impl Config {
             name: source_name.to_string(),
             text: text.into(),
         };
+        cfg.declare_models();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Every model a node serves becomes a capability of the same name, declared and offered
+    /// by that node (see [`NodeConfig::models`]).
+    fn declare_models(&mut self) {
+        for node in &mut self.nodes {
+            for m in &node.models {
+                if !node.capabilities.contains(m) {
+                    node.capabilities.push(m.clone());
+                }
+                if !self.capabilities.contains(m) {
+                    self.capabilities.push(m.clone());
+                }
+            }
+        }
+    }
+
+    /// The models the fleet serves (the union of the nodes' `models`), in the order the file
+    /// first names them.
+    pub fn models(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for m in self.nodes.iter().flat_map(|n| &n.models) {
+            if !out.contains(&m.as_str()) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// Each node's `url`, by node name (nodes without one are left out).
+    pub fn node_urls(&self) -> Vec<(&str, &str)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.name.as_str(), n.url.as_deref()?)))
+            .collect()
     }
 
     /// Reads, parses and validates a TOML config file; errors name the file as `path` shows.

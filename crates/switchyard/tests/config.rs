@@ -371,3 +371,62 @@ fn bad_admission_and_tenant_entries_name_their_line_and_field() {
         );
     }
 }
+
+#[test]
+fn models_become_capabilities_and_gateway_tables_are_left_to_the_gateway() {
+    let cfg = Config::parse(
+        "gw.toml",
+        r#"
+[gateway]
+listen = "127.0.0.1:8080"
+
+[fleet]
+redis = "redis://127.0.0.1:6379"
+
+[[node]]
+name = "a"
+url = "http://127.0.0.1:9001"
+models = ["llama-8b", "qwen-7b"]
+
+[[node]]
+name = "b"
+url = "http://127.0.0.1:9002"
+models = ["qwen-7b"]
+
+[[node]]
+name = "c"
+"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.models(), ["llama-8b", "qwen-7b"]);
+    assert_eq!(
+        cfg.node_urls(),
+        [
+            ("a", "http://127.0.0.1:9001"),
+            ("b", "http://127.0.0.1:9002")
+        ]
+    );
+    let gw = cfg.gateway.as_ref().unwrap();
+    assert_eq!(gw["listen"].as_str(), Some("127.0.0.1:8080"));
+    assert!(cfg.fleet.is_some());
+    let r = router(&cfg);
+    let llama = r.resolve(&["llama-8b"]).unwrap();
+    let qwen = r.resolve(&["qwen-7b"]).unwrap();
+    let mut reader = r.reader();
+    for _ in 0..20 {
+        let (_, lease) = reader.route(&Task::new(1, 10, 1).require(llama)).unwrap();
+        assert_eq!(r.snapshot().node_name(lease.route().head()), Some("a"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        let (_, lease) = reader.route(&Task::new(i, 10, 1).require(qwen)).unwrap();
+        seen.insert(
+            r.snapshot()
+                .node_name(lease.route().head())
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(!seen.contains("c"), "c serves no model: {seen:?}");
+    assert!(r.resolve(&["no-such-model"]).is_err());
+}
