@@ -40,3 +40,22 @@ fn the_example_file_is_the_default_fleet() {
     drop(lease);
     assert!(r.ledgers_are_zero());
 }
+
+#[test]
+fn the_gateway_example_is_a_loopback_fleet_serving_one_model() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchyard-gateway/examples/gateway.toml");
+    let cfg = Config::load(&path).expect("examples/gateway.toml loads");
+    assert_eq!(cfg.models(), ["llama-3.1-8b-instruct"]);
+    let urls = cfg.node_urls();
+    assert_eq!(urls.len(), 6);
+    assert!(urls.iter().all(|(_, u)| u.starts_with("http://127.0.0.1:")));
+    let r = cfg.build_router(1).unwrap();
+    let model = r.resolve(&["llama-3.1-8b-instruct"]).unwrap();
+    let (_, lease) = r
+        .reader()
+        .route(&Task::new(1, 500, 50).require(model))
+        .unwrap();
+    drop(lease);
+    assert!(r.ledgers_are_zero());
+}
