@@ -300,6 +300,20 @@ impl Controller {
         Ok(())
     }
 
+    /// Takes a node out of routing until `until_ns` (a backend's `Retry-After`); applied at
+    /// once, published by the next tick, and undone by the first tick after the deadline.
+    pub(crate) fn pause(&mut self, name: &str, until_ns: u64) -> Result<(), ConfigError> {
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        n.health.paused_until_ns = n.health.paused_until_ns.max(until_ns);
+        n.verdict.eligible = false;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Acts on an incident (applied to the next publish; `Router::trigger_failover` ticks).
     pub(crate) fn incident(
         &mut self,

@@ -162,6 +162,9 @@ pub(crate) struct NodeHealthState {
     pub(crate) times_ejected: u32,
     serving_since_ns: u64,
     rate_limited_until_ns: u64,
+    /// Until when the node takes no new task: the backend asked for a pause (a 429 with
+    /// `Retry-After`, through [`Router::pause_node`](crate::Router::pause_node)).
+    pub(crate) paused_until_ns: u64,
     /// A verdict set by hand ([`Router::set_health`](crate::Router::set_health)) wins.
     pub(crate) manual: Option<HealthStatus>,
 }
@@ -173,6 +176,7 @@ impl NodeHealthState {
             times_ejected: 0,
             serving_since_ns: now_ns,
             rate_limited_until_ns: 0,
+            paused_until_ns: 0,
             manual: None,
         }
     }
@@ -251,6 +255,10 @@ impl NodeHealthState {
         if let Some(m) = self.manual {
             status = m;
             eligible = m != HealthStatus::Failed;
+        }
+        if now < self.paused_until_ns {
+            // Paused at the backend's request: busy, not broken (never counted as ejected).
+            eligible = false;
         }
         (
             Verdict {

@@ -379,6 +379,19 @@ impl Router {
         self.control().set_status(name, status)
     }
 
+    /// Takes a node out of routing for `pause` (what a backend's 429 `Retry-After` asks),
+    /// without counting it as a failure or an ejection: no new task goes there until the
+    /// first control tick after the pause ends. A longer pause already in force is kept.
+    /// Takes effect on the next tick (or [`Router::tick`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownNode`].
+    pub fn pause_node(&self, name: &str, pause: std::time::Duration) -> Result<(), ConfigError> {
+        let ns = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+        let until = self.inner.clock.now_ns().saturating_add(ns);
+        self.control().pause(name, until)
+    }
+
     /// The seed's `NodeHealth` of every node: verdict, free capacity, latency EWMA, success
     /// rate (as of the last tick), efficiency (predicted over observed latency), error rate.
     pub fn node_health(&self) -> Vec<crate::model::NodeHealth> {

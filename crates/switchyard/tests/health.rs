@@ -298,3 +298,44 @@ fn a_node_failed_by_hand_stays_out_even_in_panic_mode() {
         "panic routes to ejected nodes: {picks:?}"
     );
 }
+
+#[test]
+fn a_paused_node_takes_nothing_until_its_pause_ends_and_is_not_ejected() {
+    let clock = Arc::new(ManualClock::new());
+    let r = Router::builder()
+        .node(NodeSpec::new("a").max_concurrency(64))
+        .node(NodeSpec::new("b").max_concurrency(64))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let a = r.snapshot().node_id("a").unwrap();
+    r.pause_node("a", std::time::Duration::from_millis(1500))
+        .unwrap();
+    r.tick();
+    let mut reader = r.reader();
+    for i in 0..200 {
+        let (_, lease) = reader.route(&Task::new(i, 10, 1)).unwrap();
+        assert_ne!(lease.route().head(), a, "a is paused");
+    }
+    clock.advance_ms(1000);
+    r.tick();
+    let (_, lease) = reader.route(&Task::new(1, 10, 1)).unwrap();
+    assert_ne!(lease.route().head(), a, "still paused at 1 s");
+    drop(lease);
+    clock.advance_ms(600);
+    r.tick();
+    let mut on_a = 0;
+    for i in 0..200 {
+        let (_, lease) = reader.route(&Task::new(i, 10, 1)).unwrap();
+        on_a += usize::from(lease.route().head() == a);
+    }
+    assert!(on_a > 40, "a is back after its pause: {on_a} of 200");
+    assert!(r
+        .node_health()
+        .iter()
+        .all(|h| h.status != HealthStatus::Failed));
+    assert!(matches!(
+        r.pause_node("zzz", std::time::Duration::from_secs(1)),
+        Err(switchyard::ConfigError::UnknownNode(_))
+    ));
+}
