@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use switchyard::spec::{ResourceAllocator, RoutingEngine};
 use switchyard::{
-    AdjustError, ManualClock, NodeId, NodeSpec, Outcome, Priority, ResourceAllocator, Router,
-    RoutingEngine, Task, TenantId,
+    AdjustError, ManualClock, NodeId, NodeSpec, Outcome, Priority, Router, Task, TenantId,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -212,6 +212,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         );
                     }
                     Err(AdjustError::Released) => assert!(l.reclaimed),
+                    Err(e) => panic!("an adjustment error the model does not know: {e:?}"),
                 }
             }
             Op::Settle { which, actual } => {

@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use switchyard::limits::{MAX_ALTERNATIVES, MAX_CAPABILITIES, MAX_STAGES};
+use switchyard::spec::RoutingEngine;
 use switchyard::{
     CapSet, ChainSpec, ConfigError, HealthStatus, Lease, ManualClock, NodeSpec, Priority,
-    RouteError, RouteOptions, Router, RoutingEngine, RoutingTable, ScoringWeights, Task,
-    MAX_ALTERNATIVES, MAX_CAPABILITIES, MAX_STAGES,
+    RouteError, RouteOptions, Router, RoutingTable, ScoringWeights, Task,
 };
 
 /// Fleet changes and tasks per input (keeps one execution short).

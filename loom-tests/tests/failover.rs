@@ -109,9 +109,9 @@ fn fail_over_while_target_removed() {
         remover.join().unwrap();
 
         let finished = router.finished();
-        assert_eq!(finished.iter().sum::<u64>(), 1, "{finished:?}");
-        assert_eq!(finished[Outcome::Success.index()], u64::from(moved));
-        assert_eq!(finished[Outcome::ServerError.index()], u64::from(!moved));
+        assert_eq!(finished.total(), 1, "{finished:?}");
+        assert_eq!(finished[Outcome::Success], u64::from(moved));
+        assert_eq!(finished[Outcome::ServerError], u64::from(!moved));
         let from_name = if to_name == "a" { "b" } else { "a" };
         let h = router.node_health();
         assert_eq!(h.len(), 1);
@@ -145,9 +145,9 @@ fn two_fail_overs_race_for_last_token() {
         );
 
         let finished = router.finished();
-        assert_eq!(finished.iter().sum::<u64>(), 3, "{finished:?}");
-        assert_eq!(finished[Outcome::Success.index()], 1);
-        assert_eq!(finished[Outcome::ServerError.index()], 2);
+        assert_eq!(finished.total(), 3, "{finished:?}");
+        assert_eq!(finished[Outcome::Success], 1);
+        assert_eq!(finished[Outcome::ServerError], 2);
         assert!(router.ledgers_are_zero());
         assert_eq!(router.in_flight(), 0);
     });

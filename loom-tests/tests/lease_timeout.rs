@@ -7,7 +7,8 @@
 mod common;
 
 use loom::thread;
-use switchyard::{Headroom, ManualClock, NodeSpec, Outcome, ResourceAllocator, Router, Task};
+use switchyard::spec::ResourceAllocator;
+use switchyard::{Headroom, ManualClock, NodeSpec, Outcome, Router, Task};
 
 fn router(clock: &ManualClock) -> Router {
     Router::builder()
@@ -28,13 +29,13 @@ fn check_counted_once(r: &Router) {
     match reclaimed {
         0 => {
             assert_eq!(late, 0);
-            assert_eq!(done[Outcome::Success.index()], 1);
-            assert_eq!(done[Outcome::Timeout.index()], 0);
+            assert_eq!(done[Outcome::Success], 1);
+            assert_eq!(done[Outcome::Timeout], 0);
         }
         1 => {
             assert_eq!(late, 1, "the owner finished after the reclaim");
-            assert_eq!(done[Outcome::Success.index()], 0);
-            assert_eq!(done[Outcome::Timeout.index()], 1);
+            assert_eq!(done[Outcome::Success], 0);
+            assert_eq!(done[Outcome::Timeout], 1);
         }
         n => panic!("reclaimed {n} times"),
     }

@@ -54,7 +54,7 @@ fn complete_on_another_thread_vs_drop() {
         assert_eq!(m.dispatched, 2);
         assert_eq!(m.outcome(Outcome::Success), 1);
         assert_eq!(m.outcome(Outcome::Abandoned), 1);
-        assert_eq!(m.outcomes.iter().sum::<u64>(), m.dispatched);
+        assert_eq!(m.outcomes.total(), m.dispatched);
         // The backend's own assertion runs under the worker's catch_unwind: surface it.
         assert_eq!(d.backend_panics(), 0);
         assert_eq!(m.in_flight, 0);

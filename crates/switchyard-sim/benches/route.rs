@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use switchyard::{RouteOptions, RoutingEngine};
+use switchyard::spec::RoutingEngine;
+use switchyard::RouteOptions;
 use switchyard_sim::{synthetic_fleet, synthetic_tasks};
 
 #[global_allocator]

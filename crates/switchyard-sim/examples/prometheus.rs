@@ -24,9 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use switchyard::prometheus::{render, CONTENT_TYPE};
-use switchyard::{
-    Backend, Completion, Dispatcher, Outcome, RouteOptions, SubmitError, Task, Ticket,
-};
+use switchyard::{Backend, Completion, Dispatcher, Outcome, RouteOptions, Task, Ticket};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -282,7 +280,7 @@ fn run() -> Result<(), Error> {
             };
             match d.submit(task, ()) {
                 Ok(()) => submitted += 1,
-                Err(SubmitError::Full(_) | SubmitError::ShutDown(_)) => refused += 1,
+                Err(_) => refused += 1,
             }
         }
     }

@@ -53,10 +53,10 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use switchyard::fairness::{token_work, FairQueue};
 use switchyard::CapSet;
 use switchyard::ConfigError;
 use switchyard::Task;
-use switchyard::{token_work, FairQueue};
 
 use super::cache::{PrefixCache, BLOCK_TOKENS};
 use super::fleet::{service_time_ms, synthesize, FleetConfig};
@@ -750,7 +750,7 @@ impl Engine<'_> {
             } else {
                 sum(|c| c.slo_met) as f64 / tasks as f64
             },
-            balance_deviation: switchyard::balance_deviation(&node_utilization),
+            balance_deviation: switchyard::metrics::balance_deviation(&node_utilization),
             utilization: if node_utilization.is_empty() {
                 0.0
             } else {

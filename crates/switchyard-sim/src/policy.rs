@@ -529,7 +529,8 @@ impl Policy for SwitchyardPolicy {
             Err(RouteError::ConstraintsUnsatisfiable | RouteError::TenantRateLimited) => {
                 Decision::Shed
             }
-            Err(RouteError::NoCapableRoute | RouteError::EmptyFleet) => Decision::Fail,
+            // NoCapableRoute, EmptyFleet, and any obstacle a later version adds.
+            Err(_) => Decision::Fail,
         }
     }
 

@@ -162,7 +162,7 @@ impl SpikeReport {
         } else {
             during.iter().sum::<f64>() / during.len() as f64
         };
-        r.steady_balance_deviation = switchyard::balance_deviation(&mean_over(0, from));
+        r.steady_balance_deviation = switchyard::metrics::balance_deviation(&mean_over(0, from));
         r
     }
 

@@ -1,9 +1,10 @@
 //! The synthetic fleet and task mix that the benchmarks share (`switchyard bench`, the
 //! criterion benches and the profiling example), so every figure is measured on one fleet.
+use switchyard::limits::{MAX_MEMORY_MB, MAX_TOKENS_IN_FLIGHT};
 use switchyard::ConfigError;
+use switchyard::NodeSpec;
 use switchyard::Router;
 use switchyard::Task;
-use switchyard::{NodeSpec, MAX_LEDGER_24};
 
 /// Capability names of the synthetic fleet.
 pub const SYNTHETIC_CAPABILITIES: [&str; 8] = [
@@ -51,7 +52,7 @@ pub fn task_capabilities(i: usize) -> &'static [&'static str] {
 /// capacities large enough that the benchmarks never saturate it.
 ///
 /// # Errors
-/// Never for `n` ≤ [`MAX_NODES`](switchyard::MAX_NODES); the `Result` is the builder's.
+/// Never for `n` ≤ [`MAX_NODES`](switchyard::limits::MAX_NODES); the `Result` is the builder's.
 pub fn synthetic_fleet(n: usize) -> Result<Router, ConfigError> {
     Router::builder()
         .capabilities(SYNTHETIC_CAPABILITIES)
@@ -59,8 +60,8 @@ pub fn synthetic_fleet(n: usize) -> Result<Router, ConfigError> {
             NodeSpec::new(format!("node-{i}"))
                 .capabilities(node_capabilities(i))
                 .max_concurrency(60_000)
-                .max_tokens_in_flight(MAX_LEDGER_24)
-                .memory(MAX_LEDGER_24, 0.1)
+                .max_tokens_in_flight(MAX_TOKENS_IN_FLIGHT)
+                .memory(MAX_MEMORY_MB, 0.1)
                 .speed(
                     10.0 + (i % 7) as f64 * 5.0,
                     3_000.0 + (i % 5) as f64 * 2_000.0,

@@ -9,8 +9,7 @@ use std::fmt;
 
 use crate::error::ConfigError;
 
-/// The most capability names one router can intern.
-pub const MAX_CAPABILITIES: usize = 256;
+pub use crate::limits::MAX_CAPABILITIES;
 const WORDS: usize = MAX_CAPABILITIES / 64;
 
 /// A set of interned capabilities, as a fixed 256-bit bitset.

@@ -24,19 +24,18 @@ use crate::capability::{CapSet, CapabilityRegistry};
 use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::health::{HealthPolicy, NodeHealthState, Observation, Phase, Verdict};
+use crate::lease::slab::LeaseShared;
 use crate::model::{
     HealthStatus, NodeHealth, NodeId, Outcome, PerformanceMetrics, ResourceMap, TenantId,
 };
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
-use crate::routing::slab::LeaseShared;
 use crate::routing::table::{
     ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights,
 };
 use crate::sync::{arc_from_std, Arc, SnapshotCell};
 use crate::tenant::TenantLimit;
 
-/// Most nodes one router holds (node ids stay below this).
-pub const MAX_NODES: usize = 1 << 20;
+pub use crate::limits::MAX_NODES;
 
 #[derive(Debug)]
 struct NodeState {
@@ -318,10 +317,10 @@ impl Controller {
     pub(crate) fn incident(
         &mut self,
         name: &str,
-        kind: crate::failover::IncidentKind,
+        kind: crate::health::IncidentKind,
         now: u64,
     ) -> Result<(), ConfigError> {
-        use crate::failover::IncidentKind;
+        use crate::health::IncidentKind;
         let policy = self.policy;
         let n = self
             .nodes

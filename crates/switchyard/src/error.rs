@@ -8,6 +8,7 @@ use std::fmt;
 /// with no node at all, then no route with the required capabilities, then none healthy, then
 /// none meeting the latency/memory constraints, then none with free capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RouteError {
     /// The fleet has no routes at all.
     EmptyFleet,
@@ -77,8 +78,9 @@ impl fmt::Display for RouteError {
 impl std::error::Error for RouteError {}
 
 /// Why an allocation could not be adjusted
-/// ([`ResourceAllocator::adjust_allocation`](crate::ResourceAllocator::adjust_allocation)).
+/// ([`ResourceAllocator::adjust_allocation`](crate::spec::ResourceAllocator::adjust_allocation)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AdjustError {
     /// The allocation no longer holds anything: it was released, or the control thread
     /// reclaimed it past its timeout.
@@ -101,6 +103,7 @@ impl std::error::Error for AdjustError {}
 
 /// A task refused at submission; the task is handed back untouched.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitError<T> {
     /// The dispatcher's bounded capacity is full (back-pressure: retry or shed).
     Full(T),
@@ -139,10 +142,11 @@ impl<T> std::error::Error for SubmitError<T> {}
 
 /// An invalid fleet description or fleet change. Each variant names what is wrong and where.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A capability name that was never declared.
     UnknownCapability(String),
-    /// More than [`MAX_CAPABILITIES`](crate::MAX_CAPABILITIES) capability names.
+    /// More than [`MAX_CAPABILITIES`](crate::limits::MAX_CAPABILITIES) capability names.
     TooManyCapabilities {
         /// The limit.
         max: usize,
@@ -188,7 +192,7 @@ pub enum ConfigError {
         /// The largest accepted value.
         max: u64,
     },
-    /// A chain with no stages, or more than [`MAX_STAGES`](crate::MAX_STAGES).
+    /// A chain with no stages, or more than [`MAX_STAGES`](crate::limits::MAX_STAGES).
     BadChain {
         /// The chain.
         chain: String,
@@ -236,7 +240,7 @@ impl fmt::Display for ConfigError {
             ConfigError::BadChain { chain, stages } => write!(
                 f,
                 "chain `{chain}` has {stages} stages (1..={} allowed)",
-                crate::MAX_STAGES
+                crate::limits::MAX_STAGES
             ),
             ConfigError::TooManyRoutes { max } => write!(f, "more than {max} routes"),
             ConfigError::InvalidSetting { field, reason } => write!(f, "`{field}`: {reason}"),
@@ -248,6 +252,7 @@ impl std::error::Error for ConfigError {}
 
 /// A dispatcher that could not be built.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BuildError {
     /// `workers(0)` or a zero `capacity`.
     InvalidSetting {

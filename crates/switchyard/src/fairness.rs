@@ -65,7 +65,7 @@ const REBASE_ABOVE: u64 = 1 << 62;
 ///
 /// # Examples
 /// ```
-/// assert_eq!(switchyard::token_work(1000, 200), 1400);
+/// assert_eq!(switchyard::fairness::token_work(1000, 200), 1400);
 /// ```
 pub fn token_work(input_tokens: u32, output_tokens: u32) -> u64 {
     input_tokens as u64 * INPUT_TOKEN_WEIGHT + output_tokens as u64 * OUTPUT_TOKEN_WEIGHT
@@ -98,7 +98,8 @@ impl<T> Lane<T> {
 ///
 /// # Examples
 /// ```
-/// use switchyard::{FairQueue, TenantId};
+/// use switchyard::TenantId;
+/// use switchyard::fairness::FairQueue;
 ///
 /// let (flood, other) = (Some(TenantId(1)), Some(TenantId(2)));
 /// let mut q = FairQueue::new();

@@ -293,6 +293,17 @@ impl NodeHealthState {
     }
 }
 
+/// What happened to a node (the seed's `HealthIncident`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentKind {
+    /// It is down: eject it now (recovery through half-open probes as usual).
+    Down,
+    /// It works poorly: pin it degraded.
+    Degraded,
+    /// It is back: clear any pinned verdict and probe it now.
+    Recovered,
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -32,69 +32,57 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
-mod allocator;
-mod balance;
+// Floors, bottom up (imports only point down; docs/architecture.md draws the plan):
+// sync clock rng capability error · model metrics config · node tenant health retry ·
+// lease routing · control router failover · dispatcher · spec recovery fairness prometheus.
 mod capability;
 mod clock;
 #[cfg(feature = "config")]
 pub mod config;
 mod control;
-mod dispatcher;
+pub mod dispatcher;
 mod error;
 mod failover;
 pub mod fairness;
-mod health;
-mod metrics;
+pub mod health;
+mod lease;
+pub mod metrics;
 mod model;
 mod node;
+mod per;
 pub mod prometheus;
-mod recovery;
+pub mod recovery;
+mod retry;
+mod rng;
 mod router;
 mod routing;
-mod scoring;
+pub mod spec;
 mod sync;
 mod tenant;
 
-pub use allocator::{ResourceAllocator, ResourceMetrics};
-pub use balance::{
-    ClassAction, LoadAdjustment, LoadBalancer, LoadStrategy, Placement, REBALANCE_THRESHOLD,
-    SPIKE_ADMIT_BELOW, SPIKE_SHED_LOW_FROM, SPIKE_SHED_NORMAL_FROM,
-};
-pub use capability::{CapSet, CapabilityRegistry, MAX_CAPABILITIES};
+pub mod limits;
+
+pub use capability::CapSet;
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "config")]
 pub use config::{Config, ConfigFileError};
-pub use control::{TickReport, MAX_NODES};
-pub use dispatcher::{Backend, Completion, Dispatcher, DispatcherBuilder, NoBackend, Ticket};
+pub use control::TickReport;
+pub use dispatcher::{Backend, Dispatcher, DispatcherBuilder};
 pub use error::{AdjustError, BuildError, ConfigError, RouteError, SubmitError};
-pub use failover::{
-    FailoverError, FailoverReason, FailoverResult, HealthAwareRouting, HealthIncident,
-    IncidentKind, Retry, RetryPolicy, RouteAdjustment, SystemHealth, MAX_ATTEMPTS,
-};
-pub use fairness::{token_work, FairQueue, Taken};
+pub use failover::{FailoverError, FailoverReason, Retry};
 pub use health::HealthPolicy;
-pub use metrics::{balance_deviation, LatencySummary, NodeMetrics, RoutingMetrics};
+pub use lease::ticket::{Completion, Ticket};
+pub use lease::Lease;
+pub use metrics::{LatencySummary, NodeMetrics, RoutingMetrics};
 pub use model::{
-    AllocationPriority, AllocationResult, BalanceMetrics, CapabilityAwareRoute, DegradationAction,
-    DegradationCondition, DegradationKind, ErrorKind, ErrorRecovery, HealthAwareRoute,
-    HealthStatus, LoadDistribution, ModelChain, NodeHealth, NodeId, Outcome, PerformanceMetrics,
-    Priority, RecoveryAction, RecoveryKind, RecoveryStatus, ResourceConstraints, ResourceCost,
-    ResourceMap, ResourceUtilization, RouteChoice, RouteConstraints, RouteId, RouteOptions,
-    Severity, Task, TaskAllocation, TenantId, MAX_ALTERNATIVES, MAX_STAGES,
+    HealthStatus, ModelChain, NodeHealth, NodeId, Outcome, Priority, RouteChoice, RouteConstraints,
+    RouteId, RouteOptions, Task, TenantId,
 };
-pub use node::{ChainSpec, NodeSpec, MAX_CONCURRENCY, MAX_LEDGER_24};
-pub use recovery::{
-    BalanceDisruption, Recovery, RecoveryId, ResourceIncident, DEFAULT_BALANCE_TARGET,
-    DEFAULT_BALANCE_THRESHOLD, DEFAULT_EXHAUSTION_THRESHOLD, DEFAULT_RECOVERY_TIMEOUT_MS,
-    RECOVERY_LOG_CAPACITY,
-};
-pub use router::{RouteReader, Router, RouterBuilder, RoutingEngine};
-pub use routing::{Headroom, Lease, RoutingTable, ScoringWeights};
-pub use scoring::{
-    CapabilityAwareRouter, CapabilityScores, HealthWindow, HistoricalData, MAX_QUALITY_FACTOR,
-    MIN_HISTORY_WINDOWS, MIN_QUALITY_FACTOR,
-};
-pub use tenant::MAX_TENANTS;
+pub use node::{ChainSpec, NodeSpec};
+pub use per::{PerClass, PerOutcome};
+pub use retry::RetryPolicy;
+pub use router::{RouteReader, Router, RouterBuilder};
+pub use routing::{Headroom, RoutingTable, ScoringWeights};
 
 // The README's example is compiled and run as a doctest, so it stays true to the code.
 #[cfg(doctest)]

@@ -3,7 +3,7 @@
 //! # Why an atomic histogram in front of hdrhistogram
 //! Every decision records its latency on the worker that made it. `hdrhistogram::Histogram`
 //! keeps plain `u64` counts, so reading it from another thread needs a lock or a phase swap
-//! that allocates (`sync::Recorder`). Instead each worker owns an [`AtomicHistogram`]: the
+//! that allocates (`sync::Recorder`). Instead each worker owns an `AtomicHistogram`: the
 //! same log-linear bucketing (64 sub-buckets per half-octave, under 1.6 % relative error, 1 ns
 //! to 137 s), one bucket per `AtomicU64`. The owner records with a relaxed load and store (no
 //! lock prefix, ≈ 2 ns); readers copy the buckets into a real `hdrhistogram::Histogram` off the
@@ -149,7 +149,7 @@ pub struct NodeMetrics {
     /// Leases taken so far.
     pub leases: u64,
     /// Finished tasks by [`Outcome`] (indexed by [`Outcome::index`]).
-    pub outcomes: [u64; 6],
+    pub outcomes: crate::per::PerOutcome<u64>,
     /// Latency EWMA, ms.
     pub latency_ewma_ms: f64,
     /// Removed from the fleet, leases still out.
@@ -190,7 +190,7 @@ impl NodeMetrics {
             settle_corrections,
             settled_tokens,
             leases: live.leases(),
-            outcomes: live.outcomes(),
+            outcomes: live.outcomes().into(),
             latency_ewma_ms: live.latency_ewma_ms(),
             draining,
         }
@@ -244,12 +244,12 @@ pub struct RoutingMetrics {
     /// Tasks that found no route, by [`RouteError`](crate::RouteError) name.
     pub no_route: Vec<(&'static str, u64)>,
     /// Finished tasks by [`Outcome`] (indexed by [`Outcome::index`]).
-    pub outcomes: [u64; 6],
+    pub outcomes: crate::per::PerOutcome<u64>,
     /// Tasks refused for lack of capacity (`Saturated`), by priority class
     /// (indexed by [`Priority::index`](crate::Priority::index)).
-    pub shed_by_class: [u64; 4],
+    pub shed_by_class: crate::per::PerClass<u64>,
     /// Tasks routed and handed to the backend, by priority class (the dispatched ones).
-    pub admitted_by_class: [u64; 4],
+    pub admitted_by_class: crate::per::PerClass<u64>,
     /// Tasks placed on an alternative route because their primary was full.
     pub spillovers: u64,
     /// Completions whose output tokens differed from the estimate, settled (refund or
@@ -279,7 +279,7 @@ pub struct RoutingMetrics {
 impl RoutingMetrics {
     /// Finished tasks with outcome `o`.
     pub fn outcome(&self, o: Outcome) -> u64 {
-        self.outcomes[o.index()]
+        self.outcomes[o]
     }
 
     /// Tasks that found no route.

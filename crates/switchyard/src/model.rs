@@ -9,10 +9,7 @@
 //! classes instead, so one priority scale runs through routing and admission.
 use crate::capability::CapSet;
 
-/// Most stages in one [`ModelChain`].
-pub const MAX_STAGES: usize = 4;
-/// Most alternative routes returned beside the primary one.
-pub const MAX_ALTERNATIVES: usize = 4;
+pub use crate::limits::{MAX_ALTERNATIVES, MAX_STAGES};
 
 /// A stable node identifier: survives snapshot rebuilds, never reused for another node name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -520,6 +517,7 @@ mod test {
 
 /// How a dispatched task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Served.
     Success,

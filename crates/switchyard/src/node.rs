@@ -27,10 +27,9 @@ use crate::error::ConfigError;
 use crate::model::{NodeId, Outcome};
 use crate::sync::{AtomicU64, CachePadded, Ordering};
 
-/// Most tasks in flight on one node (the 16-bit ledger field).
-pub const MAX_CONCURRENCY: u32 = u16::MAX as u32;
+pub use crate::limits::MAX_CONCURRENCY;
 /// Largest memory (MB) and tokens-in-flight capacity of one node (the 24-bit ledger fields).
-pub const MAX_LEDGER_24: u32 = (1 << 24) - 1;
+pub(crate) const MAX_LEDGER_24: u32 = crate::limits::MAX_TOKENS_IN_FLIGHT;
 const MAX_MILLIS: u64 = u32::MAX as u64;
 
 /// A model backend: capacity, speed model, price and capabilities.

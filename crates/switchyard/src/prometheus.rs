@@ -106,7 +106,7 @@ pub fn render(m: &RoutingMetrics, decision_ns: Option<&Histogram<u64>>) -> Strin
         "Dispatched tasks finished, by outcome.",
     );
     for out_kind in Outcome::ALL {
-        let v = m.outcomes[out_kind.index()];
+        let v = m.outcomes[out_kind];
         sample(
             o,
             "switchyard_tasks_total",
@@ -144,7 +144,7 @@ pub fn render(m: &RoutingMetrics, decision_ns: Option<&Histogram<u64>>) -> Strin
             o,
             "switchyard_shed_total",
             &[("class", p.name())],
-            Value::Int(m.shed_by_class[p.index()]),
+            Value::Int(m.shed_by_class[p]),
         );
     }
 
@@ -159,7 +159,7 @@ pub fn render(m: &RoutingMetrics, decision_ns: Option<&Histogram<u64>>) -> Strin
             o,
             "switchyard_admitted_total",
             &[("class", p.name())],
-            Value::Int(m.admitted_by_class[p.index()]),
+            Value::Int(m.admitted_by_class[p]),
         );
     }
 
@@ -314,7 +314,7 @@ pub fn render(m: &RoutingMetrics, decision_ns: Option<&Histogram<u64>>) -> Strin
                 o,
                 "switchyard_node_tasks_total",
                 &[("node", &n.name), ("outcome", out_kind.name())],
-                Value::Int(n.outcomes[out_kind.index()]),
+                Value::Int(n.outcomes[out_kind]),
             );
         }
     }
@@ -517,7 +517,7 @@ mod test {
             cpu_millis: 0,
             gpu_millis: 0,
             leases: 0,
-            outcomes: [0; 6],
+            outcomes: Default::default(),
             latency_ewma_ms: 0.0,
             draining: false,
             capacity: Default::default(),

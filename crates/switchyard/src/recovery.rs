@@ -34,7 +34,7 @@
 //!
 //! # Balance ([`Recovery::restore_balance`])
 //! A deviation (busiest utilisation over the mean, minus one) above the disruption's threshold
-//! (default 0.5, as [`HealthAwareRouting`](crate::HealthAwareRouting) uses) gets a `Rebalance`
+//! (default 0.5, as [`HealthAwareRouting`](crate::spec::HealthAwareRouting) uses) gets a `Rebalance`
 //! towards its target (default 0.1, the seed's "load balance deviation < 10 %"), with
 //! probability = the share of nodes serving (0 when fewer than two serve: nowhere to move
 //! load). Done when the measured deviation is at or below the threshold (an idle fleet is
@@ -54,7 +54,7 @@ use crate::model::{
 };
 use crate::node::{fits0, fits1, Amounts};
 use crate::router::Router;
-use crate::routing::engine;
+use crate::routing::select;
 use crate::routing::table::RoutingTable;
 use crate::sync::{Arc, Mutex};
 
@@ -77,7 +77,7 @@ pub struct RecoveryId(pub u64);
 ///
 /// # Examples
 /// ```
-/// use switchyard::ResourceIncident;
+/// use switchyard::recovery::ResourceIncident;
 /// let i = ResourceIncident::new("h100-a").threshold(0.8);
 /// assert_eq!((i.node.as_str(), i.threshold), ("h100-a", 0.8));
 /// ```
@@ -110,7 +110,8 @@ impl ResourceIncident {
 ///
 /// # Examples
 /// ```
-/// use switchyard::{BalanceDisruption, NodeSpec, Router};
+/// use switchyard::{NodeSpec, Router};
+/// use switchyard::recovery::BalanceDisruption;
 /// let router = Router::builder().node(NodeSpec::new("a")).build()?;
 /// let d = BalanceDisruption::measure(&router);
 /// assert_eq!(d.deviation, 0.0); // idle
@@ -196,9 +197,9 @@ fn is_open(s: RecoveryStatus) -> bool {
 /// # Examples
 /// ```
 /// use std::sync::Arc;
-/// use switchyard::{
-///     ManualClock, NodeSpec, Recovery, RecoveryKind, RecoveryStatus, RouteError, Router, Task,
-/// };
+/// use switchyard::{ManualClock, NodeSpec, RouteError, Router, Task};
+/// use switchyard::recovery::Recovery;
+/// use switchyard::spec::{RecoveryKind, RecoveryStatus};
 /// let router = Router::builder()
 ///     .clock(Arc::new(ManualClock::new()))
 ///     .node(NodeSpec::new("a").max_concurrency(1))
@@ -427,7 +428,7 @@ impl Recovery {
                 )
             }
             RouteError::TenantRateLimited => {
-                let wait_ms = crate::tenant::retry_after_ns(&table, task) as f64 / 1e6;
+                let wait_ms = table.tenant_retry_after_ns(task) as f64 / 1e6;
                 (
                     Severity::Low,
                     action(RecoveryKind::Retry, vec![("backoff_ms", wait_ms)], 1.0),
@@ -782,7 +783,7 @@ fn current_deviation(router: &Router) -> f64 {
 /// Whether `task` plans on `table` now (nothing is reserved).
 fn plans(table: &RoutingTable, task: &Task) -> bool {
     let mut options = RouteOptions::default();
-    crate::router::with_rng(|rng| engine::plan(table, task, rng, &mut options)).is_ok()
+    crate::rng::with_rng(|rng| select::plan(table, task, rng, &mut options)).is_ok()
 }
 
 /// One capable route, as recovery sees it.
@@ -833,7 +834,7 @@ fn capable_routes(table: &RoutingTable, task: &Task) -> Vec<RouteView> {
                 v.unloaded_ms +=
                     (n.base_ms + input * n.prefill_ms_per_token + output * n.decode_ms_per_token)
                         * n.latency_factor;
-                let (d0, d1) = engine::demand(n, task);
+                let (d0, d1) = select::demand(n, task);
                 v.memory_mb += Amounts::unpack(d0, 0).memory_mb as f64;
                 // Against the share of capacity the task's class may fill, as the picker checks.
                 let cap0 = n.cap0_class[task.constraints.priority.index()];

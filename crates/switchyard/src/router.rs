@@ -4,37 +4,16 @@ use crate::clock::{Clock, SystemClock};
 use crate::control::{Controller, TickReport};
 use crate::error::{ConfigError, RouteError};
 use crate::health::HealthPolicy;
-use crate::model::{HealthStatus, ModelChain, NodeId, RouteOptions, Task};
+use crate::lease::Lease;
+use crate::model::{HealthStatus, NodeId, RouteOptions, Task};
 use crate::node::{ChainSpec, NodeSpec};
-use crate::routing::engine::{self, Lease, Rng};
+use crate::rng::Rng;
 use crate::routing::table::{RoutingTable, ScoringWeights};
+use crate::routing::{reserve, select};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotReader};
 
 /// Lease records when timeouts are on and the builder names no number.
 const DEFAULT_LEASE_SLOTS: usize = 16_384;
-
-/// The seed's `RoutingEngine`: plan routes, reserve the best feasible one, validate a route.
-pub trait RoutingEngine {
-    /// Primary route plus alternatives on distinct routes, with costs and confidences.
-    ///
-    /// # Errors
-    /// A [`RouteError`] naming the first obstacle when no route is feasible.
-    fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError>;
-
-    /// Reserves the task's resources on the first route of `options` that still has room.
-    ///
-    /// # Errors
-    /// [`RouteError::Saturated`] when none has room, [`RouteError::StaleRoute`] when none
-    /// is still in the fleet.
-    fn optimize_allocation(
-        &mut self,
-        options: &RouteOptions,
-        task: &Task,
-    ) -> Result<Lease, RouteError>;
-
-    /// Whether `route` is still feasible for `task` under the current snapshot.
-    fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool;
-}
 
 #[derive(Debug)]
 pub(crate) struct RouterInner {
@@ -42,7 +21,7 @@ pub(crate) struct RouterInner {
     control: Mutex<Controller>,
     pub(crate) clock: std::sync::Arc<dyn Clock>,
     seed: AtomicU64,
-    pub(crate) retry: crate::failover::RetryBudget,
+    pub(crate) retry: crate::retry::RetryBudget,
 }
 
 /// The routing engine with its fleet: cheap to clone, shareable between threads.
@@ -53,7 +32,8 @@ pub(crate) struct RouterInner {
 ///
 /// # Examples
 /// ```
-/// use switchyard::{NodeSpec, Router, RoutingEngine, Task};
+/// use switchyard::{NodeSpec, Router, Task};
+/// use switchyard::spec::RoutingEngine;
 /// let router = Router::builder()
 ///     .capabilities(["chat", "code"])
 ///     .node(NodeSpec::new("a").capabilities(["chat", "code"]))
@@ -87,7 +67,7 @@ pub struct RouterBuilder {
     lease_timeout_ms: u64,
     lease_slots: usize,
     health: HealthPolicy,
-    retry: crate::failover::RetryPolicy,
+    retry: crate::retry::RetryPolicy,
     headroom: crate::routing::Headroom,
     tenant_rates: Vec<(crate::model::TenantId, f64, f64)>,
 }
@@ -113,7 +93,7 @@ impl RouterBuilder {
     }
 
     /// Sets how failed tasks are retried ([`Router::fail_over`]).
-    pub fn retry(mut self, policy: crate::failover::RetryPolicy) -> Self {
+    pub fn retry(mut self, policy: crate::retry::RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
@@ -218,8 +198,8 @@ impl RouterBuilder {
             } else {
                 self.lease_slots
             };
-            ctl.shared = Arc::new(crate::routing::slab::LeaseShared::new(Some(
-                crate::routing::slab::LeaseSlab::new(slots, self.lease_timeout_ms),
+            ctl.shared = Arc::new(crate::lease::slab::LeaseShared::new(Some(
+                crate::lease::slab::LeaseSlab::new(slots, self.lease_timeout_ms),
             )));
         }
         ctl.set_headroom(self.headroom)?;
@@ -243,7 +223,7 @@ impl RouterBuilder {
                 control: Mutex::new(ctl),
                 clock,
                 seed: AtomicU64::new(self.seed),
-                retry: crate::failover::RetryBudget::new(self.retry),
+                retry: crate::retry::RetryBudget::new(self.retry),
             }),
         })
     }
@@ -379,6 +359,23 @@ impl Router {
         self.control().set_status(name, status)
     }
 
+    /// Records a failed attempt and moves the task to a route it has not tried: the failure
+    /// is recorded on the nodes that served the attempt, the new route is planned on the current snapshot and reserved, and the retry
+    /// is paid from the retry budget.
+    ///
+    /// # Errors
+    /// A [`FailoverError`](crate::FailoverError) (the task ends, counted once as
+    /// `failure.outcome`) when the outcome is not retryable, or attempts, budget or routes
+    /// run out.
+    pub fn fail_over(
+        &self,
+        ticket: crate::lease::ticket::Ticket,
+        failure: crate::lease::ticket::Completion,
+    ) -> Result<crate::failover::Retry, crate::failover::FailoverError> {
+        let table = self.inner.table.load();
+        crate::failover::fail_over(&table, &self.inner.retry, ticket, failure)
+    }
+
     /// Takes a node out of routing for `pause` (what a backend's 429 `Retry-After` asks),
     /// without counting it as a failure or an ejection: no new task goes there until the
     /// first control tick after the pause ends. A longer pause already in force is kept.
@@ -417,7 +414,7 @@ impl Router {
     pub(crate) fn incident(
         &self,
         name: &str,
-        kind: crate::failover::IncidentKind,
+        kind: crate::health::IncidentKind,
     ) -> Result<(), ConfigError> {
         let now = self.inner.clock.now_ns();
         self.control().incident(name, kind, now)
@@ -427,7 +424,7 @@ impl Router {
     /// published by the next tick. The tenant's schedule carries over.
     ///
     /// # Errors
-    /// [`ConfigError::InvalidSetting`] for a tenant id of [`MAX_TENANTS`](crate::MAX_TENANTS)
+    /// [`ConfigError::InvalidSetting`] for a tenant id of [`MAX_TENANTS`](crate::limits::MAX_TENANTS)
     /// or more, or a rate or burst that is not a sane finite number.
     pub fn set_tenant_rate(
         &self,
@@ -465,14 +462,88 @@ impl Router {
 
     /// Tasks finished through tickets, by [`Outcome`](crate::Outcome) index, each counted
     /// once, over every node this router has had.
-    pub fn finished(&self) -> [u64; 6] {
-        self.control().finished_totals()
+    pub fn finished(&self) -> crate::per::PerOutcome<u64> {
+        self.control().finished_totals().into()
     }
 
     /// Live figures of every node, current then draining (takes the control lock briefly:
     /// for reports, not for the hot path).
     pub fn node_metrics(&self) -> Vec<crate::metrics::NodeMetrics> {
         self.live_nodes()
+    }
+
+    /// Fleet-wide balance now (the seed's `crate::model::BalanceMetrics`).
+    pub fn balance_metrics(&self) -> crate::model::BalanceMetrics {
+        let nodes: Vec<_> = self
+            .node_metrics()
+            .into_iter()
+            .filter(|n| !n.draining)
+            .collect();
+        let specs = self.node_specs();
+        let utils: Vec<f64> = nodes.iter().map(|n| n.utilization).collect();
+        let deviation = crate::metrics::balance_deviation(&utils);
+        let share = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 0.0 };
+        let (mut mem, mut mem_cap, mut tok, mut tok_cap, mut inflight, mut conc) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for n in &nodes {
+            if let Some(s) = specs.iter().find(|s| s.name == n.name) {
+                mem += n.memory_mb as f64;
+                mem_cap += s.memory_mb as f64;
+                tok += n.tokens_in_flight as f64;
+                tok_cap += s.max_tokens_in_flight as f64;
+                inflight += n.in_flight as f64;
+                conc += s.max_concurrency as f64;
+            }
+        }
+        let health = self.node_health();
+        let k = health.len().max(1) as f64;
+        crate::model::BalanceMetrics {
+            distribution_score: 1.0 / (1.0 + deviation),
+            deviation,
+            utilization: crate::model::ResourceUtilization {
+                memory: share(mem, mem_cap),
+                cpu: share(inflight, conc),
+                token_usage: share(tok, tok_cap),
+            },
+            performance: crate::model::PerformanceMetrics {
+                response_time_ms: health
+                    .iter()
+                    .map(|h| h.metrics.response_time_ms)
+                    .sum::<f64>()
+                    / k,
+                success_rate: health.iter().map(|h| h.metrics.success_rate).sum::<f64>() / k,
+                efficiency: health.iter().map(|h| h.metrics.efficiency).sum::<f64>() / k,
+                errors: health.iter().map(|h| h.metrics.errors).sum(),
+            },
+        }
+    }
+
+    /// Estimated throughput of the serving fleet, tasks per second: each node's concurrency
+    /// over its typical task time (its latency EWMA once it has one, else its model's time
+    /// for a 1000-in / 100-out task).
+    pub fn capacity_per_sec(&self) -> f64 {
+        let metrics = self.node_metrics();
+        let health = self.node_health();
+        self.node_specs()
+            .iter()
+            .filter(|s| {
+                health
+                    .iter()
+                    .any(|h| h.node == s.name && h.status != crate::model::HealthStatus::Failed)
+            })
+            .map(|s| {
+                let ewma = metrics
+                    .iter()
+                    .find(|m| m.name == s.name)
+                    .map_or(0.0, |m| m.latency_ewma_ms);
+                let ms = if ewma > 0.0 {
+                    ewma
+                } else {
+                    s.service_time_ms(1_000, 100)
+                };
+                s.max_concurrency as f64 * 1000.0 / ms.max(1e-3)
+            })
+            .sum()
     }
 
     pub(crate) fn live_nodes(&self) -> Vec<crate::metrics::NodeMetrics> {
@@ -486,72 +557,21 @@ impl Router {
     }
 }
 
-// Under loom every modelled thread runs on one OS thread: use loom's per-model-thread locals.
-#[cfg(switchyard_loom)]
-use loom::thread_local;
-
-thread_local! {
-    static RNG: std::cell::RefCell<Rng> = std::cell::RefCell::new(Rng::new(
-        std::thread::current().id().as_u64_compat()
-    ));
-}
-
-/// Runs `f` with this thread's PRNG (the `&Router` engine paths and failover use it).
-pub(crate) fn with_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
-    RNG.with(|r| f(&mut r.borrow_mut()))
-}
-
-trait ThreadIdCompat {
-    fn as_u64_compat(&self) -> u64;
-}
-
-impl ThreadIdCompat for std::thread::ThreadId {
-    fn as_u64_compat(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
-    }
-}
-
-/// `&Router` routes through a guard load per call (≈ 20 ns); a [`RouteReader`] is faster.
-impl RoutingEngine for &Router {
-    fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError> {
-        let t = self.inner.table.load();
-        let mut out = RouteOptions::default();
-        RNG.with(|r| engine::plan(&t, task, &mut r.borrow_mut(), &mut out))?;
-        Ok(out)
-    }
-
-    fn optimize_allocation(
-        &mut self,
-        options: &RouteOptions,
-        task: &Task,
-    ) -> Result<Lease, RouteError> {
-        let t = self.inner.table.load();
-        engine::allocate(&t, options, task)
-    }
-
-    fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {
-        engine::validate(&self.inner.table.load(), route, task)
-    }
-}
-
 /// A per-thread routing handle: a cached snapshot (≈ 1.4 ns a load) and its own PRNG.
 ///
 /// Not `Sync`: give each thread its own, from [`Router::reader`].
 #[derive(Debug)]
 pub struct RouteReader {
     router: Router,
-    cache: SnapshotReader<RoutingTable>,
-    rng: Rng,
+    pub(crate) cache: SnapshotReader<RoutingTable>,
+    pub(crate) rng: Rng,
 }
 
 impl RouteReader {
     /// Plans and reserves in one step on one snapshot: the dispatcher's hot path.
     ///
     /// # Errors
-    /// As [`RoutingEngine::calculate_routes`] and [`RoutingEngine::optimize_allocation`].
+    /// As [`RoutingEngine::calculate_routes`](crate::spec::RoutingEngine::calculate_routes) and [`RoutingEngine::optimize_allocation`](crate::spec::RoutingEngine::optimize_allocation).
     #[inline]
     pub fn route(&mut self, task: &Task) -> Result<(RouteOptions, Lease), RouteError> {
         let mut options = RouteOptions::default();
@@ -571,8 +591,8 @@ impl RouteReader {
         options: &mut RouteOptions,
     ) -> Result<Lease, RouteError> {
         let table = self.cache.load();
-        engine::plan(table, task, &mut self.rng, options)?;
-        engine::allocate(table, options, task)
+        select::plan(table, task, &mut self.rng, options)?;
+        reserve::allocate(table, options, task)
     }
 
     /// The router this reader reads.
@@ -588,27 +608,5 @@ impl RouteReader {
     /// Reseeds the reader's random stream (for reproducible simulations).
     pub fn reseed(&mut self, seed: u64) {
         self.rng = Rng::new(seed);
-    }
-}
-
-impl RoutingEngine for RouteReader {
-    fn calculate_routes(&mut self, task: &Task) -> Result<RouteOptions, RouteError> {
-        let table = self.cache.load();
-        let mut out = RouteOptions::default();
-        engine::plan(table, task, &mut self.rng, &mut out)?;
-        Ok(out)
-    }
-
-    fn optimize_allocation(
-        &mut self,
-        options: &RouteOptions,
-        task: &Task,
-    ) -> Result<Lease, RouteError> {
-        let table = self.cache.load();
-        engine::allocate(table, options, task)
-    }
-
-    fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {
-        engine::validate(self.cache.load(), route, task)
     }
 }

@@ -10,8 +10,7 @@ use crate::error::ConfigError;
 use crate::model::TenantId;
 use crate::sync::AtomicU64;
 
-/// Tenants that can have a token rate: ids `0..MAX_TENANTS`.
-pub const MAX_TENANTS: usize = 4096;
+pub use crate::limits::MAX_TENANTS;
 
 /// GCRA states allocated (a handful under loom, whose models use no tenant rates and
 /// would explore every one of 4096 atomics' initialisations).
@@ -79,38 +78,4 @@ impl TenantRates {
             tat: (0..TENANT_STATES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
-}
-
-/// Time until `task`'s tenant's rate admits it, ns (0: it does now, or has no limit).
-pub(crate) fn retry_after_ns(
-    table: &crate::routing::RoutingTable,
-    task: &crate::model::Task,
-) -> u64 {
-    let Some((shared, limit)) = limit_of(table, task) else {
-        return 0;
-    };
-    let now = table.now_ns();
-    // Relaxed: a report.
-    let tat = shared.tenants.tat[task.tenant.map_or(0, |t| t.0 as usize)]
-        .load(crate::sync::Ordering::Relaxed)
-        .max(now);
-    let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
-    (tat + cost).saturating_sub(now + limit.burst_ns)
-}
-
-/// The task's tenant's limit and the shared GCRA states, when its tenant has a limit.
-#[inline]
-pub(crate) fn limit_of<'t>(
-    table: &'t crate::routing::RoutingTable,
-    task: &crate::model::Task,
-) -> Option<(
-    &'t crate::sync::Arc<crate::routing::slab::LeaseShared>,
-    TenantLimit,
-)> {
-    let t = task.tenant?;
-    let limit = *table.tenant_limits.get(t.0 as usize)?;
-    if limit.ns_per_token == 0 {
-        return None;
-    }
-    Some((table.shared.as_ref()?, limit))
 }

@@ -12,7 +12,7 @@
 //!
 //! # Accounting: every task ends exactly once
 //! A task submitted successfully ends in exactly one of: `Backend::dispatch` (then its
-//! [`Ticket`] ends it: completed, or dropped = [`Outcome::Abandoned`]), or
+//! [`Ticket`] ends it: completed, or dropped = [`Outcome::Abandoned`](crate::Outcome::Abandoned)), or
 //! `Backend::reject` with a [`RouteError`]. A task refused by `submit` is handed back in the
 //! [`SubmitError`]. A ticket is consumed by `complete`, so it cannot complete twice; its
 //! lease is released by the same consumption or by its `Drop`, never both.
@@ -27,9 +27,9 @@
 //! the waiting lists too (each bounded by its wait).
 //!
 //! # Fairness between tenants inside a class
-//! Each class's waiting list is a [`FairQueue`](crate::FairQueue): one FIFO per tenant, and
+//! Each class's waiting list is a [`FairQueue`](crate::fairness::FairQueue): one FIFO per tenant, and
 //! the tenant served next is the one that has had the least token work
-//! ([`token_work`](crate::token_work) of the tasks routed from the list, over its
+//! ([`token_work`](crate::fairness::token_work) of the tasks routed from the list, over its
 //! [`tenant_weight`](DispatcherBuilder::tenant_weight)). A tenant is charged only when its
 //! task is routed, never for a retry that found the class still full. While tasks of a class
 //! wait, a new task of that class joins them rather than being routed ahead of them, so a
@@ -59,12 +59,12 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::error::{BuildError, RouteError, SubmitError};
+use crate::lease::ticket::Ticket;
 use crate::metrics::{
     balance_deviation, new_histogram, AtomicHistogram, LatencySummary, RoutingMetrics,
 };
-use crate::model::{ModelChain, Outcome, RouteOptions, Task, TenantId};
+use crate::model::{RouteOptions, Task, TenantId};
 use crate::router::Router;
-use crate::routing::Lease;
 use crate::sync::{
     thread, Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Injector, Mutex, Ordering,
     Parker, Stealer, Unparker, Worker,
@@ -100,107 +100,6 @@ pub trait Backend: Send + Sync + 'static {
 pub(crate) struct Job<P> {
     pub(crate) task: Task,
     pub(crate) payload: P,
-}
-
-/// How a dispatched task went, reported through [`Ticket::complete`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Completion {
-    /// The outcome.
-    pub outcome: Outcome,
-    /// End-to-end latency the backend saw, ms.
-    pub latency_ms: f64,
-    /// Output tokens actually produced.
-    pub output_tokens: u32,
-}
-
-impl Completion {
-    /// A success after `latency_ms`.
-    pub fn success(latency_ms: f64, output_tokens: u32) -> Self {
-        Self {
-            outcome: Outcome::Success,
-            latency_ms,
-            output_tokens,
-        }
-    }
-
-    /// A failure of class `outcome` after `latency_ms`.
-    pub fn failure(outcome: Outcome, latency_ms: f64) -> Self {
-        Self {
-            outcome,
-            latency_ms,
-            output_tokens: 0,
-        }
-    }
-}
-
-/// A dispatched task's claim check: complete it once, from any thread.
-///
-/// Dropping it without completing counts as [`Outcome::Abandoned`] and still releases the
-/// lease, so a lost ticket never leaks capacity.
-#[derive(Debug)]
-pub struct Ticket {
-    pub(crate) lease: Option<Lease>,
-    pub(crate) task: Task,
-    /// Routes already tried (failover), oldest first.
-    pub(crate) tried: [crate::model::RouteId; crate::failover::MAX_ATTEMPTS],
-    pub(crate) attempts: u8,
-}
-
-impl Ticket {
-    /// A ticket for a task routed without the dispatcher (with a
-    /// [`RouteReader`](crate::RouteReader)), so it can fail over and have its outcome counted
-    /// like a dispatched one. (A dispatcher's `in_flight` counts only the tickets it made.)
-    pub fn from_lease(lease: Lease, task: Task) -> Self {
-        new_ticket(lease, task)
-    }
-
-    /// The task's id.
-    pub fn task_id(&self) -> u64 {
-        self.task.id
-    }
-
-    /// The task.
-    pub fn task(&self) -> &Task {
-        &self.task
-    }
-
-    /// Attempts so far (1 for a task on its first route).
-    pub fn attempt(&self) -> u32 {
-        self.attempts as u32 + 1
-    }
-
-    /// The route the task was reserved on.
-    pub fn route(&self) -> Option<&ModelChain> {
-        self.lease.as_ref().map(Lease::route)
-    }
-
-    /// The lease it holds.
-    pub fn lease(&self) -> Option<&Lease> {
-        self.lease.as_ref()
-    }
-
-    /// Ends the task: records the outcome on every stage, then releases the lease.
-    pub fn complete(mut self, completion: Completion) {
-        if let Some(lease) = self.lease.as_mut() {
-            // Reserve, then settle: the token rate is charged the tokens really produced.
-            lease.settle_tokens(completion.output_tokens);
-        }
-        self.finish(completion.outcome, completion.latency_ms);
-    }
-
-    fn finish(&mut self, outcome: Outcome, latency_ms: f64) {
-        // The lease releases every stage, then counts the outcome on each node (the only
-        // shared counters a ticket touches: no dispatcher-wide atomic per task).
-        if let Some(lease) = self.lease.take() {
-            lease.finish(outcome, latency_ms);
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.finish(Outcome::Abandoned, f64::NAN);
-    }
 }
 
 /// Per-worker figures; each field has one writer (its worker).
@@ -324,13 +223,13 @@ impl DispatcherBuilder {
     /// (critical, high, normal, low), before it is shed with [`RouteError::Saturated`]
     /// (default 1 s, 500 ms, 200 ms, 50 ms; zero sheds at once). Waiting tasks are retried
     /// highest class first, so lower classes are shed first under a sustained overload.
-    pub fn saturation_wait(mut self, per_class: [Duration; 4]) -> Self {
-        self.saturation_wait = per_class;
+    pub fn saturation_wait(mut self, per_class: impl Into<crate::per::PerClass<Duration>>) -> Self {
+        self.saturation_wait = per_class.into().into_array();
         self
     }
 
     /// `tenant`'s share while tasks wait for capacity (default 1): inside a class, waiting
-    /// tasks are served by token work per tenant (see [`FairQueue`](crate::FairQueue)), and
+    /// tasks are served by token work per tenant (see [`FairQueue`](crate::fairness::FairQueue)), and
     /// a tenant of weight 2 gets twice the token work of a tenant of weight 1 while both wait.
     /// Setting a tenant twice keeps the last weight.
     pub fn tenant_weight(mut self, tenant: TenantId, weight: u32) -> Self {
@@ -414,10 +313,9 @@ impl DispatcherBuilder {
         for (i, (local, parker)) in locals.into_iter().zip(parkers).enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let sh = Arc::clone(&shared);
-            match thread::Builder::new()
-                .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker::run(i, sh, local, parker, core))
-            {
+            match crate::sync::spawn_named(format!("switchyard-worker-{i}"), move || {
+                worker::run(i, sh, local, parker, core)
+            }) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     started = Err(BuildError::Spawn(e));
@@ -428,10 +326,9 @@ impl DispatcherBuilder {
         if let (Ok(()), Some(every)) = (&started, self.control_interval) {
             let router = self.router.clone();
             let stop = Arc::clone(&stop_control);
-            match thread::Builder::new()
-                .name("switchyard-control".into())
-                .spawn(move || control_loop(router, stop, every))
-            {
+            match crate::sync::spawn_named("switchyard-control".into(), move || {
+                control_loop(router, stop, every)
+            }) {
                 Ok(h) => handles.push(h),
                 Err(e) => started = Err(BuildError::Spawn(e)),
             }
@@ -454,7 +351,7 @@ impl DispatcherBuilder {
 fn control_loop(router: Router, stop: Arc<AtomicBool>, every: Duration) {
     // Acquire: pairs with the Release store in `shutdown`; nothing else rides on it.
     while !stop.load(Ordering::Acquire) {
-        thread::park_timeout(every);
+        crate::sync::park_timeout(every);
         if stop.load(Ordering::Acquire) {
             break;
         }
@@ -594,7 +491,7 @@ impl<B: Backend> Dispatcher<B> {
         // Finished first (Acquire, pairing with the Release increment of a finishing ticket),
         // then dispatched: a ticket that finished was counted as dispatched before it existed,
         // so the difference never dips below the truth.
-        let finished: u64 = self.shared.router.finished().iter().sum();
+        let finished: u64 = self.shared.router.finished().total();
         self.dispatched().saturating_sub(finished)
     }
 
@@ -672,7 +569,7 @@ impl<B: Backend> Dispatcher<B> {
         let queued = self.queued() as u64;
         let (reclaimed_leases, late_completions) = s.router.lease_counts();
         RoutingMetrics {
-            admitted_by_class: admitted,
+            admitted_by_class: admitted.into(),
             spillovers: nodes.iter().map(|n| n.spillovers).sum(),
             settle_corrections: nodes.iter().map(|n| n.settle_corrections).sum(),
             settled_tokens: nodes.iter().map(|n| n.settled_tokens).sum(),
@@ -688,8 +585,8 @@ impl<B: Backend> Dispatcher<B> {
                 .iter()
                 .map(|e| (e.name(), no_route[e.index()]))
                 .collect(),
-            in_flight: dispatched.saturating_sub(outcomes.iter().sum()),
-            shed_by_class: shed,
+            in_flight: dispatched.saturating_sub(outcomes.total()),
+            shed_by_class: shed.into(),
             outcomes,
             queued,
             balance_deviation: balance_deviation(&utils),
@@ -728,14 +625,5 @@ impl<B: Backend> Dispatcher<B> {
 impl<B: Backend> Drop for Dispatcher<B> {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-pub(crate) fn new_ticket(lease: Lease, task: Task) -> Ticket {
-    Ticket {
-        lease: Some(lease),
-        task,
-        tried: Default::default(),
-        attempts: 0,
     }
 }

@@ -2,13 +2,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use super::{bump, new_ticket, Backend, Job, Shared};
+use super::{bump, Backend, Job, Shared};
 use crate::clock::Stopwatch;
 use crate::error::RouteError;
 use crate::fairness::{token_work, FairQueue};
+use crate::lease::ticket::new_ticket;
+use crate::lease::Lease;
 use crate::model::{RouteOptions, Task};
-use crate::routing::engine::Rng;
-use crate::routing::Lease;
+use crate::rng::Rng;
 use crate::sync::{Arc, Ordering, Parker, Steal, Worker};
 
 pub(super) fn run<B: Backend>(

@@ -4,9 +4,10 @@
 //! Flat boxed slices only, so a snapshot drops cheaply wherever its last reader lets go.
 use crate::capability::{CapSet, CapabilityRegistry};
 use crate::error::ConfigError;
+use crate::lease::slab::LeaseShared;
 use crate::model::{HealthStatus, NodeId, RouteId, MAX_ALTERNATIVES, MAX_STAGES};
 use crate::node::{NodeLive, Resolved};
-use crate::sync::Arc;
+use crate::sync::{Arc, Ordering};
 
 /// How routes are ranked. Lower scores win; see `docs/architecture.md` for the formula.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -258,7 +259,7 @@ pub struct RoutingTable {
     /// The router's clock, read only for nodes with a token-rate limit.
     pub(crate) clock: Option<std::sync::Arc<dyn crate::clock::Clock>>,
     /// The lease slab (timeouts on) and the tenants' GCRA states, shared by every snapshot.
-    pub(crate) shared: Option<Arc<crate::routing::slab::LeaseShared>>,
+    pub(crate) shared: Option<Arc<crate::lease::slab::LeaseShared>>,
     /// Token-rate limits by tenant id (shorter than the id: no limit).
     pub(crate) tenant_limits: Box<[crate::tenant::TenantLimit]>,
     /// Which node last took each affinity key (shared by every snapshot).
@@ -486,7 +487,7 @@ impl RoutingTable {
     /// The capabilities a route offers in this snapshot.
     ///
     /// Used by tests and the fuzz targets to check that a route serves a task's requirements.
-    #[doc(hidden)]
+    #[cfg(any(test, fuzzing, feature = "test-hooks"))]
     pub fn route_capabilities(&self, id: RouteId) -> Option<CapSet> {
         self.route_slot(id).map(|s| self.routes[s as usize].caps)
     }
@@ -508,8 +509,36 @@ impl RoutingTable {
         self.clock.as_ref().map_or(0, |c| c.now_ns())
     }
 
+    /// The task's tenant's limit and the shared GCRA states, when its tenant has a limit.
+    #[inline]
+    pub(crate) fn tenant_limit(
+        &self,
+        task: &crate::model::Task,
+    ) -> Option<(&Arc<LeaseShared>, crate::tenant::TenantLimit)> {
+        let t = task.tenant?;
+        let limit = *self.tenant_limits.get(t.0 as usize)?;
+        if limit.ns_per_token == 0 {
+            return None;
+        }
+        Some((self.shared.as_ref()?, limit))
+    }
+
+    /// Time until `task`'s tenant's rate admits it, ns (0: it does now, or has no limit).
+    pub(crate) fn tenant_retry_after_ns(&self, task: &crate::model::Task) -> u64 {
+        let Some((shared, limit)) = self.tenant_limit(task) else {
+            return 0;
+        };
+        let now = self.now_ns();
+        // Relaxed: a report.
+        let tat = shared.tenants.tat[task.tenant.map_or(0, |t| t.0 as usize)]
+            .load(Ordering::Relaxed)
+            .max(now);
+        let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
+        (tat + cost).saturating_sub(now + limit.burst_ns)
+    }
+
     /// Whether a node is half-open (taking probes only). For tests and fuzzing.
-    #[doc(hidden)]
+    #[cfg(any(test, fuzzing, feature = "test-hooks"))]
     pub fn node_probing(&self, id: NodeId) -> Option<bool> {
         self.node(id).map(|n| n.probe_only)
     }
@@ -562,7 +591,7 @@ impl RoutingTable {
     /// Checks the snapshot's internal invariants; returns the first broken one.
     ///
     /// Used by tests and the fuzz targets; cheap enough to call after every build there.
-    #[doc(hidden)]
+    #[cfg(any(test, fuzzing, feature = "test-hooks"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         for (slot, n) in self.nodes.iter().enumerate() {
             if self.node_slot.get(n.id.0 as usize) != Some(&(slot as u32)) {

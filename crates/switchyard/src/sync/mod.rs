@@ -6,7 +6,7 @@
 //! atomics and lock-based stand-ins with the same API for what loom cannot model (`loom.rs`):
 //! `arc_swap` and `crossbeam_deque` have no loom support, so our loom models check *our*
 //! protocols (epochs, ledgers, parking, shutdown) on top of stand-ins that are obviously correct.
-#![allow(clippy::disallowed_types)]
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 #[cfg(not(switchyard_loom))]
 mod std_impl;
@@ -19,3 +19,17 @@ mod loom_impl;
 pub(crate) use loom_impl::*;
 
 pub(crate) use crossbeam_utils::CachePadded;
+
+/// Starts a named thread (the dispatcher's workers and control thread).
+pub(crate) fn spawn_named<F, T>(name: String, f: F) -> std::io::Result<thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    thread::Builder::new().name(name).spawn(f)
+}
+
+/// Parks the current thread for at most `timeout` (under loom: until unparked).
+pub(crate) fn park_timeout(timeout: std::time::Duration) {
+    thread::park_timeout(timeout)
+}

@@ -59,11 +59,11 @@ fn time_route(n: usize, iters: usize, clock: &quanta::Clock) -> Result<Pct, Erro
     let mut h = hist();
     let mut routes = switchyard::RouteOptions::default();
     for (i, t) in tasks.iter().cycle().take(iters / 10 + 1000).enumerate() {
-        black_box(
+        drop(black_box(
             reader
                 .route_into(t, &mut routes)
                 .map_err(|e| format!("warm-up decision {i}: {e}"))?,
-        );
+        ));
     }
     for t in tasks.iter().cycle().take(iters) {
         let t0 = clock.raw();
@@ -162,7 +162,7 @@ fn time_route_under_publish(iters: usize, clock: &quanta::Clock) -> Result<Pct, 
 /// Allocation alone: reserve on an already planned route (`optimize_allocation`) and release
 /// (the lease's drop), 64-node fleet, timed per call.
 fn time_allocate(iters: usize, clock: &quanta::Clock) -> Result<Pct, Error> {
-    use switchyard::RoutingEngine;
+    use switchyard::spec::RoutingEngine;
     let router = fleet(64)?;
     let tasks = tasks(&router)?;
     let mut reader = router.reader();

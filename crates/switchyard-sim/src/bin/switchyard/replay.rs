@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use switchyard::metrics::balance_deviation;
 use switchyard::{
-    balance_deviation, Backend, Clock, Completion, Dispatcher, HealthStatus, NodeSpec, Outcome,
-    Priority, RouteError, RouteOptions, Router, SubmitError, Task, Ticket,
+    Backend, Clock, Completion, Dispatcher, HealthStatus, NodeSpec, Outcome, Priority, RouteError,
+    RouteOptions, Router, SubmitError, Task, Ticket,
 };
 use switchyard_sim::{open_trace, service_time_ms, synthesize, FleetConfig};
 
@@ -428,7 +429,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         "tasks: {} submitted, {} completed, {} failed, {} found no route, {} refused at submit",
         m.submitted,
         m.outcome(Outcome::Success),
-        m.outcomes.iter().sum::<u64>() - m.outcome(Outcome::Success),
+        m.outcomes.total() - m.outcome(Outcome::Success),
         no_route,
         refused.iter().sum::<u64>()
     );
@@ -512,7 +513,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             "  accounted for: {} submitted = {} completed + {} failed + {} no route (+ {} refused at submit)",
             m.submitted,
             completed,
-            m.outcomes.iter().sum::<u64>() - completed,
+            m.outcomes.total() - completed,
             no_route,
             refused.iter().sum::<u64>()
         );

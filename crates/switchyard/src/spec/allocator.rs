@@ -8,10 +8,10 @@
 //! [`RouterBuilder::lease_timeout_ms`](crate::RouterBuilder::lease_timeout_ms) set, a lease
 //! held past its timeout is reclaimed by the control thread; see `docs/admission.md`.
 use crate::error::{AdjustError, RouteError};
+use crate::lease::Lease;
 use crate::model::{AllocationResult, ResourceMap, RouteOptions, Task};
 use crate::node::Amounts;
 use crate::router::RouteReader;
-use crate::routing::Lease;
 
 /// What an allocation holds and how its node is doing (the seed's `ResourceMetrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -39,7 +39,8 @@ pub struct ResourceMetrics {
 ///
 /// # Examples
 /// ```
-/// use switchyard::{NodeSpec, ResourceAllocator, Router, RoutingEngine, Task};
+/// use switchyard::{NodeSpec, Router, Task};
+/// use switchyard::spec::{ResourceAllocator, RoutingEngine};
 /// let router = Router::builder()
 ///     .node(NodeSpec::new("a").memory(1000, 1.0).max_concurrency(8))
 ///     .build()?;
@@ -95,7 +96,7 @@ impl ResourceAllocator for RouteReader {
         routes: &RouteOptions,
         task: &Task,
     ) -> Result<Lease, RouteError> {
-        crate::RoutingEngine::optimize_allocation(self, routes, task)
+        crate::spec::RoutingEngine::optimize_allocation(self, routes, task)
     }
 
     fn monitor_usage(&mut self, allocation: &Lease) -> ResourceMetrics {

@@ -36,7 +36,7 @@ use crate::health::HealthPolicy;
 use crate::model::{CapabilityAwareRoute, PerformanceMetrics, RouteOptions, Task};
 use crate::node::NodeSpec;
 use crate::router::Router;
-use crate::routing::engine;
+use crate::routing::select;
 use crate::routing::table::RoutingTable;
 
 /// Lowest quality factor of the weight rule (see the module docs).
@@ -57,7 +57,7 @@ pub const MIN_HISTORY_WINDOWS: usize = 10;
 ///
 /// # Examples
 /// ```
-/// use switchyard::CapabilityScores;
+/// use switchyard::spec::CapabilityScores;
 /// let scores = CapabilityScores::new()
 ///     .score("h100-a", "code", 0.95)
 ///     .score("l4-b", "code", 0.4);
@@ -156,7 +156,8 @@ impl HealthWindow {
 ///
 /// # Examples
 /// ```
-/// use switchyard::{HealthPolicy, HealthWindow, HistoricalData};
+/// use switchyard::HealthPolicy;
+/// use switchyard::spec::{HealthWindow, HistoricalData};
 /// let mut h = HistoricalData::new().starting_from(HealthPolicy::default());
 /// h.record("a", HealthWindow::new(100, 2, 1.1));
 /// assert_eq!(h.windows(), 1);
@@ -210,7 +211,8 @@ impl HistoricalData {
 ///
 /// # Examples
 /// ```
-/// use switchyard::{CapabilityAwareRouter, CapabilityScores, NodeSpec, Router, Task};
+/// use switchyard::{NodeSpec, Router, Task};
+/// use switchyard::spec::{CapabilityAwareRouter, CapabilityScores};
 /// let router = Router::builder()
 ///     .capabilities(["code"])
 ///     .node(NodeSpec::new("a").capabilities(["code"]))
@@ -490,7 +492,7 @@ impl CapabilityAwareRouter for Router {
     fn capability_aware_route(&self, task: &Task) -> Result<CapabilityAwareRoute, RouteError> {
         let table = self.snapshot();
         let mut options = RouteOptions::default();
-        crate::router::with_rng(|rng| engine::plan(&table, task, rng, &mut options))?;
+        crate::rng::with_rng(|rng| select::plan(&table, task, rng, &mut options))?;
         let required = task
             .constraints
             .required

@@ -8,13 +8,10 @@
 //! that and advises the gateway on spikes.
 use crate::control::TickReport;
 use crate::error::RouteError;
+use crate::lease::Lease;
 use crate::metrics::{balance_deviation, RoutingMetrics};
-use crate::model::{
-    BalanceMetrics, LoadDistribution, PerformanceMetrics, Priority, ResourceUtilization, Task,
-    TaskAllocation,
-};
+use crate::model::{LoadDistribution, Priority, Task, TaskAllocation};
 use crate::router::Router;
-use crate::routing::Lease;
 
 /// What [`LoadBalancer::distribute_load`] placed, with the leases that hold the places.
 #[derive(Debug)]
@@ -70,19 +67,19 @@ impl LoadStrategy {
 }
 
 /// Demand over capacity below which every class is admitted.
-pub const SPIKE_ADMIT_BELOW: f64 = 0.8;
+pub(crate) const SPIKE_ADMIT_BELOW: f64 = 0.8;
 /// Demand over capacity from which low-priority work is shed (and normal queued).
-pub const SPIKE_SHED_LOW_FROM: f64 = 1.0;
+pub(crate) const SPIKE_SHED_LOW_FROM: f64 = 1.0;
 /// Demand over capacity from which normal work is shed too (and high queued).
-pub const SPIKE_SHED_NORMAL_FROM: f64 = 1.5;
+pub(crate) const SPIKE_SHED_NORMAL_FROM: f64 = 1.5;
 /// Deviation above which [`LoadBalancer::rebalance`] republishes at once.
-pub const REBALANCE_THRESHOLD: f64 = 0.1;
+pub(crate) const REBALANCE_THRESHOLD: f64 = 0.1;
 
 /// The seed's `LoadBalancer`.
 pub trait LoadBalancer {
     /// Routes and reserves every task; reports the placement by node.
     fn distribute_load(&self, tasks: &[Task]) -> Placement;
-    /// Judges the balance in `metrics` and, above [`REBALANCE_THRESHOLD`], republishes the
+    /// Judges the balance in `metrics` and, above a balance deviation of 0.1, republishes the
     /// snapshot at once so the control loop's balance rule takes effect now.
     fn rebalance(&self, metrics: &RoutingMetrics) -> LoadAdjustment;
     /// Chooses admit / queue / shed per class for an arrival rate, from the fleet's measured
@@ -184,81 +181,5 @@ impl LoadBalancer for Router {
 
     fn optimize_distribution(&self) -> TickReport {
         self.tick()
-    }
-}
-
-impl Router {
-    /// Fleet-wide balance now (the seed's `BalanceMetrics`).
-    pub fn balance_metrics(&self) -> BalanceMetrics {
-        let nodes: Vec<_> = self
-            .node_metrics()
-            .into_iter()
-            .filter(|n| !n.draining)
-            .collect();
-        let specs = self.node_specs();
-        let utils: Vec<f64> = nodes.iter().map(|n| n.utilization).collect();
-        let deviation = balance_deviation(&utils);
-        let share = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 0.0 };
-        let (mut mem, mut mem_cap, mut tok, mut tok_cap, mut inflight, mut conc) =
-            (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for n in &nodes {
-            if let Some(s) = specs.iter().find(|s| s.name == n.name) {
-                mem += n.memory_mb as f64;
-                mem_cap += s.memory_mb as f64;
-                tok += n.tokens_in_flight as f64;
-                tok_cap += s.max_tokens_in_flight as f64;
-                inflight += n.in_flight as f64;
-                conc += s.max_concurrency as f64;
-            }
-        }
-        let health = self.node_health();
-        let k = health.len().max(1) as f64;
-        BalanceMetrics {
-            distribution_score: 1.0 / (1.0 + deviation),
-            deviation,
-            utilization: ResourceUtilization {
-                memory: share(mem, mem_cap),
-                cpu: share(inflight, conc),
-                token_usage: share(tok, tok_cap),
-            },
-            performance: PerformanceMetrics {
-                response_time_ms: health
-                    .iter()
-                    .map(|h| h.metrics.response_time_ms)
-                    .sum::<f64>()
-                    / k,
-                success_rate: health.iter().map(|h| h.metrics.success_rate).sum::<f64>() / k,
-                efficiency: health.iter().map(|h| h.metrics.efficiency).sum::<f64>() / k,
-                errors: health.iter().map(|h| h.metrics.errors).sum(),
-            },
-        }
-    }
-
-    /// Estimated throughput of the serving fleet, tasks per second: each node's concurrency
-    /// over its typical task time (its latency EWMA once it has one, else its model's time
-    /// for a 1000-in / 100-out task).
-    pub fn capacity_per_sec(&self) -> f64 {
-        let metrics = self.node_metrics();
-        let health = self.node_health();
-        self.node_specs()
-            .iter()
-            .filter(|s| {
-                health
-                    .iter()
-                    .any(|h| h.node == s.name && h.status != crate::HealthStatus::Failed)
-            })
-            .map(|s| {
-                let ewma = metrics
-                    .iter()
-                    .find(|m| m.name == s.name)
-                    .map_or(0.0, |m| m.latency_ewma_ms);
-                let ms = if ewma > 0.0 {
-                    ewma
-                } else {
-                    s.service_time_ms(1_000, 100)
-                };
-                s.max_concurrency as f64 * 1000.0 / ms.max(1e-3)
-            })
-            .sum()
     }
 }

@@ -1,0 +1,186 @@
+//! Reserving a planned route: one CAS per ledger word per stage, primary first then the
+//! alternatives (spillover), plus the node and tenant token rates and the lease slab.
+use crate::error::RouteError;
+use crate::lease::slab::{LeaseShared, SlotRef, StageAmounts};
+use crate::lease::{Lease, Part};
+use crate::model::{ResourceMap, RouteChoice, RouteOptions, Task, MAX_STAGES};
+use crate::node::Amounts;
+use crate::routing::select::demand;
+use crate::routing::table::RoutingTable;
+use crate::sync::Arc;
+
+/// Reserves resources on the first route of `options` that still has room.
+pub(crate) fn allocate(
+    table: &RoutingTable,
+    options: &RouteOptions,
+    task: &Task,
+) -> Result<Lease, RouteError> {
+    // A tenant over its token rate has nowhere else to go: refuse before reserving.
+    let tenant = table.tenant_limit(task);
+    if let (Some((shared, limit)), Some(t)) = (tenant, task.tenant) {
+        let tat = &shared.tenants.tat[t.0 as usize];
+        let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
+        if !crate::node::gcra_allows(tat, table.now_ns(), cost, limit.burst_ns) {
+            return Err(RouteError::TenantRateLimited);
+        }
+    }
+    let mut stale = true;
+    for (rank, choice) in options.choices().iter().enumerate() {
+        // The planned slot is only trusted when it still holds the planned route: an epoch
+        // alone does not identify a snapshot (options planned on another router share it).
+        let same_slot = table
+            .routes
+            .get(choice.route.slot as usize)
+            .is_some_and(|r| r.id == choice.route.route);
+        let slot = if choice.route.epoch == table.epoch && same_slot {
+            Some(choice.route.slot)
+        } else {
+            table.route_slot(choice.route.route)
+        };
+        let Some(slot) = slot else { continue };
+        // A chain re-created under the same name may have other stages now: then the plan
+        // is stale, not a plan for the new chain.
+        let r = &table.routes[slot as usize];
+        let same_stages = r
+            .stages()
+            .iter()
+            .zip(choice.route.stages())
+            .all(|(&s, id)| table.nodes[s as usize].id == *id)
+            && r.len == choice.route.len;
+        if !same_stages {
+            continue;
+        }
+        stale = false;
+        // Returned straight through (no rebinding), so the lease is built in the caller's
+        // return slot instead of being copied on the way out.
+        match reserve_route(table, slot, task, choice, rank, tenant) {
+            Err(RouteError::Saturated) => {}
+            done => return done,
+        }
+    }
+    Err(if stale {
+        RouteError::StaleRoute
+    } else {
+        RouteError::Saturated
+    })
+}
+
+/// Reserves `choice` (route `slot`) for `task`: `Saturated` when a stage, the lease slab or
+/// a node rate has no room (try the next route), `TenantRateLimited` when the tenant's rate
+/// refuses (stop). `rank` is the choice's place in the plan (above 0: a spillover).
+fn reserve_route(
+    table: &RoutingTable,
+    slot: u32,
+    task: &Task,
+    choice: &RouteChoice,
+    rank: usize,
+    tenant: Option<(&Arc<LeaseShared>, crate::tenant::TenantLimit)>,
+) -> Result<Lease, RouteError> {
+    let r = &table.routes[slot as usize];
+    let mut lease = Lease {
+        est_output: task.output_tokens,
+        shared: None,
+        slot: SlotRef::NONE,
+        start_ns: 0,
+        tenant: 0,
+        tenant_ns_per_token: 0,
+        head_memory_mb: 0,
+        head_cpu_millis: 0,
+        parts: Default::default(),
+        route: choice.route,
+        predicted_ms: choice.cost.expected_latency_ms,
+        allocated: ResourceMap::default(),
+        priority: task.constraints.priority,
+    };
+    for (i, &s) in r.stages().iter().enumerate() {
+        let n = &table.nodes[s as usize];
+        if !n.eligible {
+            return Err(RouteError::Saturated); // `lease` drops and releases what it took
+        }
+        let (d0, d1) = demand(n, task);
+        let cap0 = n.cap0_class[task.constraints.priority.index()];
+        if !n.live.try_reserve(d0, d1, cap0, n.cap1) {
+            return Err(RouteError::Saturated);
+        }
+        let rate_cost = task.total_tokens().saturating_mul(n.ns_per_token);
+        if n.ns_per_token > 0 && !n.live.rate_take(table.now_ns(), rate_cost, n.burst_ns) {
+            n.live.release(d0, d1);
+            return Err(RouteError::Saturated);
+        }
+        if let Some(key) = task.affinity_key {
+            n.live.remember(key);
+            if i == 0 {
+                if let Some(hints) = &table.hints {
+                    hints.set(key, n.id);
+                }
+            }
+        }
+        lease.parts[i] = Some(Part {
+            live: Arc::clone(&n.live),
+            d0,
+            d1,
+            ns_per_token: n.ns_per_token,
+        });
+        let d = Amounts::unpack(d0, d1);
+        let a = &mut lease.allocated;
+        a.memory_mb = a.memory_mb.saturating_add(d.memory_mb as u32);
+        a.cpu_millis = a.cpu_millis.saturating_add(d.cpu_millis as u32);
+        a.gpu_millis = a.gpu_millis.saturating_add(d.gpu_millis as u32);
+        a.tokens = a.tokens.max(d.tokens as u32);
+        if i == 0 {
+            let cap = Amounts::unpack(n.cap0, n.cap1);
+            lease.head_memory_mb = cap.memory_mb as u32;
+            lease.head_cpu_millis = cap.cpu_millis as u32;
+        }
+    }
+    if let Some((shared, slab)) = table
+        .shared
+        .as_ref()
+        .and_then(|sh| sh.slab.as_ref().map(|slab| (sh, slab)))
+    {
+        // Timeouts are on: record the lease so the control thread can reclaim it. A full slab
+        // means the router is at its limit of outstanding leases: saturated.
+        let now = table.now_ns();
+        let mut stages = [StageAmounts {
+            node: crate::model::NodeId(0),
+            d0: 0,
+            d1: 0,
+        }; MAX_STAGES];
+        let mut n = 0;
+        for p in lease.parts.iter().flatten() {
+            stages[n] = StageAmounts {
+                node: p.live.id,
+                d0: p.d0,
+                d1: p.d1,
+            };
+            n += 1;
+        }
+        let r = slab
+            .register(now.saturating_add(slab.timeout_ns()), &stages[..n])
+            .ok_or(RouteError::Saturated)?;
+        lease.start_ns = now;
+        lease.slot = r.pack();
+        lease.shared = Some(Arc::clone(shared));
+    }
+    if let (Some((shared, limit)), Some(t)) = (tenant, task.tenant) {
+        let tat = &shared.tenants.tat[t.0 as usize];
+        let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
+        if !crate::node::gcra_take(tat, table.now_ns(), cost, limit.burst_ns) {
+            // Another task of the tenant took the rest of its burst meanwhile.
+            return Err(RouteError::TenantRateLimited); // the lease drops: released
+        }
+        if lease.shared.is_none() {
+            lease.shared = Some(Arc::clone(shared));
+        }
+        lease.tenant = t.0;
+        // A tenant rate is at least 1 token/s (validated), so this fits.
+        lease.tenant_ns_per_token = limit.ns_per_token.min(u32::MAX as u64) as u32;
+    }
+    if rank > 0 {
+        // The primary was full: the task spilled over to an alternative.
+        if let Some((live, ..)) = lease.head() {
+            live.count_spillover();
+        }
+    }
+    Ok(lease)
+}

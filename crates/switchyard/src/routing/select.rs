@@ -1,0 +1,376 @@
+//! The decision: filter, score, pick (the plan; [`reserve`](super::reserve) takes it).
+//!
+//! 1. **Pool.** The shortest per-capability route list among the task's required bits (or all
+//!    routes). Every candidate still gets the full four-word capability check.
+//! 2. **Sample.** Pools no larger than the routes wanted are evaluated whole. Larger pools are
+//!    sampled at random without repeats, up to [`MAX_DRAWS`] draws, until `alternatives + 1`
+//!    feasible routes (at least two) are found. If fewer than two turn up, the pool is scanned
+//!    from a random start: the decision stays complete (a feasible route is always found when
+//!    one exists) at O(pool) cost only when feasible routes are rare.
+//! 3. **Evaluate.** For each stage: health, free capacity against the live ledger, expected
+//!    latency `(base + in·prefill + out·decode) × (1 + slowdown·u) × latency_factor` where `u`
+//!    is the stage's utilisation (the largest of its in-flight, memory and token shares),
+//!    memory, price and capability score. A route breaking `max_latency_ms` or
+//!    `max_memory_mb` is infeasible.
+//! 4. **Pick.** Power of two choices: two distinct feasible candidates drawn at random, the
+//!    lower score is the primary. The others follow as alternatives, best first.
+//!    Score per stage: `latency × (1 + w_load·u) × (1 + w_cost·price_rel) / (cap_factor × weight)`.
+//! 5. **Reserve.** One CAS per ledger word per stage, primary first then alternatives, so the
+//!    task counts as in flight at pick time and concurrent pickers see it at once.
+use crate::capability::CapSet;
+use crate::error::RouteError;
+use crate::model::{
+    ModelChain, NodeId, ResourceCost, RouteChoice, RouteOptions, Task, MAX_ALTERNATIVES,
+};
+use crate::node::{fits0, fits1, Amounts};
+use crate::rng::Rng;
+use crate::routing::table::{NodeEntry, RouteEntry, RoutingTable};
+
+/// Pools at most this large are evaluated whole.
+pub(crate) const EXHAUSTIVE: usize = 1 + MAX_ALTERNATIVES;
+/// Random draws before falling back to a scan.
+pub(crate) const MAX_DRAWS: usize = 16;
+
+/// Why a candidate was not feasible; ordered from "furthest from feasible" to "closest".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Miss {
+    NotCapable,
+    Unhealthy,
+    Constraint,
+    Full,
+}
+
+impl Miss {
+    fn error(self) -> RouteError {
+        match self {
+            Miss::NotCapable => RouteError::NoCapableRoute,
+            Miss::Unhealthy => RouteError::NoHealthyRoute,
+            Miss::Constraint => RouteError::ConstraintsUnsatisfiable,
+            Miss::Full => RouteError::Saturated,
+        }
+    }
+}
+
+/// What one stage of a task demands of its node, in ledger units.
+#[inline]
+pub(crate) fn demand(n: &NodeEntry, task: &Task) -> (u64, u64) {
+    // Clamped to the 24-bit field width: a demand that large never fits a validated
+    // capacity, so clamping only keeps it from spilling into the next field.
+    const MAX: u64 = crate::node::MAX_LEDGER_24 as u64;
+    let tokens = task.total_tokens().min(MAX);
+    // ceil without a libm call (no SSE4.1 `roundsd` in the baseline target).
+    let exact = tokens as f64 * n.kv_mb_per_token;
+    let floor = exact as u64; // saturating cast
+    let mem = if (floor as f64) < exact {
+        floor + 1
+    } else {
+        floor
+    }
+    .min(MAX);
+    Amounts {
+        inflight: 1,
+        memory_mb: mem,
+        tokens,
+        cpu_millis: n.cpu_millis_per_task as u64,
+        gpu_millis: n.gpu_millis_per_task as u64,
+    }
+    .pack()
+}
+
+#[inline]
+fn fmax(a: f64, b: f64) -> f64 {
+    // Operands are finite here; a plain compare avoids `f64::max`'s NaN handling.
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+#[inline]
+fn utilization(n: &NodeEntry, w0: u64) -> f64 {
+    let a = Amounts::unpack(w0, 0);
+    let x = a.inflight as f64 * n.inv_conc;
+    let y = a.memory_mb as f64 * n.inv_mem;
+    let z = a.tokens as f64 * n.inv_tokens;
+    let u = fmax(fmax(x, y), z);
+    if u > 1.0 {
+        1.0
+    } else {
+        u
+    }
+}
+
+#[inline]
+fn capability_score(table: &RoutingTable, n: &NodeEntry, required: &CapSet) -> f64 {
+    if n.scores_len == 0 || required.is_empty() {
+        return 1.0;
+    }
+    // Mean over the required capabilities this node offers (a chain's other stages may
+    // offer the rest); unscored ones count as 1.
+    let offered = n.caps.intersection_len(required);
+    if offered == 0 {
+        return 1.0;
+    }
+    let (mut sum, mut scored) = (0.0, 0usize);
+    for &(bit, s) in table.scores_of(n) {
+        if required.contains(bit as usize) {
+            sum += s as f64;
+            scored += 1;
+        }
+    }
+    (sum + (offered - scored) as f64) / offered as f64
+}
+
+/// Evaluates one route for one task against the live ledgers, writing the candidate into
+/// `out` (left partially written on a miss).
+#[inline]
+fn evaluate(
+    table: &RoutingTable,
+    slot: u32,
+    task: &Task,
+    hint: Option<NodeId>,
+    out: &mut RouteChoice,
+) -> Result<(), Miss> {
+    let r: &RouteEntry = &table.routes[slot as usize];
+    let req = &task.constraints.required;
+    if !r.caps.contains_all(req) {
+        return Err(Miss::NotCapable);
+    }
+    let w = &table.weights;
+    let (input, output) = (task.input_tokens as f64, task.output_tokens as f64);
+    let tokens = task.total_tokens();
+    let (mut latency_sum, mut memory, mut cpu, mut price) = (0.0, 0.0, 0.0, 0.0);
+    let (mut score, mut confidence, mut full) = (0.0, 1.0f64, false);
+    out.route.route = r.id;
+    out.route.epoch = table.epoch;
+    out.route.slot = slot;
+    out.route.len = r.len;
+    for (i, &s) in r.stages().iter().enumerate() {
+        let n = &table.nodes[s as usize];
+        // The live failure streak takes a node out before the next tick does (health.rs).
+        if !n.eligible || n.live.consecutive_failures() >= n.eject_after {
+            return Err(Miss::Unhealthy);
+        }
+        out.route.stages[i] = n.id;
+        let (d0, d1) = demand(n, task);
+        let (w0, w1) = n.live.load_for(d1 != 0);
+        let cap0 = n.cap0_class[task.constraints.priority.index()];
+        full |= !(fits0(w0, d0, cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
+        if n.ns_per_token > 0 {
+            // A node at its token rate counts as full: routing prefers others.
+            let cost = tokens.saturating_mul(n.ns_per_token);
+            full |= !n.live.rate_allows(table.now_ns(), cost, n.burst_ns);
+        }
+        if n.probe_only && Amounts::unpack(w0, 0).inflight >= n.probe_limit {
+            return Err(Miss::Unhealthy); // half-open: its probes are out
+        }
+        let u = utilization(n, w0);
+        // Prefix affinity: a node that recently served this key likely holds its prefix in
+        // KV cache, so part of the prefill is predicted saved.
+        let mut prefill = input * n.prefill_ms_per_token;
+        if let Some(key) = task.affinity_key {
+            if w.affinity > 0.0 && (hint == Some(n.id) || n.live.recalls(key)) {
+                prefill *= 1.0 - w.affinity;
+            }
+        }
+        let latency = (n.base_ms + prefill + output * n.decode_ms_per_token)
+            * (1.0 + n.batch_slowdown * u)
+            * n.latency_factor;
+        let cap = capability_score(table, n, req);
+        let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
+        // The weight is not in the score: it shapes which candidates are drawn (see `plan`),
+        // so a node at 10 % weight gets about 10 % of a share instead of losing every pair.
+        score += latency * (1.0 + w.load * u) * (1.0 + w.cost * n.price_rel) / cap_factor;
+        latency_sum += latency;
+        memory += Amounts::unpack(d0, 0).memory_mb as f64;
+        cpu = fmax(cpu, n.cpu_share_per_task);
+        price += tokens as f64 * n.price_per_token;
+        let c = n.success_rate * cap;
+        if c < confidence {
+            confidence = c;
+        }
+    }
+    let c = &task.constraints;
+    if latency_sum > c.max_latency_ms as f64 || memory > c.max_memory_mb as f64 {
+        return Err(Miss::Constraint);
+    }
+    if full {
+        return Err(Miss::Full);
+    }
+    if c.max_latency_ms != u32::MAX {
+        let x = latency_sum / c.max_latency_ms.max(1) as f64;
+        confidence *= 1.0 - 0.5 * x * x;
+    }
+    out.cost = ResourceCost {
+        memory_mb: memory,
+        cpu_utilization: cpu,
+        expected_latency_ms: latency_sum,
+        estimated_tokens: tokens,
+        price,
+    };
+    out.confidence = confidence.clamp(0.0, 1.0);
+    out.score = score;
+    Ok(())
+}
+
+/// Computes the primary route and alternatives for `task` on `table` into `out`.
+pub(crate) fn plan(
+    table: &RoutingTable,
+    task: &Task,
+    rng: &mut Rng,
+    out: &mut RouteOptions,
+) -> Result<(), RouteError> {
+    out.reset(task.constraints);
+    if table.routes.is_empty() {
+        return Err(RouteError::EmptyFleet);
+    }
+    let pool = table
+        .pool(&task.constraints.required)
+        .ok_or(RouteError::NoCapableRoute)?;
+    if pool.is_empty() {
+        return Err(RouteError::NoCapableRoute);
+    }
+    let want = (table.weights.alternatives + 1).clamp(2, 1 + MAX_ALTERNATIVES);
+    // Prefix affinity: the node that last took this key is evaluated first, and joins the
+    // P2C pair if it is feasible (see `affinity.rs`).
+    let hint = match (task.affinity_key, &table.hints) {
+        (Some(key), Some(hints)) if table.weights.affinity > 0.0 => hints.get(key),
+        _ => None,
+    };
+    let hint_slot = hint
+        .and_then(|id| table.node_slot.get(id.0 as usize).copied())
+        .filter(|&s| {
+            (s as usize) < table.nodes.len()
+                && table.routes[s as usize]
+                    .caps
+                    .contains_all(&task.constraints.required)
+        });
+    let mut best_miss = Miss::NotCapable;
+    let mut consider = |slot: u32, out: &mut RouteOptions| {
+        let Some(next) = out.next_slot() else { return };
+        match evaluate(table, slot, task, hint, next) {
+            Ok(()) => out.commit_slot(),
+            Err(m) => {
+                if m > best_miss {
+                    best_miss = m;
+                }
+            }
+        }
+    };
+    let exhaustive = pool.len() <= want.min(EXHAUSTIVE);
+    if exhaustive {
+        let start = rng.below(pool.len());
+        for k in 0..pool.len() {
+            consider(pool[(start + k) % pool.len()], out);
+        }
+    } else {
+        let mut drawn = [u32::MAX; MAX_DRAWS];
+        let first = match hint_slot {
+            Some(s) => {
+                drawn[0] = s;
+                consider(s, out);
+                1
+            }
+            None => 0,
+        };
+        for d in first..MAX_DRAWS {
+            if out.len() >= want {
+                break;
+            }
+            let slot = pool[rng.below(pool.len())];
+            if drawn[..d].contains(&slot) {
+                continue;
+            }
+            // Weighted draw by rejection: a route is kept with probability weight / max. A
+            // rejected route is not marked as drawn, so the completeness scan still sees it.
+            let w = table.routes[slot as usize].weight;
+            if w < table.max_weight && rng.unit() * table.max_weight >= w {
+                continue;
+            }
+            drawn[d] = slot;
+            consider(slot, out);
+        }
+        if out.len() < 2 {
+            // Feasible routes are rare here: scan, skipping what was already drawn.
+            let start = rng.below(pool.len());
+            for k in 0..pool.len() {
+                if out.len() >= want {
+                    break;
+                }
+                let slot = pool[(start + k) % pool.len()];
+                if drawn.contains(&slot) {
+                    continue;
+                }
+                consider(slot, out);
+            }
+        }
+    }
+    let n = out.len();
+    if n == 0 {
+        return Err(best_miss.error());
+    }
+    if n >= 2 {
+        let found = out.choices_mut();
+        // Power of two choices between two distinct feasible candidates, drawn in proportion
+        // to their weights (sampled candidates already are; this matters for small pools,
+        // which are evaluated whole).
+        let weight = |c: &RouteChoice| {
+            if exhaustive {
+                table.routes[c.route.slot as usize].weight
+            } else {
+                1.0 // drawn in proportion already
+            }
+        };
+        // The hinted node, when feasible, is one of the pair (and competes on score).
+        let hinted = hint_slot.and_then(|s| found.iter().position(|c| c.route.slot == s));
+        let a = hinted.unwrap_or_else(|| weighted_index(found, usize::MAX, &weight, rng));
+        let b = weighted_index(found, a, &weight, rng);
+        debug_assert_ne!(a, b, "p2c needs two distinct candidates");
+        let winner = if found[b].score < found[a].score {
+            b
+        } else {
+            a
+        };
+        found.swap(0, winner);
+        found[1..].sort_unstable_by(|x, y| x.score.total_cmp(&y.score));
+    }
+    out.truncate(1 + table.weights.alternatives);
+    Ok(())
+}
+
+/// An index into `found` other than `skip`, drawn in proportion to `weight`.
+fn weighted_index(
+    found: &[RouteChoice],
+    skip: usize,
+    weight: &impl Fn(&RouteChoice) -> f64,
+    rng: &mut Rng,
+) -> usize {
+    let total: f64 = found
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != skip)
+        .map(|(_, c)| weight(c))
+        .sum();
+    let mut x = rng.unit() * total;
+    let mut last = usize::MAX;
+    for (i, c) in found.iter().enumerate() {
+        if i == skip {
+            continue;
+        }
+        last = i;
+        x -= weight(c);
+        if x < 0.0 {
+            return i;
+        }
+    }
+    last // rounding: the last eligible index
+}
+
+/// Whether `route` is still feasible for `task` under `table`.
+pub(crate) fn validate(table: &RoutingTable, route: &ModelChain, task: &Task) -> bool {
+    match table.route_slot(route.route) {
+        Some(slot) => evaluate(table, slot, task, None, &mut RouteChoice::default()).is_ok(),
+        None => false,
+    }
+}
