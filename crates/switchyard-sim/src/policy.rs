@@ -26,18 +26,9 @@ use switchyard::{Outcome, RouteOptions};
 use switchyard::{RouteReader, Router};
 
 use super::cache::PrefixCache;
-use super::event::{SimError, SimTask};
+use super::error::SimError;
 use super::fleet::FleetConfig;
-
-/// Every policy name [`make_policy`] knows, in the order reports list them.
-pub const POLICY_NAMES: [&str; 6] = [
-    "round_robin",
-    "random",
-    "least_in_flight",
-    "p2c_peak_ewma",
-    "cache_aware",
-    "switchyard",
-];
+use super::workload::SimTask;
 
 /// What the simulator shows a policy of one node.
 #[derive(Debug, Clone)]
@@ -143,6 +134,8 @@ pub fn policy_seed(seed: u64, salt: u64) -> u64 {
 /// # Errors
 /// [`SimError::UnknownPolicy`] for a name not in [`POLICY_NAMES`];
 /// [`SimError::Config`] if the fleet does not build a router.
+///
+/// [`POLICY_NAMES`]: crate::POLICY_NAMES
 ///
 /// # Examples
 /// ```
