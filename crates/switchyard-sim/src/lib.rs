@@ -11,34 +11,37 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod error;
 mod event;
 mod fleet;
 mod policy;
+mod record;
 mod report;
 mod rng;
 mod series;
 mod spike;
 mod synthetic;
 mod trace;
+mod workload;
 
 pub use cache::{PrefixCache, BLOCK_TOKENS};
-pub use event::{
-    compare, compare_outcomes, run_policy, run_policy_with_progress, slo_ms, SimConfig, SimError,
-    SimOutcome, SimTask, TaskRecord, TaskStatus, Workload, PROGRESS_EVERY,
-};
+pub use error::{SimError, POLICY_NAMES};
+pub use event::{compare, compare_outcomes, run_policy, run_policy_with_progress, PROGRESS_EVERY};
 pub use fleet::{default_fleet, service_time_ms, synthesize, FleetConfig, CAPABILITIES};
 pub use policy::{
     make_policy, policy_seed, CacheAware, Decision, LeastInFlight, NodeStatus, P2cPeakEwma,
     PeakEwma, Policy, RandomPolicy, RoundRobin, SwitchyardPolicy, View, CACHE_AWARE_ABS,
     CACHE_AWARE_EVICTION_NS, CACHE_AWARE_REL, CACHE_AWARE_THRESHOLD, PEAK_EWMA_DECAY_NS,
-    PEAK_EWMA_DEFAULT_RTT_MS, POLICY_NAMES, SWITCHYARD_TICK_NS,
+    PEAK_EWMA_DEFAULT_RTT_MS, SWITCHYARD_TICK_NS,
 };
-pub use report::{ClassReport, DecisionNs, PolicyReport, Report};
+pub use record::{ClassReport, DecisionNs, PolicyReport, SimOutcome, TaskRecord, TaskStatus};
+pub use report::Report;
 pub use series::{sample_interval_ns, Series};
-pub use spike::{Spike, SpikeReport, SPIKE_HEADER};
+pub use spike::{SpikeReport, SPIKE_HEADER};
 pub use synthetic::{
     node_capabilities, synthetic_fleet, synthetic_tasks, task_capabilities, SYNTHETIC_CAPABILITIES,
 };
 pub use trace::{
     bundled_trace, load_trace, open_trace, parse_trace, TraceError, TraceRow, BUNDLED_TRACES,
 };
+pub use workload::{slo_ms, SimConfig, SimTask, Spike, Workload};

@@ -1,77 +1,10 @@
-//! A load spike: the trace's arrival rate multiplied inside one window of virtual time, and
-//! the figures that say how a policy rode it out.
-//!
-//! The spike compresses time rather than inventing requests: the trace's requests that
-//! arrive in `[start, start + factor × seconds)` (after `--load`) are replayed within
-//! `[start, start + seconds)`, so the window sees `factor` times the trace's rate, and every
-//! later request moves earlier by `(factor − 1) × seconds`. The workload stays the trace's.
+//! How a policy rode out a load [`Spike`]: the figures of one run over the spike's window.
 use std::fmt;
 
-use super::event::{SimOutcome, TaskStatus, Workload};
 use switchyard::Priority;
 
-/// Where and how hard the spike hits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spike {
-    /// Start, virtual seconds (after `--load` scaling).
-    pub start_s: f64,
-    /// Length, virtual seconds.
-    pub seconds: f64,
-    /// Arrival-rate multiplier inside the window.
-    pub factor: f64,
-}
-
-impl Spike {
-    /// Parses `START:SECONDS:FACTOR` (e.g. `300:60:4`).
-    ///
-    /// # Errors
-    /// A message naming the part that is wrong.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let [start, seconds, factor] = parts[..] else {
-            return Err(format!(
-                "spike {s:?}: expected START:SECONDS:FACTOR, e.g. 300:60:4"
-            ));
-        };
-        let num = |what: &str, v: &str| {
-            v.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| format!("spike {s:?}: {what} {v:?} is not a finite number"))
-        };
-        let spike = Self {
-            start_s: num("START", start)?,
-            seconds: num("SECONDS", seconds)?,
-            factor: num("FACTOR", factor)?,
-        };
-        if spike.start_s < 0.0 || spike.seconds <= 0.0 || spike.factor < 1.0 {
-            return Err(format!(
-                "spike {s:?}: needs START >= 0, SECONDS > 0 and FACTOR >= 1"
-            ));
-        }
-        Ok(spike)
-    }
-
-    /// Maps an arrival (virtual ns, after `--load`) to its time with the spike.
-    pub fn warp_ns(&self, t: u64) -> u64 {
-        let (s, d) = (self.start_s * 1e9, self.seconds * 1e9);
-        let t = t as f64;
-        let out = if t < s {
-            t
-        } else if t < s + self.factor * d {
-            s + (t - s) / self.factor
-        } else {
-            t - (self.factor - 1.0) * d
-        };
-        out.round() as u64
-    }
-
-    fn window_ns(&self) -> (u64, u64) {
-        let s = (self.start_s * 1e9) as u64;
-        (s, s + (self.seconds * 1e9) as u64)
-    }
-}
+use crate::record::{SimOutcome, TaskStatus};
+use crate::workload::{Spike, Workload};
 
 /// How one policy rode out a spike.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -241,34 +174,3 @@ impl fmt::Display for SpikeReport {
 
 /// The header line matching [`SpikeReport`]'s `Display`.
 pub const SPIKE_HEADER: &str = "policy            arr/s  done/s  demand  crit%  critSLO%  shed c    h    n    l  util%  steady-bal";
-
-#[cfg(all(test, not(switchyard_loom)))]
-mod test {
-    use super::*;
-
-    #[test]
-    fn parse_and_warp() {
-        let s = Spike::parse("10:5:3").unwrap();
-        assert_eq!(
-            s,
-            Spike {
-                start_s: 10.0,
-                seconds: 5.0,
-                factor: 3.0
-            }
-        );
-        let ns = |x: f64| (x * 1e9) as u64;
-        assert_eq!(s.warp_ns(ns(4.0)), ns(4.0), "before: unchanged");
-        assert_eq!(s.warp_ns(ns(10.0)), ns(10.0));
-        assert_eq!(
-            s.warp_ns(ns(16.0)),
-            ns(12.0),
-            "inside: compressed three times"
-        );
-        assert_eq!(s.warp_ns(ns(25.0)), ns(15.0), "the window's end");
-        assert_eq!(s.warp_ns(ns(30.0)), ns(20.0), "after: shifted by 10 s");
-        for bad in ["1:2", "a:1:2", "1:0:2", "1:1:0.5", "-1:1:2", "1:1:inf"] {
-            assert!(Spike::parse(bad).is_err(), "{bad}");
-        }
-    }
-}

@@ -327,7 +327,7 @@ impl Router {
     }
 
     /// Sets a node's measured-quality factor on its weight (see
-    /// [`CapabilityAwareRouter`](crate::CapabilityAwareRouter)).
+    /// [`CapabilityAwareRouter`](crate::spec::CapabilityAwareRouter)).
     pub(crate) fn set_quality(&self, name: &str, quality: f64) -> Result<(), ConfigError> {
         self.control().set_quality(name, quality)
     }
@@ -410,7 +410,7 @@ impl Router {
         report
     }
 
-    /// Acts on a health incident (see [`HealthAwareRouting`](crate::HealthAwareRouting)).
+    /// Acts on a health incident (see [`HealthAwareRouting`](crate::spec::HealthAwareRouting)).
     pub(crate) fn incident(
         &self,
         name: &str,

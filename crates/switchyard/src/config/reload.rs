@@ -1,0 +1,221 @@
+//! Hot reload: [`Router::apply_config`] and its [`ReloadReport`].
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::error::Owner;
+use super::{Config, ConfigFileError, NodeConfig};
+use crate::capability::MAX_CAPABILITIES;
+use crate::error::ConfigError;
+use crate::node::NodeSpec;
+use crate::router::Router;
+
+/// What [`Router::apply_config`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Nodes added.
+    pub added: usize,
+    /// Nodes whose spec changed (their live counters and leases carry over).
+    pub updated: usize,
+    /// Nodes removed (they drain: their outstanding leases still release into them).
+    pub removed: usize,
+    /// Chains added, replaced or removed.
+    pub chains: usize,
+    /// Epoch of the snapshot current after the reload.
+    pub epoch: u64,
+}
+
+impl Router {
+    /// Makes the fleet what `cfg` describes, without dropping a task: nodes that stay keep
+    /// their live counters and outstanding leases (updated in place when their spec
+    /// changed), new nodes are added, nodes no longer listed drain (their leases still
+    /// release into them), chains that changed are replaced, the weights are replaced, and
+    /// the result is published at once (one [`tick`](Router::tick)).
+    ///
+    /// The whole config is checked first, so an invalid one changes nothing. Capability
+    /// names are append-only: names the config no longer lists stay declared.
+    ///
+    /// The steps go through the router's public fleet-change methods one by one. A tick that
+    /// another thread runs in between (a dispatcher's control thread) may publish a snapshot
+    /// with only some of them applied: new nodes are added and changed chains replaced before
+    /// anything is removed, so such a snapshot never lacks a node or chain the old and new
+    /// configs share, except for a chain during its own replacement.
+    ///
+    /// # Examples
+    /// ```
+    /// use switchyard::{Config, Task};
+    /// let v1 = Config::parse("v1.toml", "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n")?;
+    /// let router = v1.build_router(0)?;
+    /// let (_, lease) = router.reader().route(&Task::new(1, 100, 10))?;
+    ///
+    /// let v2 = Config::parse("v2.toml", "[[node]]\nname = \"a\"\nmax_concurrency = 8\n")?;
+    /// let report = router.apply_config(&v2)?;
+    /// assert_eq!((report.updated, report.removed), (1, 1));
+    /// assert_eq!(router.snapshot().node_count(), 1);
+    /// assert_eq!(router.in_flight(), 1); // the lease survived, wherever it was
+    /// drop(lease);
+    /// assert!(router.ledgers_are_zero());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigFileError`] naming the first problem of `cfg`; the router is unchanged.
+    pub fn apply_config(&self, cfg: &Config) -> Result<ReloadReport, ConfigFileError> {
+        cfg.validate()?;
+        let snap = self.snapshot();
+        let registry = snap.capabilities();
+        let mut seen = HashSet::new();
+        let new_caps: Vec<&String> = cfg
+            .capabilities
+            .iter()
+            .filter(|c| registry.get(c).is_none() && seen.insert(c.as_str()))
+            .collect();
+        if registry.len() + new_caps.len() > MAX_CAPABILITIES {
+            return Err(cfg.error(
+                ConfigError::TooManyCapabilities {
+                    max: MAX_CAPABILITIES,
+                },
+                Owner::Capabilities,
+            ));
+        }
+        drop(snap);
+        for c in new_caps {
+            self.declare_capability(c)
+                .map_err(|e| cfg.error(e, Owner::Capabilities))?;
+        }
+        // Publish whatever is pending, so the snapshot shows the chains there are now.
+        self.tick();
+        let snap = self.snapshot();
+        let mut report = ReloadReport::default();
+
+        // Nodes: add the new ones, update the changed ones.
+        // (Names are unique on both sides: validation and the router see to it.)
+        let current = self.node_specs();
+        let current_by_name: HashMap<&str, &NodeSpec> =
+            current.iter().map(|s| (s.name.as_str(), s)).collect();
+        let wanted: HashMap<&str, &NodeConfig> =
+            cfg.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        for (i, spec) in cfg.node_specs().into_iter().enumerate() {
+            match current_by_name.get(spec.name.as_str()) {
+                None => {
+                    self.add_node(spec)
+                        .map_err(|e| cfg.error(e, Owner::Node(i)))?;
+                    report.added += 1;
+                }
+                Some(&old) if *old != spec => {
+                    self.update_node(spec)
+                        .map_err(|e| cfg.error(e, Owner::Node(i)))?;
+                    report.updated += 1;
+                }
+                Some(_) => {}
+            }
+        }
+
+        // Chains: what each offers now, by names, from the snapshot.
+        let reg = snap.capabilities();
+        let cap_names = |caps: crate::CapSet| -> BTreeSet<String> {
+            caps.iter()
+                .filter_map(|b| reg.name(b))
+                .map(str::to_string)
+                .collect()
+        };
+        let existing: HashMap<String, (Vec<String>, BTreeSet<String>)> = snap
+            .routes
+            .iter()
+            .filter(|r| r.id.is_chain())
+            .map(|r| {
+                let stages = r
+                    .stages()
+                    .iter()
+                    .map(|&slot| {
+                        snap.nodes
+                            .get(slot as usize)
+                            .map_or_else(String::new, |n| n.name.to_string())
+                    })
+                    .collect();
+                (r.name.to_string(), (stages, cap_names(r.caps)))
+            })
+            .collect();
+        for (i, chain) in cfg.chains.iter().enumerate() {
+            // What it will offer. A chain that declares none offers its stages' union, which
+            // the router recomputes on its own; the snapshot cannot tell "declared none" from
+            // "declared exactly the union", so a changed union replaces the chain too.
+            let offers: BTreeSet<String> = if chain.capabilities.is_empty() {
+                chain
+                    .stages
+                    .iter()
+                    .filter_map(|s| wanted.get(s.as_str()))
+                    .flat_map(|n| n.capabilities.iter().cloned())
+                    .collect()
+            } else {
+                chain.capabilities.iter().cloned().collect()
+            };
+            let err = |e| cfg.error(e, Owner::Chain(i));
+            match existing.get(&chain.name) {
+                Some((stages, caps)) if *stages == chain.stages && *caps == offers => {}
+                Some(_) => {
+                    self.remove_chain(&chain.name).map_err(err)?;
+                    self.add_chain(chain.to_spec()).map_err(err)?;
+                    report.chains += 1;
+                }
+                None => {
+                    match self.add_chain(chain.to_spec()) {
+                        Ok(()) => {}
+                        // Known to the router but not in the snapshot (a stage had gone).
+                        Err(ConfigError::Duplicate { .. }) => {
+                            self.remove_chain(&chain.name).map_err(err)?;
+                            self.add_chain(chain.to_spec()).map_err(err)?;
+                        }
+                        Err(e) => return Err(err(e)),
+                    }
+                    report.chains += 1;
+                }
+            }
+        }
+        let kept: HashSet<&str> = cfg.chains.iter().map(|c| c.name.as_str()).collect();
+        for name in existing.keys() {
+            if !kept.contains(name.as_str()) {
+                // Already gone is fine: someone removed it since the snapshot.
+                if self.remove_chain(name).is_ok() {
+                    report.chains += 1;
+                }
+            }
+        }
+
+        // Nodes no longer listed drain.
+        for old in &current {
+            if !wanted.contains_key(old.name.as_str()) && self.remove_node(&old.name).is_ok() {
+                report.removed += 1;
+            }
+        }
+
+        let weights = cfg.scoring_weights();
+        if snap.weights != weights {
+            self.set_weights(weights)
+                .map_err(|e| cfg.error(e, Owner::Weights))?;
+        }
+        // Admission: headroom and tenant rates change live (the lease timeout and slab size
+        // are read when the router is built).
+        self.set_headroom(crate::routing::Headroom {
+            shares: cfg.admission.headroom,
+        })
+        .map_err(|e| cfg.error(e, Owner::Admission))?;
+        let listed: HashSet<u32> = cfg.tenants.iter().map(|t| t.id).collect();
+        // Bound first: the control lock must be released before the loop takes it again.
+        let limited = self.control().limited_tenants();
+        for id in limited {
+            if !listed.contains(&id) {
+                self.set_tenant_rate(crate::TenantId(id), 0.0, 1.0)
+                    .map_err(|e| cfg.unlocated(e))?;
+            }
+        }
+        for (i, t) in cfg.tenants.iter().enumerate() {
+            self.set_tenant_rate(
+                crate::TenantId(t.id),
+                t.max_tokens_per_second,
+                t.token_burst_seconds,
+            )
+            .map_err(|e| cfg.error(e, Owner::Tenant(i)))?;
+        }
+        report.epoch = self.tick().epoch;
+        Ok(report)
+    }
+}
