@@ -270,3 +270,22 @@ mod test {
         assert_eq!(e.line, 0);
     }
 }
+
+#[cfg(test)]
+mod bundled {
+    use super::*;
+
+    #[test]
+    fn bundled_traces_open_by_name_without_any_file() {
+        let (name, azure) = open_trace(None).unwrap();
+        assert_eq!(name, "azure_llm_2023_code.csv");
+        assert_eq!(azure.len(), 8_819);
+        let (_, mooncake) = open_trace(Some(Path::new("mooncake"))).unwrap();
+        assert!(mooncake.iter().any(|r| !r.hash_ids.is_empty()));
+        let (_, again) =
+            open_trace(Some(Path::new("no/such/dir/mooncake_fast25_synthetic.csv"))).unwrap();
+        assert_eq!(again.len(), mooncake.len());
+        assert!(open_trace(Some(Path::new("no-such-trace"))).is_err());
+        assert!(bundled_trace("azure").is_some() && bundled_trace("nope").is_none());
+    }
+}
