@@ -42,3 +42,7 @@ pub use synthetic::{
 pub use trace::{
     bundled_trace, load_trace, open_trace, parse_trace, TraceError, TraceRow, BUNDLED_TRACES,
 };
+
+mod prompt;
+pub mod serve;
+pub use prompt::{block_ids, count_tokens, prompt_for, push_words, BLOCK_BYTES, BYTES_PER_TOKEN};

@@ -12,6 +12,7 @@ mod faults;
 mod plot;
 mod progress;
 mod replay;
+mod serve_backends;
 
 #[cfg(not(miri))]
 #[global_allocator]
@@ -38,6 +39,10 @@ enum Cmd {
     Simulate(Box<SimArgs>),
     /// Measure routing and dispatch on this machine.
     Bench(BenchArgs),
+    /// Serve every node of a config as a simulated OpenAI-compatible model server (the
+    /// simulator's service-time model, streaming at the decode rate, vLLM-style metrics,
+    /// injectable faults), until interrupted.
+    ServeBackends(serve_backends::ServeArgs),
 }
 
 /// The real-time replay's speed when `--fault` is given without `--speed`.
@@ -193,6 +198,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Bench(b)) => bench::run(&b),
+        Some(Cmd::ServeBackends(a)) => serve_backends::run(&a),
         Some(Cmd::Simulate(s)) => simulate(&s),
         None => simulate(&cli.sim),
     };
