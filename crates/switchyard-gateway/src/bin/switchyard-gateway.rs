@@ -49,6 +49,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // The I/O thread count is a [gateway] key: read it before the runtime starts.
     let io_threads = match std::fs::read_to_string(&args.config) {
@@ -113,6 +114,13 @@ fn main() -> ExitCode {
             models = ?gw.models(),
             "switchyard-gateway ready"
         );
+        // One plain line on stdout for whoever started us: the address actually bound
+        // (`--listen 127.0.0.1:0` picks a free port). /health answers 200 from now on.
+        println!("switchyard-gateway listening on {local}");
+        {
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+        }
         let _watch = gw.watch_config();
         if let Err(e) = gw.serve(listener, signal()).await {
             eprintln!("switchyard-gateway: {e}");
