@@ -552,3 +552,57 @@ async fn a_flood_past_capacity_is_shed_and_nothing_hangs() {
     }
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_is_failed_over_for_streams_and_times_out_alone() {
+    let hung = Mock::start("hung").await;
+    let ok = Mock::start("ok").await;
+    hung.set(Mode::Hang);
+    let h = Harness::start(&fleet_toml(&[&hung, &ok], "ttft_timeout_ms = 300", "")).await;
+    for _ in 0..60 {
+        let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(read_all(r).await, whole_stream(3, false));
+        if hung.hits() > 0 {
+            break;
+        }
+    }
+    assert!(hung.hits() > 0, "the hung node was never chosen");
+    h.finish().await;
+
+    // Alone, a non-streaming request ends at its total timeout with a 504.
+    let hung = Mock::start("hung").await;
+    hung.set(Mode::Hang);
+    let h = Harness::start(&fleet_toml(&[&hung], "total_timeout_ms = 400", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT, &[]).await;
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        json(&read_all(r).await)["error"]["code"],
+        "upstream_timeout"
+    );
+    assert!(wait_until(|| h.gw.router().finished()[Outcome::Timeout.index()] == 1).await);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_gone_quiet_past_the_idle_timeout_ends_with_an_error_event() {
+    let a = Mock::start("a").await;
+    a.hold_after(Some(2));
+    let h = Harness::start(&fleet_toml(&[&a], "idle_timeout_ms = 300", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = read_all(r).await;
+    assert!(
+        text.starts_with(&(role_chunk() + &content_chunk(0) + &content_chunk(1))),
+        "{text}"
+    );
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let v = json(last.strip_prefix("data: ").unwrap());
+    assert_eq!(v["error"]["code"], "upstream_timeout");
+    assert!(wait_until(|| h.gw.router().finished()[Outcome::Timeout.index()] == 1).await);
+    assert!(h
+        .gw
+        .metrics_text()
+        .contains("switchyard_http_stream_errors_total 1\n"));
+    h.finish().await;
+}
