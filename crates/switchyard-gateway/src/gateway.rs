@@ -468,8 +468,9 @@ impl Gateway {
         let path = self.inner.path.clone()?;
         let every = Duration::from_millis(self.settings().reload_interval_ms);
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        // Taken now, not when the task first runs: a change made meanwhile is seen.
+        let mut seen = mtime(&path);
         Some(self.inner.shared.handle.spawn(async move {
-            let mut seen = mtime(&path);
             let mut health: HashMap<String, HealthStatus> = HashMap::new();
             loop {
                 tokio::time::sleep(every).await;

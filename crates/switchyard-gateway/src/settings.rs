@@ -133,10 +133,24 @@ impl GatewaySettings {
     /// A message naming the bad key.
     pub fn from_table(table: Option<&toml::Table>) -> Result<Self, String> {
         let s: Self = match table {
-            Some(t) => t
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| format!("[gateway]: {}", e.message()))?,
+            Some(t) => {
+                // Through text, so that an error points at the offending line.
+                let text = toml::to_string(t).map_err(|e| format!("[gateway]: {e}"))?;
+                toml::from_str(&text).map_err(|e: toml::de::Error| {
+                    let at = e.span().and_then(|s| {
+                        let start = text[..s.start.min(text.len())]
+                            .rfind('\n')
+                            .map_or(0, |i| i + 1);
+                        text[start..].lines().next().map(str::trim)
+                    });
+                    match at {
+                        Some(line) if !line.is_empty() => {
+                            format!("[gateway]: `{line}`: {}", e.message())
+                        }
+                        _ => format!("[gateway]: {}", e.message()),
+                    }
+                })?
+            }
             None => Self::default(),
         };
         s.validate().map_err(|e| format!("[gateway]: {e}"))?;

@@ -24,6 +24,25 @@ fn a_bad_config_exits_2_naming_the_problem() {
     let _ = std::fs::remove_file(path);
 }
 
+#[test]
+fn a_missing_config_exits_2() {
+    let out = Command::new(BIN)
+        .args(["--config", "no-such-fleet-file.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-fleet-file.toml"));
+    let path = temp_file("[[node]]\nname = \"a\"\nmodels = [\"m\"]\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no `url`"));
+    let _ = std::fs::remove_file(path);
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_stream_in_flight_and_exits_0() {

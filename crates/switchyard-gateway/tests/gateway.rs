@@ -457,6 +457,18 @@ async fn shutdown_stops_accepting_and_drains_streams_in_flight() {
         wait_until(|| std::net::TcpStream::connect(h.addr).is_err()).await,
         "still accepting"
     );
+    // A request reaching the service while draining is refused, and /health says so.
+    let mut svc = h.gw.service();
+    let req = Request::post("/v1/chat/completions")
+        .body(http_body_util::Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    let late = tower_service::Service::call(&mut svc, req).await.unwrap();
+    assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let req = Request::get("/health")
+        .body(http_body_util::Full::<Bytes>::default())
+        .unwrap();
+    let health = tower_service::Service::call(&mut svc, req).await.unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
     a.open_gate();
     assert_eq!(read_all(r).await, whole_stream(3, false));
     h.join().await;
@@ -604,5 +616,89 @@ async fn a_stream_gone_quiet_past_the_idle_timeout_ends_with_an_error_event() {
         .gw
         .metrics_text()
         .contains("switchyard_http_stream_errors_total 1\n"));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_streaming_answer_broken_halfway_is_failed_over() {
+    let broken = Mock::start("broken").await;
+    let ok = Mock::start("ok").await;
+    broken.set(Mode::DropMidStream);
+    let h = Harness::start(&fleet_toml(&[&broken, &ok], "", "")).await;
+    for _ in 0..60 {
+        let r = h.post("/v1/chat/completions", CHAT, &[]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(read_all(r).await, answer_json("ok"));
+        if broken.hits() > 0 {
+            break;
+        }
+    }
+    assert!(broken.hits() > 0, "the broken node was never chosen");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_before_the_answer_cancels_the_task() {
+    let hung = Mock::start("hung").await;
+    hung.set(Mode::Hang);
+    let h = Harness::start(&fleet_toml(&[&hung], "", "")).await;
+    let gone = tokio::time::timeout(
+        Duration::from_millis(300),
+        h.post("/v1/chat/completions", CHAT, &[]),
+    )
+    .await;
+    assert!(gone.is_err(), "the hung server answered");
+    assert!(wait_until(|| h.gw.router().finished()[Outcome::Cancelled.index()] == 1).await);
+    assert_eq!(h.gw.router().in_flight(), 0);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_stream_passes_through_and_succeeds() {
+    let a = Mock::start("a").await;
+    a.state.chunks.store(0, Ordering::SeqCst);
+    let h = Harness::start(&fleet_toml(&[&a], "", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(read_all(r).await, whole_stream(0, false));
+    assert!(wait_until(|| h.gw.router().finished()[Outcome::Success.index()] == 1).await);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impossible_slo_is_refused_with_503() {
+    let a = Mock::start("a").await;
+    let toml = fleet_toml(
+        &[&a],
+        "",
+        "base_latency_ms = 50.0\ndecode_tokens_per_sec = 10.0",
+    );
+    let h = Harness::start(&toml).await;
+    // 8 output tokens at 10/s cannot finish within 5 ms.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            CHAT,
+            &[("x-switchyard-slo-ms", "5")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        json(&read_all(r).await)["error"]["code"],
+        "slo_unsatisfiable"
+    );
+    assert_eq!(a.hits(), 0);
+    // A limit it can meet is served.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            CHAT,
+            &[("x-switchyard-slo-ms", "60000")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = read_all(r).await;
+    assert_eq!(a.hits(), 1);
     h.finish().await;
 }

@@ -222,7 +222,18 @@ impl Mock {
         if !stream {
             resp.headers_mut()
                 .insert("content-type", "application/json".parse().unwrap());
-            let _ = tx.try_send(Ok(Bytes::from(answer_json(&self.name))));
+            let whole = answer_json(&self.name);
+            if mode == Mode::DropMidStream {
+                // Half the answer, then the connection breaks.
+                let half = Bytes::from(whole[..whole.len() / 2].to_string());
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok(half)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                });
+                return resp;
+            }
+            let _ = tx.try_send(Ok(Bytes::from(whole)));
             return resp;
         }
         resp.headers_mut()
