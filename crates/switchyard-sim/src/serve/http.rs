@@ -458,6 +458,8 @@ async fn generate(
         for i in 0..output {
             if cut_after.is_some_and(|c| i >= c) {
                 node.count_cut();
+                // Let the tokens already sent reach the socket before the connection breaks.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 let _ = tx
                     .send(Err(io::Error::other("injected mid-stream disconnect")))
                     .await;
@@ -483,6 +485,7 @@ async fn generate(
         if cut_after.is_some_and(|c| c >= output) && output > 0 {
             // Cut after the last token but before the end of the stream.
             node.count_cut();
+            tokio::time::sleep(Duration::from_millis(20)).await;
             let _ = tx
                 .send(Err(io::Error::other("injected mid-stream disconnect")))
                 .await;
