@@ -580,3 +580,31 @@ impl Attempt<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_fractions_or_dates() {
+        let s = GatewaySettings {
+            default_pause_ms: 700,
+            max_pause_ms: 10_000,
+            ..GatewaySettings::default()
+        };
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h, &s), Duration::from_millis(700));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h, &s), Duration::from_secs(3));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("0.5"));
+        assert_eq!(retry_after(&h, &s), Duration::from_millis(500));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
+        assert_eq!(retry_after(&h, &s), Duration::from_secs(10));
+        // An HTTP date is not parsed: the default pause.
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h, &s), Duration::from_millis(700));
+    }
+}

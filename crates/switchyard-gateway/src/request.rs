@@ -327,6 +327,7 @@ pub(crate) fn tenant_id(t: &str, tenants: &std::collections::BTreeMap<String, u3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn chat(body: &str) -> Result<Parsed, ApiError> {
         parse(
@@ -351,6 +352,47 @@ mod tests {
         let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"Xbcdefghijklmnop"}]}"#)
             .unwrap();
         assert_ne!(p.affinity, r.affinity);
+    }
+
+    #[test]
+    fn content_parts_and_prompt_arrays_count() {
+        let p = chat(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcdefgh"},"ijkl",{"type":"image_url","image_url":{}}]},{"role":"assistant"}]}"#).unwrap();
+        assert_eq!(p.input_tokens, 3);
+        let q =
+            chat(r#"{"model":"m","messages":[{"role":"user","content":"abcdefghijkl"}]}"#).unwrap();
+        assert_eq!(p.affinity, q.affinity);
+        let c = |b: &str| {
+            parse(
+                Endpoint::Completions,
+                Bytes::from(b.to_string()),
+                1,
+                16,
+                false,
+            )
+        };
+        assert_eq!(
+            c(r#"{"model":"m","prompt":["abcd","efgh"]}"#)
+                .unwrap()
+                .input_tokens,
+            2
+        );
+        assert_eq!(
+            c(r#"{"model":"m","prompt":[1,2,3,4,5]}"#)
+                .unwrap()
+                .input_tokens,
+            5
+        );
+        let ids = c(r#"{"model":"m","prompt":[[1,2],[3,4,5],null]}"#).unwrap();
+        assert_eq!((ids.input_tokens, ids.affinity), (5, None));
+        assert_eq!(
+            c(r#"{"model":"m","prompt":"x","max_tokens":"9"}"#)
+                .unwrap_err()
+                .code,
+            "invalid_max_tokens"
+        );
+        let both =
+            c(r#"{"model":"m","prompt":"x","max_tokens":9,"max_completion_tokens":4}"#).unwrap();
+        assert_eq!(both.output_tokens, 4);
     }
 
     #[test]
@@ -425,5 +467,11 @@ mod tests {
         h.insert(PRIORITY_HEADER, "low".parse().unwrap());
         h.insert(SLO_HEADER, "soon".parse().unwrap());
         assert_eq!(routing_headers(&h, &names).unwrap_err().code, "invalid_slo");
+        h.insert(SLO_HEADER, HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(
+            routing_headers(&h, &names).unwrap_err().code,
+            "invalid_header"
+        );
+        assert_eq!(tenant_id("42", &names), TenantId(42));
     }
 }

@@ -702,3 +702,102 @@ async fn an_impossible_slo_is_refused_with_503() {
     assert_eq!(a.hits(), 1);
     h.finish().await;
 }
+
+/// Streams until `bad` has been tried; every client sees the good node's whole stream.
+async fn stream_until_hit(h: &Harness, bad: &Mock) {
+    for _ in 0..60 {
+        let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(read_all(r).await, whole_stream(3, false));
+        if bad.hits() > 0 {
+            return;
+        }
+    }
+    panic!("{} was never chosen", bad.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_broken_or_erroring_before_its_first_token_is_failed_over() {
+    for mode in [Mode::DropAfterRole, Mode::ErrorEvent] {
+        let bad = Mock::start("bad").await;
+        let ok = Mock::start("ok").await;
+        bad.set(mode);
+        let h = Harness::start(&fleet_toml(&[&bad, &ok], "", "")).await;
+        stream_until_hit(&h, &bad).await;
+        assert!(h
+            .gw
+            .metrics_text()
+            .contains("switchyard_http_upstream_failures_total{outcome=\"server_error\"} 1\n"));
+        h.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_400_is_passed_through_and_not_failed_over() {
+    let a = Mock::start("a").await;
+    let b = Mock::start("b").await;
+    a.set(Mode::Fail400);
+    b.set(Mode::Fail400);
+    let h = Harness::start(&fleet_toml(&[&a, &b], "", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT, &[]).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        read_all(r).await,
+        "{\"error\":{\"message\":\"bad temperature\"}}"
+    );
+    assert_eq!(a.hits() + b.hits(), 1);
+    // The same for a streaming request: the server's error, not a stream.
+    let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let _ = read_all(r).await;
+    assert_eq!(a.hits() + b.hits(), 2);
+    assert!(wait_until(|| h.gw.router().finished()[Outcome::Success.index()] == 2).await);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_without_retry_after_pauses_for_the_default() {
+    let busy = Mock::start("busy").await;
+    let calm = Mock::start("calm").await;
+    busy.set(Mode::RateLimit(0));
+    let h = Harness::start(&fleet_toml(&[&busy, &calm], "default_pause_ms = 60000", "")).await;
+    until_hit(&h, &busy, CHAT, 60).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..20 {
+        let r = h.post("/v1/chat/completions", CHAT, &[]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let _ = read_all(r).await;
+    }
+    assert_eq!(busy.hits(), 1);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_past_the_total_timeout_ends_with_an_error_event() {
+    let a = Mock::start("a").await;
+    a.hold_after(Some(1));
+    let h = Harness::start(&fleet_toml(&[&a], "total_timeout_ms = 500", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = read_all(r).await;
+    assert!(text.contains("total timeout"), "{text}");
+    assert!(wait_until(|| h.gw.router().finished()[Outcome::Timeout.index()] == 1).await);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_waiting_at_its_deadline() {
+    let a = Mock::start("a").await;
+    a.hold_after(Some(1));
+    let mut h = Harness::start(&fleet_toml(&[&a], "shutdown_grace_ms = 300", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    h.signal_stop();
+    // serve returns at the deadline although the stream is still open.
+    h.join().await;
+    assert_eq!(h.gw.router().in_flight(), 1);
+    a.open_gate();
+    let _ = read_all(r).await;
+    assert!(wait_until(|| h.gw.router().in_flight() == 0).await);
+    assert!(h.gw.router().ledgers_are_zero());
+}

@@ -53,6 +53,12 @@ pub enum Mode {
     HangAfterHead,
     /// Stream two content chunks, then break the connection.
     DropMidStream,
+    /// Stream the role chunk, then break the connection.
+    DropAfterRole,
+    /// Stream an `error` event, then end.
+    ErrorEvent,
+    /// 400 with an error body.
+    Fail400,
 }
 
 pub struct MockState {
@@ -205,9 +211,18 @@ impl Mock {
                 )));
                 return resp;
             }
+            Mode::Fail400 => {
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+                let _ = tx.try_send(Ok(Bytes::from_static(
+                    b"{\"error\":{\"message\":\"bad temperature\"}}",
+                )));
+                return resp;
+            }
             Mode::RateLimit(s) => {
                 *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                resp.headers_mut().insert("retry-after", s.into());
+                if s > 0 {
+                    resp.headers_mut().insert("retry-after", s.into());
+                }
                 let _ = tx.try_send(Ok(Bytes::from_static(
                     b"{\"error\":{\"message\":\"slow down\"}}",
                 )));
@@ -248,6 +263,15 @@ impl Mock {
                 async move { tx.send(Ok(Bytes::from(s))).await.is_ok() }
             };
             if !send(role_chunk()).await {
+                return;
+            }
+            if mode == Mode::ErrorEvent {
+                let _ = send("data: {\"error\":{\"message\":\"engine dead\"}}\n\n".into()).await;
+                return;
+            }
+            if mode == Mode::DropAfterRole {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tx.send(Err(std::io::Error::other("cut"))).await;
                 return;
             }
             if mode == Mode::HangAfterHead {
