@@ -529,6 +529,7 @@ impl Gateway {
         http.timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .keep_alive(true);
+        let accept_log = LogEvery::new();
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -540,7 +541,9 @@ impl Gateway {
                     Ok(x) => x,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        if let Some(n) = accept_log.hit() {
+                            tracing::warn!(error = %e, failures = n, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
