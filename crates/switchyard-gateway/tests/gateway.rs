@@ -801,3 +801,32 @@ async fn shutdown_gives_up_waiting_at_its_deadline() {
     assert!(wait_until(|| h.gw.router().in_flight() == 0).await);
     assert!(h.gw.router().ledgers_are_zero());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_raises_a_nodes_limit_and_the_next_request_fits() {
+    let a = Mock::start("a").await;
+    a.hold_after(Some(1));
+    let one = fleet_toml(&[&a], "saturation_wait_ms = [0, 0, 0, 0]", "")
+        .replace("max_concurrency = 16", "max_concurrency = 1");
+    let h = Harness::start(&one).await;
+    let held = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(held.status(), StatusCode::OK);
+    let r = h.post("/v1/chat/completions", CHAT, &[]).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let _ = read_all(r).await;
+    std::fs::write(
+        &h.path,
+        one.replace("max_concurrency = 1", "max_concurrency = 8"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(|| h.gw.reloads().0 == 1).await,
+        "reload not applied"
+    );
+    let r = h.post("/v1/chat/completions", CHAT, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(read_all(r).await, answer_json("a"));
+    a.open_gate();
+    assert_eq!(read_all(held).await, whole_stream(3, false));
+    h.finish().await;
+}
