@@ -210,7 +210,7 @@ impl HttpMetrics {
         self.overhead.render(
             out,
             "switchyard_http_routing_overhead_seconds",
-            "Time from a request's arrival to its first byte sent to a model server.",
+            "Time from a request's arrival to its upstream request handed to the connection pool (first attempt).",
         );
         let _ = writeln!(
             out,
