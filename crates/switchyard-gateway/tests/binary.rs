@@ -43,6 +43,23 @@ fn a_missing_config_exits_2() {
     let _ = std::fs::remove_file(path);
 }
 
+#[test]
+fn a_listen_address_in_use_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let path = temp_file(&format!(
+        "[gateway]\nlisten = \"{addr}\"\nio_threads = 1\n\n[[node]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\n"
+    ));
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    let _ = std::fs::remove_file(path);
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_stream_in_flight_and_exits_0() {
