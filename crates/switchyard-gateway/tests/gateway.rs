@@ -320,7 +320,7 @@ async fn a_silent_server_times_out_before_the_first_token_and_fails_over() {
     let slow = Mock::start("slow").await;
     let quick = Mock::start("quick").await;
     slow.set(Mode::HangAfterHead);
-    let h = Harness::start(&fleet_toml(&[&slow, &quick], "ttft_timeout_ms = 300", "")).await;
+    let h = Harness::start(&fleet_toml(&[&slow, &quick], "ttft_timeout_ms = 1000", "")).await;
     for _ in 0..60 {
         let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -570,7 +570,7 @@ async fn a_server_that_never_answers_is_failed_over_for_streams_and_times_out_al
     let hung = Mock::start("hung").await;
     let ok = Mock::start("ok").await;
     hung.set(Mode::Hang);
-    let h = Harness::start(&fleet_toml(&[&hung, &ok], "ttft_timeout_ms = 300", "")).await;
+    let h = Harness::start(&fleet_toml(&[&hung, &ok], "ttft_timeout_ms = 1000", "")).await;
     for _ in 0..60 {
         let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -600,7 +600,7 @@ async fn a_server_that_never_answers_is_failed_over_for_streams_and_times_out_al
 async fn a_stream_gone_quiet_past_the_idle_timeout_ends_with_an_error_event() {
     let a = Mock::start("a").await;
     a.hold_after(Some(2));
-    let h = Harness::start(&fleet_toml(&[&a], "idle_timeout_ms = 300", "")).await;
+    let h = Harness::start(&fleet_toml(&[&a], "idle_timeout_ms = 1000", "")).await;
     let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     let text = read_all(r).await;
@@ -776,7 +776,7 @@ async fn a_429_without_retry_after_pauses_for_the_default() {
 async fn a_stream_past_the_total_timeout_ends_with_an_error_event() {
     let a = Mock::start("a").await;
     a.hold_after(Some(1));
-    let h = Harness::start(&fleet_toml(&[&a], "total_timeout_ms = 500", "")).await;
+    let h = Harness::start(&fleet_toml(&[&a], "total_timeout_ms = 1500", "")).await;
     let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     let text = read_all(r).await;
