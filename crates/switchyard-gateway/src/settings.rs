@@ -98,6 +98,16 @@ impl Default for GatewaySettings {
     }
 }
 
+/// The 1-based line of byte offset `at` (bytes, so any offset is safe).
+fn line_of(text: &str, at: usize) -> usize {
+    let end = at.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
 #[derive(Deserialize)]
 struct File {
     #[serde(default)]
@@ -113,9 +123,7 @@ impl GatewaySettings {
     pub fn parse(source_name: &str, text: &str) -> Result<Self, String> {
         // Only `[gateway]` is read here; the other tables are the router's.
         let file: File = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e.span().map(|s| line_of(text, s.start));
             match line {
                 Some(l) => format!("{source_name}:{l}: [gateway]: {}", e.message()),
                 None => format!("{source_name}: [gateway]: {}", e.message()),
@@ -138,10 +146,8 @@ impl GatewaySettings {
                 let text = toml::to_string(t).map_err(|e| format!("[gateway]: {e}"))?;
                 toml::from_str(&text).map_err(|e: toml::de::Error| {
                     let at = e.span().and_then(|s| {
-                        let start = text[..s.start.min(text.len())]
-                            .rfind('\n')
-                            .map_or(0, |i| i + 1);
-                        text[start..].lines().next().map(str::trim)
+                        let line = line_of(&text, s.start);
+                        text.lines().nth(line - 1).map(str::trim)
                     });
                     match at {
                         Some(line) if !line.is_empty() => {

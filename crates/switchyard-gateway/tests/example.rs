@@ -33,6 +33,9 @@ fn bad_gateway_keys_are_named_with_their_line() {
         e.starts_with("f.toml:3:") && e.contains("ttft_timout_ms"),
         "{e}"
     );
+    let e =
+        GatewaySettings::parse("f.toml", "# é ü ✓\n[gateway] # ✓\nworkers = \"✓\"\n").unwrap_err();
+    assert!(e.starts_with("f.toml:3:"), "{e}");
     let e = GatewaySettings::parse("f.toml", "[gateway]\nworkers = 0\n").unwrap_err();
     assert!(e.contains("`workers`"), "{e}");
     let e = GatewaySettings::parse("f.toml", "[gateway]\nlisten = \"localhost\"\n").unwrap_err();
