@@ -45,3 +45,9 @@ pub use trace::{
     bundled_trace, load_trace, open_trace, parse_trace, TraceError, TraceRow, BUNDLED_TRACES,
 };
 pub use workload::{slo_ms, SimConfig, SimTask, Spike, Workload};
+
+pub mod gateways;
+pub mod loadgen;
+mod prompt;
+pub mod serve;
+pub use prompt::{block_ids, count_tokens, prompt_for, push_words, BLOCK_BYTES, BYTES_PER_TOKEN};

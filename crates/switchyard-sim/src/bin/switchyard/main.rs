@@ -9,9 +9,12 @@ use clap::{Args, Parser, Subcommand};
 mod bench;
 mod compare;
 mod faults;
+mod gateways_cmd;
+mod loadgen_cmd;
 mod plot;
 mod progress;
 mod replay;
+mod serve_backends;
 
 #[cfg(not(miri))]
 #[global_allocator]
@@ -38,6 +41,18 @@ enum Cmd {
     Simulate(Box<SimArgs>),
     /// Measure routing and dispatch on this machine.
     Bench(BenchArgs),
+    /// Serve every node of a config as a simulated OpenAI-compatible model server (the
+    /// simulator's service-time model, streaming at the decode rate, vLLM-style metrics,
+    /// injectable faults), until interrupted.
+    ServeBackends(serve_backends::ServeArgs),
+    /// Replay a trace's arrival times over HTTP (open loop, streaming) against an
+    /// OpenAI-compatible endpoint and report SLO attainment, TTFT, end-to-end latency,
+    /// goodput and errors.
+    Loadgen(loadgen_cmd::LoadgenArgs),
+    /// Compare gateways side by side in front of the same simulated servers: switchyard's,
+    /// vllm-router and SGLang's (installed with pip into a virtual environment when
+    /// missing), on the same traces at the same load, and the overhead each adds.
+    Gateways(gateways_cmd::GatewaysArgs),
 }
 
 /// The real-time replay's speed when `--fault` is given without `--speed`.
@@ -193,6 +208,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Bench(b)) => bench::run(&b),
+        Some(Cmd::ServeBackends(a)) => serve_backends::run(&a),
+        Some(Cmd::Loadgen(a)) => loadgen_cmd::run(&a),
+        Some(Cmd::Gateways(a)) => gateways_cmd::run(&a),
         Some(Cmd::Simulate(s)) => simulate(&s),
         None => simulate(&cli.sim),
     };
