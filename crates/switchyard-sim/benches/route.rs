@@ -6,6 +6,8 @@
 //!   every millisecond (the control loop's worst realistic rate).
 //! * `route/guard_load/64` — through `&Router` (an `ArcSwap` guard per call) instead of a
 //!   cached reader, to show what the per-thread cache saves.
+//! * `versus_tower/{switchyard,tower_p2c}/{64,4096}` — the router's decision beside tower
+//!   0.5's p2c `Balance` over `PendingRequests` (decision and release), side by side.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use switchyard::spec::RoutingEngine;
 use switchyard::RouteOptions;
+use switchyard_sim::tower_p2c::TowerP2c;
 use switchyard_sim::{synthetic_fleet, synthetic_tasks};
 
 #[global_allocator]
@@ -79,5 +82,37 @@ fn guard_load(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, uncontended, under_publish, guard_load);
+fn versus_tower(c: &mut Criterion) {
+    let mut g = c.benchmark_group("versus_tower");
+    for n in [64usize, 4096] {
+        let router = synthetic_fleet(n).expect("fleet");
+        let tasks = synthetic_tasks(&router, 4096).expect("tasks");
+        let mut reader = router.reader();
+        let mut routes = RouteOptions::default();
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("switchyard", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % tasks.len();
+                reader.route_into(&tasks[i], &mut routes).map(drop)
+            })
+        });
+        let mut tower = TowerP2c::new(n);
+        let mut k = 0u64;
+        g.bench_function(BenchmarkId::new("tower_p2c", n), |b| {
+            b.iter(|| {
+                k += 1;
+                tower.decide(k)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    uncontended,
+    under_publish,
+    guard_load,
+    versus_tower
+);
 criterion_main!(benches);

@@ -21,6 +21,7 @@ mod rng;
 mod series;
 mod spike;
 mod synthetic;
+pub mod tower_p2c;
 mod trace;
 mod workload;
 

@@ -343,6 +343,11 @@ fn bench_json_has_every_key() {
         "\"route_64_under_publish\":{\"p50_ns\":",
         "\"control_tick_4096_us\":",
         "\"allocate\":{\"p50_ns\":",
+        "\"route_64_threads\":{\"threads\":",
+        "\"n_threads_per_sec\":",
+        "\"tower_p2c_64\":{\"p50_ns\":",
+        "\"tower_p2c_4096\":{\"p50_ns\":",
+        "\"route_64_over_tower_p2c_64_p50\":",
     ] {
         assert!(line.contains(key), "missing {key} in {line}");
     }

@@ -10,6 +10,11 @@
 //!   complete), beside a crossbeam channel's raw throughput between two threads.
 //! * `memory_4096_mb` — resident memory a 4096-node router plus a 2-worker dispatcher adds
 //!   after a warm-up of routed tasks (measured first, on a fresh process heap).
+//! * `route_64_threads` — decisions per second on one shared 64-node router from one thread
+//!   and from N threads at once (N = the cores available, each thread its own `RouteReader`,
+//!   pinned), and their ratio: whether one router scales across cores.
+//! * `tower_p2c_64`, `tower_p2c_4096` — tower 0.5's `p2c::Balance` over `PendingRequests`,
+//!   timed exactly as `route_N` (see `tower_p2c.rs`).
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::sync::{Mutex, RwLock};
@@ -20,12 +25,62 @@ use switchyard::{Backend, Completion, Dispatcher, RouteOptions, Router, Task, Ti
 
 use crate::BenchArgs;
 
-type Error = Box<dyn std::error::Error>;
+pub(crate) type Error = Box<dyn std::error::Error>;
 
 use switchyard_sim::{
     node_capabilities as node_caps, synthetic_fleet, synthetic_tasks,
     task_capabilities as task_caps,
 };
+
+/// Decisions per second on one shared router over `n` nodes from `threads` threads at once,
+/// each with its own reader, `per_thread` decisions each (best of three rounds: the host's
+/// other work only ever slows a round down).
+fn time_route_threads(n: usize, threads: usize, per_thread: usize) -> Result<f64, Error> {
+    let router = fleet(n)?;
+    let tasks = std::sync::Arc::new(tasks(&router)?);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (router, tasks, start) = (router.clone(), tasks.clone(), start.clone());
+                let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+                std::thread::spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    let mut reader = router.reader();
+                    let mut routes = RouteOptions::default();
+                    let mut ok = 0u64;
+                    start.wait();
+                    for t in tasks.iter().cycle().skip(i * 97).take(per_thread) {
+                        if let Ok(lease) = reader.route_into(black_box(t), &mut routes) {
+                            ok += 1;
+                            drop(black_box(lease));
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        let mut routed = 0u64;
+        for h in handles {
+            routed += h.join().map_err(|_| "a bench thread panicked")?;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        if routed != (threads * per_thread) as u64 {
+            return Err(format!("{routed} of {} decisions routed", threads * per_thread).into());
+        }
+        best = best.max(routed as f64 / secs.max(1e-9));
+    }
+    if !router.ledgers_are_zero() {
+        return Err("ledgers not zero after the threads bench".into());
+    }
+    Ok(best)
+}
 
 fn fleet(n: usize) -> Result<Router, Error> {
     Ok(synthetic_fleet(n)?)
@@ -36,19 +91,19 @@ fn tasks(router: &Router) -> Result<Vec<Task>, Error> {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Pct {
+pub(crate) struct Pct {
     p50: u64,
     p99: u64,
 }
 
-fn pct(h: &Histogram<u64>) -> Pct {
+pub(crate) fn pct(h: &Histogram<u64>) -> Pct {
     Pct {
         p50: h.value_at_quantile(0.5),
         p99: h.value_at_quantile(0.99),
     }
 }
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 1 << 36, 3).expect("valid bounds")
 }
 
@@ -426,6 +481,12 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let (raw, tps) = (median(raws), median(tpss));
     let r64 = routes[1].1;
     let r4096 = routes[3].1;
+    let tower64 = crate::tower_p2c::time_p2c(64, iters, &clock)?;
+    let tower4096 = crate::tower_p2c::time_p2c(4096, iters, &clock)?;
+    let nthreads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = if args.quick { 200_000 } else { 2_000_000 };
+    let one_thread = time_route_threads(64, 1, per_thread)?;
+    let n_threads = time_route_threads(64, nthreads, per_thread)?;
     if args.json {
         let mut s = String::from("{");
         for (n, p) in &routes {
@@ -454,11 +515,20 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         );
         s += &format!("\"timer_overhead_ns\":{},", overhead);
         s += &format!(
-            "\"ratios\":{{\"route_64_under_publish_over_idle_p99\":{:.2},\"route_4096_over_route_64_p50\":{:.2},\"baseline_over_route_64_p50\":{:.1},\"dispatch_over_raw_queue\":{:.3}}}",
+            "\"route_64_threads\":{{\"threads\":{nthreads},\"one_thread_per_sec\":{one_thread:.0},\"n_threads_per_sec\":{n_threads:.0},\"ratio\":{:.2}}},",
+            n_threads / one_thread.max(1.0)
+        );
+        for (name, p) in [("tower_p2c_64", tower64), ("tower_p2c_4096", tower4096)] {
+            s += &format!("\"{name}\":{{\"p50_ns\":{},\"p99_ns\":{}}},", p.p50, p.p99);
+        }
+        s += &format!(
+            "\"ratios\":{{\"route_64_under_publish_over_idle_p99\":{:.2},\"route_4096_over_route_64_p50\":{:.2},\"baseline_over_route_64_p50\":{:.1},\"dispatch_over_raw_queue\":{:.3},\"route_64_over_tower_p2c_64_p50\":{:.2},\"route_4096_over_tower_p2c_4096_p50\":{:.2}}}",
             under_publish.p99 as f64 / r64.p99.max(1) as f64,
             r4096.p50 as f64 / r64.p50.max(1) as f64,
             baseline.p50 as f64 / r64.p50.max(1) as f64,
-            tps / raw
+            tps / raw,
+            r64.p50 as f64 / tower64.p50.max(1) as f64,
+            r4096.p50 as f64 / tower4096.p50.max(1) as f64
         );
         s += "}";
         println!("{s}");
@@ -485,6 +555,14 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         );
         println!("dispatch, 2 workers: {tps:.0} tasks/s; raw crossbeam channel: {raw:.0} msgs/s ({:.1} %)", 100.0 * tps / raw);
         println!("memory added by a 4096-node router + 2-worker dispatcher: {memory:.1} MB");
+        println!(
+            "tower 0.5 p2c Balance over PendingRequests, timed the same way: 64 endpoints p50 {} ns   p99 {} ns; 4096 endpoints p50 {} ns   p99 {} ns",
+            tower64.p50, tower64.p99, tower4096.p50, tower4096.p99
+        );
+        println!(
+            "one shared 64-node router: {one_thread:.0} decisions/s from 1 thread, {n_threads:.0} from {nthreads} ({:.2}x)",
+            n_threads / one_thread.max(1.0)
+        );
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod plot;
 mod progress;
 mod replay;
 mod serve_backends;
+mod tower_p2c;
 
 #[cfg(not(miri))]
 #[global_allocator]
