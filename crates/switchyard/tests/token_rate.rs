@@ -131,6 +131,70 @@ fn bad_rates_are_typed_errors() {
     }
 }
 
+/// Node rates are bounded like tenant rates: 0 (none) or 1 to 1e12 tokens/s. A rate below one
+/// token per second once passed validation, saturated the interval per token to `u64::MAX`
+/// and overflowed the GCRA on the first task routed there (a panic in a debug build).
+#[test]
+fn node_rates_are_bounded_like_tenant_rates() {
+    for bad in [
+        1e-300,
+        1e-3,
+        0.5,
+        1e12 * 1.01,
+        f64::INFINITY,
+        f64::MIN_POSITIVE,
+    ] {
+        let Err(err) = Router::builder()
+            .node(NodeSpec::new("n").token_rate(bad, 1.0))
+            .build()
+        else {
+            panic!("a node rate of {bad} tokens/s was accepted");
+        };
+        assert!(
+            matches!(
+                err,
+                switchyard::ConfigError::InvalidNumber {
+                    field: "max_tokens_per_second",
+                    ..
+                }
+            ),
+            "{bad}: {err:?}"
+        );
+    }
+    // The extremes that are accepted route without overflowing, even for the largest task
+    // on a clock near the end of time.
+    for (rate, burst) in [(0.0, 1.0), (1.0, 3_600.0), (1e12, 1e-9), (1e12, 3_600.0)] {
+        let clock = ManualClock::new();
+        let r = Router::builder()
+            .clock(Arc::new(clock.clone()))
+            .node(
+                NodeSpec::new("n")
+                    .max_concurrency(1_000)
+                    .token_rate(rate, burst),
+            )
+            .build()
+            .unwrap_or_else(|e| panic!("{rate}: {e}"));
+        let mut reader = r.reader();
+        for now in [0, 1 << 62, u64::MAX - 1_000_000_000, u64::MAX] {
+            clock.set_ns(now);
+            for (input, output) in [(1, 1), (u32::MAX, u32::MAX)] {
+                match reader.route(&Task::new(1, input, output)) {
+                    Ok((_, lease)) => drop(lease),
+                    // Too big for the node, or over its rate: refused, never a panic.
+                    Err(e) => assert!(
+                        matches!(
+                            e,
+                            RouteError::Saturated | RouteError::ConstraintsUnsatisfiable
+                        ),
+                        "{rate} at {now}: {e:?}"
+                    ),
+                }
+            }
+        }
+        assert!(r.ledgers_are_zero());
+    }
+}
+
 fn tenant_limited(per_second: f64) -> (Router, ManualClock) {
     let clock = ManualClock::new();
     let r = Router::builder()
