@@ -290,3 +290,95 @@ fn tenant_rates_change_live_and_bad_ones_are_typed_errors() {
             .is_err());
     }
 }
+
+/// A reservation that fails after a stage took its node rate gives that rate back. A chain
+/// whose tail is full is retried many times from its plan (as the dispatcher retries a
+/// saturated task): the head's rate must be untouched, so the chain is served as soon as the
+/// tail frees. This once failed: every failed attempt charged the head's rate for good, so
+/// after ten the head refused the chain with no task served.
+#[test]
+fn a_saturated_chain_retried_many_times_leaves_the_head_rate_untouched() {
+    use switchyard::spec::RoutingEngine;
+    use switchyard::ChainSpec;
+    let clock = ManualClock::new();
+    let r = Router::builder()
+        .clock(Arc::new(clock.clone()))
+        .capabilities(["guarded"])
+        .node(
+            NodeSpec::new("head")
+                .max_concurrency(1_000)
+                .token_rate(1_000.0, 1.0),
+        )
+        .node(NodeSpec::new("tail").max_concurrency(1))
+        .chain(ChainSpec::new("c", ["head", "tail"]).capabilities(["guarded"]))
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let mut reader = r.reader();
+    let guarded = r.resolve(&["guarded"]).unwrap();
+    // 100 tokens a task: the head's 1000-token burst holds ten.
+    let task = Task::new(1, 80, 20).require(guarded);
+    let options = reader.calculate_routes(&task).unwrap();
+    let held = reader.optimize_allocation(&options, &task).unwrap();
+    assert!(held.route().route.is_chain());
+    for i in 0..100 {
+        assert_eq!(
+            reader.optimize_allocation(&options, &task).unwrap_err(),
+            RouteError::Saturated,
+            "attempt {i}: the tail is full"
+        );
+    }
+    drop(held);
+    assert!(r.ledgers_are_zero());
+    // The held task's 100 tokens are spent (dropped, not settled); the failed attempts' are
+    // not: the head still has 900 tokens of burst, nine more tasks.
+    for i in 0..9 {
+        let lease = reader
+            .route(&task)
+            .unwrap_or_else(|e| panic!("task {i} after the tail freed: {e}"));
+        drop(lease);
+    }
+    assert_eq!(
+        reader.route(&task).unwrap_err(),
+        RouteError::Saturated,
+        "the tenth is over the head's burst"
+    );
+}
+
+/// The same when the lease slab is full: the reservation fails after every stage took its
+/// rate, and gives the rate back.
+#[test]
+fn a_full_lease_slab_leaves_the_node_rate_untouched() {
+    let clock = ManualClock::new();
+    let r = Router::builder()
+        .clock(Arc::new(clock.clone()))
+        .lease_timeout_ms(60_000)
+        .lease_slots(1)
+        .node(
+            NodeSpec::new("n")
+                .max_concurrency(1_000)
+                .token_rate(1_000.0, 1.0),
+        )
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let mut reader = r.reader();
+    let task = Task::new(1, 80, 20);
+    let held = reader.route(&task).unwrap().1;
+    for i in 0..100 {
+        assert_eq!(
+            reader.route(&task).unwrap_err(),
+            RouteError::Saturated,
+            "attempt {i}: the slab is full"
+        );
+    }
+    drop(held);
+    for i in 0..9 {
+        let lease = reader
+            .route(&task)
+            .unwrap_or_else(|e| panic!("task {i} after the slab freed: {e}"));
+        drop(lease);
+    }
+    assert_eq!(reader.route(&task).unwrap_err(), RouteError::Saturated);
+    assert!(r.ledgers_are_zero());
+}

@@ -26,7 +26,7 @@
 use crate::model::{NodeId, Outcome};
 use crate::sync::{AtomicU64, CachePadded, Ordering};
 
-use super::rate::{gcra_allows, gcra_settle, gcra_take};
+use super::rate::{gcra_allows, gcra_refund, gcra_settle, gcra_take};
 
 // ===== ledger packing =====
 
@@ -302,6 +302,11 @@ impl NodeLive {
     /// Takes `cost_ns` of the node's token rate if it fits (see [`gcra_take`]).
     pub(crate) fn rate_take(&self, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
         gcra_take(&self.ledger.tat, now, cost_ns, burst_ns)
+    }
+
+    /// Gives back a whole token-rate reservation that was never used (see [`gcra_refund`]).
+    pub(crate) fn rate_refund(&self, cost_ns: u64) {
+        gcra_refund(&self.ledger.tat, cost_ns)
     }
 
     /// Settles a reservation of the node's token rate (see [`gcra_settle`]).

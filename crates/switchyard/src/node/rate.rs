@@ -64,6 +64,12 @@ pub(crate) fn gcra_settle(tat: &AtomicU64, delta_ns: i64) {
     }
 }
 
+/// Gives back a whole reservation of `cost_ns` (one that `gcra_take` granted and that was
+/// never used: the reservation failed further on). Relaxed: as `gcra_take`.
+pub(crate) fn gcra_refund(tat: &AtomicU64, cost_ns: u64) {
+    gcra_settle(tat, -(cost_ns.min(i64::MAX as u64) as i64));
+}
+
 #[cfg(all(test, not(switchyard_loom)))]
 mod test {
     use super::*;
@@ -100,5 +106,19 @@ mod test {
         let tat = AtomicU64::new(5);
         gcra_settle(&tat, i64::MIN);
         assert_eq!(tat.load(Ordering::Relaxed), 0);
+        gcra_refund(&tat, u64::MAX);
+        assert_eq!(tat.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_refund_gives_back_exactly_what_was_taken() {
+        let tat = AtomicU64::new(0);
+        assert!(gcra_take(&tat, 1_000, 300, 1_000));
+        assert!(gcra_take(&tat, 1_000, 300, 1_000));
+        gcra_refund(&tat, 300);
+        assert_eq!(tat.load(Ordering::Relaxed), 1_300);
+        gcra_refund(&tat, 300);
+        // Back at `now`: the same admission as an untouched schedule.
+        assert!(gcra_take(&tat, 1_000, 1_000, 1_000));
     }
 }
