@@ -233,9 +233,14 @@ impl NodeLive {
     ) {
         match outcome {
             // Relaxed: a heuristic gate; a stale read delays ejection by a decision or two.
+            // A failure is an RMW, so two at once both count (loom: ejection.rs,
+            // `two_concurrent_failures_both_count`).
             Outcome::ServerError | Outcome::Timeout | Outcome::Abandoned => {
                 self.ledger.consecutive.fetch_add(1, Ordering::Relaxed);
             }
+            // In effect an unconditional `store(0)`, ordered at the store: the load only
+            // skips rewriting a zero (no dirty line on the common all-success path). A failure
+            // between the load and the store is one that came before this success.
             Outcome::Success => {
                 if self.ledger.consecutive.load(Ordering::Relaxed) != 0 {
                     self.ledger.consecutive.store(0, Ordering::Relaxed);
