@@ -137,6 +137,9 @@ fn reload_keeps_leases_and_counters_and_drains_removed_nodes() {
             removed: 1,
             chains: 1,
             epoch: r.snapshot().epoch(),
+            added_nodes: vec!["b200-0".into()],
+            updated_nodes: vec!["a100-0".into()],
+            removed_nodes: vec!["l4-3".into()],
         }
     );
     assert!(report.epoch > epoch);
@@ -431,4 +434,82 @@ name = "c"
     }
     assert!(!seen.contains("c"), "c serves no model: {seen:?}");
     assert!(r.resolve(&["no-such-model"]).is_err());
+}
+
+/// A config with no node (an empty or truncated file, as an editor saving in place leaves for
+/// a moment) is refused with a typed error, and the running fleet stays. This once failed:
+/// the reload was accepted and removed every node, so every task then found no route.
+#[test]
+fn a_reload_with_no_node_is_refused_and_the_fleet_stays() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let r = router(&v1);
+    let epoch = r.snapshot().epoch();
+    for (name, text) in [
+        ("empty.toml", ""),
+        ("blank.toml", "\n\n   \n"),
+        ("partial.toml", "[weights]\nload = 2.0\n"),
+    ] {
+        let cfg = Config::parse(name, text).unwrap();
+        let e = r.apply_config(&cfg).unwrap_err();
+        assert_eq!(
+            e.config_error(),
+            Some(&ConfigError::EmptyFleet),
+            "{name}: {e}"
+        );
+        assert_eq!(e.file(), name);
+        assert!(e.to_string().contains("no node"), "{e}");
+        let snap = r.snapshot();
+        assert_eq!(snap.node_count(), 2, "{name} changed the fleet");
+        assert_eq!(snap.epoch(), epoch, "{name} published a snapshot");
+        assert_eq!(r.node_specs(), v1.node_specs());
+    }
+    assert!(r.reader().route(&Task::new(1, 10, 10)).is_ok());
+}
+
+/// A reload report prints as one readable line naming what changed.
+#[test]
+fn a_reload_report_displays_on_one_line() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let r = router(&v1);
+    let v2 = Config::parse(
+        "v2.toml",
+        "[[node]]\nname = \"a\"\nmax_concurrency = 8\n[[node]]\nname = \"c\"\n[[node]]\nname = \"d\"\n",
+    )
+    .unwrap();
+    let report = r.apply_config(&v2).unwrap();
+    assert_eq!(
+        (
+            &report.added_nodes,
+            &report.updated_nodes,
+            &report.removed_nodes
+        ),
+        (
+            &vec!["c".to_string(), "d".to_string()],
+            &vec!["a".to_string()],
+            &vec!["b".to_string()]
+        )
+    );
+    assert_eq!(
+        report.to_string(),
+        format!(
+            "reload: epoch {}: added 2 (c, d), updated 1 (a), removed 1 (b), chains changed 0",
+            report.epoch
+        )
+    );
+    let same = r.apply_config(&v2).unwrap();
+    assert_eq!(
+        same.to_string(),
+        format!(
+            "reload: epoch {}: added 0, updated 0, removed 0, chains changed 0",
+            same.epoch
+        )
+    );
 }

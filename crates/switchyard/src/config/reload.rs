@@ -1,5 +1,6 @@
 //! Hot reload: [`Router::apply_config`] and its [`ReloadReport`].
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
 
 use super::error::Owner;
 use super::{Config, ConfigFileError, NodeConfig};
@@ -8,8 +9,9 @@ use crate::error::ConfigError;
 use crate::node::NodeSpec;
 use crate::router::Router;
 
-/// What [`Router::apply_config`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`Router::apply_config`] changed. Its `Display` is one line, for a log:
+/// `reload: epoch 7: added 1 (c), updated 1 (a), removed 1 (b), chains changed 0`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     /// Nodes added.
     pub added: usize,
@@ -21,6 +23,30 @@ pub struct ReloadReport {
     pub chains: usize,
     /// Epoch of the snapshot current after the reload.
     pub epoch: u64,
+    /// The names of the nodes added, updated and removed, in the config's order (removed:
+    /// the old fleet's order).
+    pub added_nodes: Vec<String>,
+    /// See `added_nodes`.
+    pub updated_nodes: Vec<String>,
+    /// See `added_nodes`.
+    pub removed_nodes: Vec<String>,
+}
+
+impl fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |f: &mut fmt::Formatter<'_>, what: &str, n: usize, list: &[String]| {
+            write!(f, "{what} {n}")?;
+            if !list.is_empty() {
+                write!(f, " ({})", list.join(", "))?;
+            }
+            Ok(())
+        };
+        write!(f, "reload: epoch {}: ", self.epoch)?;
+        names(f, "added", self.added, &self.added_nodes)?;
+        names(f, ", updated", self.updated, &self.updated_nodes)?;
+        names(f, ", removed", self.removed, &self.removed_nodes)?;
+        write!(f, ", chains changed {}", self.chains)
+    }
 }
 
 impl Router {
@@ -38,6 +64,10 @@ impl Router {
     /// with only some of them applied: new nodes are added and changed chains replaced before
     /// anything is removed, so such a snapshot never lacks a node or chain the old and new
     /// configs share, except for a chain during its own replacement.
+    ///
+    /// A config that lists no node is refused ([`ConfigError::EmptyFleet`]): it would remove
+    /// every node, and is far more likely an empty or partly written file (an editor saving
+    /// in place) than a wish to stop serving.
     ///
     /// # Examples
     /// ```
@@ -57,9 +87,13 @@ impl Router {
     /// ```
     ///
     /// # Errors
-    /// A [`ConfigFileError`] naming the first problem of `cfg`; the router is unchanged.
+    /// A [`ConfigFileError`] naming the first problem of `cfg` (or [`ConfigError::EmptyFleet`]
+    /// for a config with no node); the router is unchanged.
     pub fn apply_config(&self, cfg: &Config) -> Result<ReloadReport, ConfigFileError> {
         cfg.validate()?;
+        if cfg.nodes.is_empty() {
+            return Err(cfg.unlocated(ConfigError::EmptyFleet));
+        }
         let snap = self.snapshot();
         let registry = snap.capabilities();
         let mut seen = HashSet::new();
@@ -96,14 +130,18 @@ impl Router {
         for (i, spec) in cfg.node_specs().into_iter().enumerate() {
             match current_by_name.get(spec.name.as_str()) {
                 None => {
+                    let name = spec.name.clone();
                     self.add_node(spec)
                         .map_err(|e| cfg.error(e, Owner::Node(i)))?;
                     report.added += 1;
+                    report.added_nodes.push(name);
                 }
                 Some(&old) if *old != spec => {
+                    let name = spec.name.clone();
                     self.update_node(spec)
                         .map_err(|e| cfg.error(e, Owner::Node(i)))?;
                     report.updated += 1;
+                    report.updated_nodes.push(name);
                 }
                 Some(_) => {}
             }
@@ -184,6 +222,7 @@ impl Router {
         for old in &current {
             if !wanted.contains_key(old.name.as_str()) && self.remove_node(&old.name).is_ok() {
                 report.removed += 1;
+                report.removed_nodes.push(old.name.clone());
             }
         }
 
