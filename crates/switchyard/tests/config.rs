@@ -513,3 +513,57 @@ fn a_reload_report_displays_on_one_line() {
         )
     );
 }
+
+/// A reload is published as one snapshot: a thread ticking as fast as it can meanwhile (a
+/// dispatcher's control thread) only ever publishes the old fleet or the whole new one. This
+/// once failed: the reload added, updated and removed nodes one change at a time, each under
+/// its own hold of the control lock, so a tick in between published "a", "b" and "c" at once
+/// (the new node added, the old one not yet removed).
+#[test]
+fn a_tick_during_a_reload_never_publishes_a_half_applied_fleet() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let v2 = Config::parse(
+        "v2.toml",
+        "[[node]]\nname = \"a\"\nmax_concurrency = 8\n[[node]]\nname = \"c\"\n",
+    )
+    .unwrap();
+    let r = router(&v1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (r, stop) = (r.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut ticks = 0u64;
+            let mut bad = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                r.tick();
+                ticks += 1;
+                let snap = r.snapshot();
+                let has = |n: &str| snap.node_id(n).is_some();
+                let fleet = (has("a"), has("b"), has("c"));
+                if !matches!(fleet, (true, true, false) | (true, false, true)) {
+                    bad.push((snap.epoch(), fleet));
+                }
+            }
+            (ticks, bad)
+        })
+    };
+    for k in 0..400 {
+        let cfg = if k % 2 == 0 { &v2 } else { &v1 };
+        r.apply_config(cfg).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ticks, bad) = ticker.join().unwrap();
+    assert!(ticks > 0);
+    assert!(
+        bad.is_empty(),
+        "{} of {ticks} ticks published a half-applied fleet (epoch, (a, b, c)): {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    assert_eq!(r.node_specs(), v1.node_specs());
+    assert!(r.ledgers_are_zero());
+}
