@@ -285,3 +285,79 @@ fn a_waiting_critical_task_is_not_overtaken_by_lower_classes_needing_the_same() 
     }
     assert!(r.ledgers_are_zero());
 }
+
+/// `saturation_wait([Duration::MAX; 4])`, "never shed": saturated tasks wait, and each is
+/// served once capacity frees; none is lost or shed and no worker dies. This once panicked a
+/// worker: its deadline was `Instant::now() + wait`, which overflows for `Duration::MAX`,
+/// outside the worker's `catch_unwind`, so its waiting tasks were dropped and later submits
+/// were accepted and never handled. The deadline saturates now.
+#[test]
+fn a_saturation_wait_of_duration_max_waits_and_serves_every_task() {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+    let r = Router::builder()
+        .headroom(Headroom { shares: [1.0; 4] })
+        .node(NodeSpec::new("n").max_concurrency(2))
+        .build()
+        .unwrap();
+    let d = Dispatcher::builder(r.clone())
+        .workers(2)
+        .control_interval(None)
+        .saturation_wait([Duration::MAX; 4])
+        .build(Keep(Default::default()))
+        .unwrap();
+    let held = |n: usize| {
+        let t0 = Instant::now();
+        while d.backend().0.lock().unwrap().len() < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "stuck below {n} held: a waiting task was lost"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    for id in 0..8 {
+        d.submit(
+            Task::new(id, 10, 10).priority(Priority::ALL[id as usize % 4]),
+            (),
+        )
+        .unwrap();
+    }
+    held(2);
+    // Six tasks wait (on both workers) for the two slots.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(d.backend().0.lock().unwrap().len(), 2, "over capacity");
+    let mut served = BTreeSet::new();
+    while served.len() < 8 {
+        let next = d.backend().0.lock().unwrap().pop();
+        match next {
+            Some((id, t)) => {
+                assert!(served.insert(id), "task {id} dispatched twice");
+                t.complete(switchyard::Completion::success(1.0, 10));
+            }
+            None => {
+                let t0 = Instant::now();
+                while d.backend().0.lock().unwrap().is_empty() {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "served {served:?}; the rest never came"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    assert_eq!(served, (0..8).collect());
+    // Both workers are alive: a later task is still handled.
+    d.submit(Task::new(100, 10, 10), ()).unwrap();
+    held(1);
+    for (_, t) in std::mem::take(&mut *d.backend().0.lock().unwrap()) {
+        t.complete(switchyard::Completion::success(1.0, 10));
+    }
+    d.shutdown();
+    let m = d.metrics();
+    assert_eq!((m.submitted, m.dispatched, m.refused), (9, 9, 0));
+    assert_eq!(m.shed_by_class.iter().map(|(_, n)| n).sum::<u64>(), 0);
+    assert_eq!(d.backend_panics(), 0);
+    assert!(r.ledgers_are_zero());
+}
