@@ -567,3 +567,91 @@ fn a_tick_during_a_reload_never_publishes_a_half_applied_fleet() {
     assert_eq!(r.node_specs(), v1.node_specs());
     assert!(r.ledgers_are_zero());
 }
+
+/// A reload that updates a node keeps everything the node has learned: its outcome counts,
+/// latency EWMA, health verdict and token-rate schedule (they live in the node's live state,
+/// which an update keeps).
+#[test]
+fn a_hot_reload_keeps_outcomes_latency_health_and_token_rate() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "capabilities = [\"x\"]\n\
+         [[node]]\nname = \"a\"\ncapabilities = [\"x\"]\nmax_tokens_per_second = 1000.0\n\
+         [[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let clock = ManualClock::new();
+    let r = v1
+        .to_builder()
+        .clock(Arc::new(clock.clone()))
+        .seed(3)
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let needs_a = Task::new(1, 80, 20).require(r.resolve(&["x"]).unwrap());
+    let mut reader = r.reader();
+    // Five tasks of 100 tokens on "a": half of its 1000-token burst.
+    for i in 0..5 {
+        let (_, lease) = reader.route(&needs_a).unwrap();
+        let outcome = if i < 4 {
+            switchyard::Outcome::Success
+        } else {
+            switchyard::Outcome::ServerError
+        };
+        lease.complete(outcome, 40.0 + i as f64);
+    }
+    r.set_health("b", switchyard::HealthStatus::Failed).unwrap();
+    r.tick();
+    let b = r.snapshot().node_id("b").unwrap();
+    assert_eq!(
+        r.snapshot().node_status(b),
+        Some(switchyard::HealthStatus::Failed)
+    );
+    let before = metrics(&r);
+    let health_before: HashMap<String, _> = r
+        .node_health()
+        .into_iter()
+        .map(|h| (h.node.clone(), h.status))
+        .collect();
+    assert!(before["a"].latency_ewma_ms > 0.0);
+
+    // v2 changes both nodes' concurrency (an update, not a re-add) and adds "c".
+    let v2 = Config::parse(
+        "v2.toml",
+        "capabilities = [\"x\"]\n\
+         [[node]]\nname = \"a\"\ncapabilities = [\"x\"]\nmax_tokens_per_second = 1000.0\nmax_concurrency = 16\n\
+         [[node]]\nname = \"b\"\nmax_concurrency = 16\n\
+         [[node]]\nname = \"c\"\n",
+    )
+    .unwrap();
+    let report = r.apply_config(&v2).unwrap();
+    assert_eq!((report.updated, report.added), (2, 1), "{report}");
+    let after = metrics(&r);
+    for n in ["a", "b"] {
+        assert_eq!(after[n].outcomes, before[n].outcomes, "{n}'s outcomes");
+        assert_eq!(
+            after[n].latency_ewma_ms, before[n].latency_ewma_ms,
+            "{n}'s EWMA"
+        );
+    }
+    let health_after: HashMap<String, _> = r
+        .node_health()
+        .into_iter()
+        .map(|h| (h.node.clone(), h.status))
+        .collect();
+    assert_eq!(health_after["a"], health_before["a"]);
+    assert_eq!(health_after["b"], switchyard::HealthStatus::Failed);
+    assert_eq!(
+        r.snapshot().node_status(b),
+        Some(switchyard::HealthStatus::Failed)
+    );
+    // The rate kept its schedule: five more tasks fill the burst, a sixth does not fit (a
+    // reset schedule would take ten).
+    for i in 0..5 {
+        let (_, lease) = reader
+            .route(&needs_a)
+            .unwrap_or_else(|e| panic!("task {i}: {e}"));
+        drop(lease);
+    }
+    assert_eq!(reader.route(&needs_a).unwrap_err(), RouteError::Saturated);
+}
