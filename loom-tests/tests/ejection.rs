@@ -192,10 +192,7 @@ fn two_concurrent_failures_both_count() {
             "two failures counted as one: a's streak did not gate it"
         );
         router.tick();
-        assert_eq!(
-            router.snapshot().node_status(a),
-            Some(HealthStatus::Failed)
-        );
+        assert_eq!(router.snapshot().node_status(a), Some(HealthStatus::Failed));
         let finished = router.finished();
         assert_eq!(finished[Outcome::ServerError], 2, "{finished:?}");
         assert!(router.ledgers_are_zero());
