@@ -164,3 +164,37 @@ fn policy_ejection_while_lease_completes() {
         assert_eq!(fresh_routes_on(&router, a, 2), 0, "routed to ejected a");
     });
 }
+
+/// Two leases on "a" complete with a server error at the same moment, on two threads, with
+/// `consecutive_failures: 2`. The failure streak is one `fetch_add` per failure (an RMW, so
+/// neither increment can be lost): after both, the streak is 2 and the hot path gates "a"
+/// (a task only "a" serves finds no healthy route) before any tick; the tick then ejects it.
+///
+/// Issue #11 suspected a lost update here (a load then a store of the count). The load and
+/// store are only in a success's reset, which is in effect an unconditional `store(0)` (the
+/// load skips a redundant write) and so orders like one; failures only add. This model checks
+/// that two concurrent failures never count as one.
+#[test]
+fn two_concurrent_failures_both_count() {
+    common::check(2, || {
+        let (router, a, needs_a) = fleet(2);
+        let mut reader = router.reader();
+        let (_, l1) = reader.route(&needs_a).expect("a serves x");
+        let (_, l2) = reader.route(&needs_a).expect("a has room for two");
+        assert_eq!((l1.route().head(), l2.route().head()), (a, a));
+        let other = thread::spawn(move || l1.complete(Outcome::ServerError, 5.0));
+        l2.complete(Outcome::ServerError, 5.0);
+        other.join().unwrap();
+
+        assert_eq!(
+            router.reader().route(&needs_a).err(),
+            Some(RouteError::NoHealthyRoute),
+            "two failures counted as one: a's streak did not gate it"
+        );
+        router.tick();
+        assert_eq!(router.snapshot().node_status(a), Some(HealthStatus::Failed));
+        let finished = router.finished();
+        assert_eq!(finished[Outcome::ServerError], 2, "{finished:?}");
+        assert!(router.ledgers_are_zero());
+    });
+}

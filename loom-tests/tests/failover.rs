@@ -6,8 +6,8 @@ mod common;
 
 use loom::thread;
 use switchyard::{
-    Completion, FailoverReason, HealthPolicy, NodeId, NodeSpec, Outcome, RetryPolicy, Router, Task,
-    Ticket,
+    Completion, FailoverReason, HealthPolicy, ManualClock, NodeId, NodeSpec, Outcome, RetryPolicy,
+    Router, Task, Ticket,
 };
 
 /// Nodes "a" and "b". No slow start, so a tick's verdicts never depend on the wall clock;
@@ -199,5 +199,71 @@ fn fail_over_races_refill() {
             "{granted} retries granted from one token: the racing retry was never charged"
         );
         assert!(router.ledgers_are_zero());
+    });
+}
+
+/// A ticket whose lease is past its timeout fails over while the control thread's tick
+/// reclaims that lease (two lease records: the retry needs one of its own).
+///
+/// Either the failover ends the attempt's record first (the tick then finds nothing to
+/// reclaim) and the retry is counted once, as its own outcome; or the tick reclaims first and
+/// the failover refuses with `Reclaimed`: the task is counted once, as a timeout, and no retry
+/// exists to count it again. Ledgers end at zero either way.
+///
+/// This once failed: `fail_over` checked `is_held()` but ended the record only after planning
+/// and reserving the retry, so a reclaim in between counted a timeout, the attempt's end was
+/// only counted late, and the retry counted the same task a second time.
+#[test]
+fn fail_over_races_reclaim() {
+    common::check(2, || {
+        let clock = ManualClock::new();
+        let router = Router::builder()
+            .health(HealthPolicy {
+                consecutive_failures: 0,
+                slow_start_ms: 0,
+                ..Default::default()
+            })
+            .clock(std::sync::Arc::new(clock.clone()))
+            .lease_timeout_ms(10)
+            .lease_slots(2)
+            .nodes([
+                NodeSpec::new("a").max_concurrency(8),
+                NodeSpec::new("b").max_concurrency(8),
+            ])
+            .build()
+            .expect("valid fleet");
+        let t = ticket(&router, 1);
+        clock.advance_ms(10);
+        let control = {
+            let router = router.clone();
+            thread::spawn(move || {
+                router.tick();
+            })
+        };
+        let retried = match router.fail_over(t, server_error()) {
+            Ok(retry) => {
+                assert_eq!(retry.ticket.attempt(), 2);
+                retry.ticket.complete(Completion::success(1.0, 1));
+                true
+            }
+            Err(e) => {
+                assert_eq!(e.reason, FailoverReason::Reclaimed, "{e:?}");
+                false
+            }
+        };
+        control.join().unwrap();
+
+        let finished = router.finished();
+        assert_eq!(finished.total(), 1, "counted twice: {finished:?}");
+        let (reclaimed, late) = router.lease_counts();
+        if retried {
+            assert_eq!((reclaimed, late), (0, 0));
+            assert_eq!(finished[Outcome::Success], 1);
+        } else {
+            assert_eq!((reclaimed, late), (1, 1));
+            assert_eq!(finished[Outcome::Timeout], 1);
+        }
+        assert!(router.ledgers_are_zero());
+        assert_eq!(router.in_flight(), 0);
     });
 }

@@ -87,3 +87,47 @@ fn adjustment_races_reclaim() {
         check_counted_once(&r);
     });
 }
+
+/// Two owners on two threads take and complete leases on a two-record slab at once (the free
+/// stack's concurrent pop and push, and `high`). The records must come back exactly once each, so afterwards two leases can be held at once again, a third is
+/// refused (the slab is full), and an expired one is reclaimed by a tick.
+#[test]
+fn two_owners_share_a_two_record_slab() {
+    common::check(2, || {
+        let clock = ManualClock::new();
+        let r = Router::builder()
+            .headroom(Headroom { shares: [1.0; 4] })
+            .clock(std::sync::Arc::new(clock.clone()))
+            .lease_timeout_ms(10)
+            .lease_slots(2)
+            .node(NodeSpec::new("a").max_concurrency(4))
+            .build()
+            .expect("valid fleet");
+        let other = {
+            let r = r.clone();
+            thread::spawn(move || {
+                let (_, lease) = r.reader().route(&Task::new(1, 5, 5)).unwrap();
+                lease.complete(Outcome::Success, 1.0);
+            })
+        };
+        let (_, lease) = r.reader().route(&Task::new(2, 5, 5)).unwrap();
+        lease.complete(Outcome::Success, 1.0);
+        other.join().unwrap();
+
+        assert!(r.ledgers_are_zero());
+        assert_eq!(r.finished()[Outcome::Success], 2);
+        let mut reader = r.reader();
+        let (_, l1) = reader.route(&Task::new(3, 5, 5)).expect("a free record");
+        let (_, l2) = reader.route(&Task::new(4, 5, 5)).expect("the other record");
+        assert!(
+            reader.route(&Task::new(5, 5, 5)).is_err(),
+            "two records only"
+        );
+        clock.advance_ms(10);
+        r.tick();
+        assert_eq!(r.lease_counts(), (2, 0), "both expired leases reclaimed");
+        assert!(r.ledgers_are_zero());
+        drop((l1, l2));
+        assert_eq!(r.lease_counts(), (2, 2));
+    });
+}

@@ -211,6 +211,10 @@ pub enum ConfigError {
         /// Why.
         reason: &'static str,
     },
+    /// A reload whose config lists no node (an empty or truncated file, such as an editor
+    /// saving in place mid-write): applying it would remove every node, so it is refused and
+    /// the running fleet stays.
+    EmptyFleet,
 }
 
 impl fmt::Display for ConfigError {
@@ -244,6 +248,10 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::TooManyRoutes { max } => write!(f, "more than {max} routes"),
             ConfigError::InvalidSetting { field, reason } => write!(f, "`{field}`: {reason}"),
+            ConfigError::EmptyFleet => f.write_str(
+                "the config lists no node (an empty or partial file?): \
+                 a reload would remove every node, so the running fleet is kept",
+            ),
         }
     }
 }

@@ -115,9 +115,13 @@ pub(crate) fn fail_over(
         lease.finish(failure.outcome, failure.latency_ms);
         Err(give_up(ticket, failure.outcome, reason))
     };
-    if !lease.is_held() {
-        // Reclaimed: the task already ended, as a timeout; this late end is only counted.
-        return end(&ticket, lease, FailoverReason::Reclaimed);
+    // End the attempt's slab record before anything is planned: from here on the control
+    // thread cannot reclaim it, so the task cannot end as a timeout while a retry is made for
+    // it. (Checking `is_held` and ending the record only after planning left a window in
+    // which a reclaim counted a timeout and the retry counted the task again.)
+    if !lease.pin() {
+        // Reclaimed: the task already ended, as a timeout; the slab counted this late end.
+        return Err(give_up(&ticket, failure.outcome, FailoverReason::Reclaimed));
     }
     if !failure.outcome.is_failure() || failure.outcome == Outcome::Cancelled {
         return end(&ticket, lease, FailoverReason::NotRetryable);

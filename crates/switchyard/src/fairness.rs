@@ -597,13 +597,19 @@ mod test {
         assert_eq!((a, b), (300 * 10, 100 * 10));
         // A weight set later applies to later charges; the anonymous lane weighs 1.
         q.set_weight(TenantId(2), w(2));
-        let before = q.counter(B).unwrap();
+        // A's 3000 tokens at weight 3 and B's 1000 at weight 1: both counters at 1000 (A's
+        // possibly a hair below, the floor of its scaled sum), so A goes next (ties: the
+        // lower lane), then B, charged at its new weight.
+        assert_eq!(q.counter(B), Some(1000));
+        assert!(q.counter(A).unwrap() <= 1000);
         let taken = q.take().unwrap();
-        let tenant = taken.item().0;
+        assert_eq!(taken.item().0, A);
         q.charge(taken);
-        if tenant == B {
-            assert_eq!(q.counter(B).unwrap(), before + 5);
-        }
+        assert!(q.counter(A).unwrap() > 1000, "A charged 10 / 3");
+        let taken = q.take().unwrap();
+        assert_eq!(taken.item().0, B, "B is behind A now");
+        q.charge(taken);
+        assert_eq!(q.counter(B), Some(1005), "10 tokens at weight 2");
     }
 
     #[test]
@@ -752,8 +758,12 @@ mod test {
         assert_eq!(q.len(), 2);
         let taken = q.take().unwrap();
         let item = q.charge(taken); // whichever it was, charging it must not misfire
-        assert!(item == 'a' || item == 'b');
         assert_eq!(q.len(), 1);
+        let rest = q.pop().unwrap();
+        let mut both = [item, rest];
+        both.sort_unstable();
+        assert_eq!(both, ['a', 'b'], "each item comes out exactly once");
+        assert!(q.is_empty());
         // Charging an item whose tenant lost its lane charges nobody.
         let mut q = FairQueue::with_max_tenants(1);
         q.push(A, 10, 'a');

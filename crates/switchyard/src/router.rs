@@ -402,8 +402,14 @@ impl Router {
 
     /// One control step: read live counters, recompute weights, publish a snapshot.
     pub fn tick(&self) -> TickReport {
-        let clock = self.inner.clock.clone();
         let mut ctl = self.control();
+        self.tick_locked(&mut ctl)
+    }
+
+    /// [`tick`](Self::tick) with the control lock already held (a reload applies every
+    /// change and publishes under one hold of it).
+    pub(crate) fn tick_locked(&self, ctl: &mut Controller) -> TickReport {
+        let clock = self.inner.clock.clone();
         let report = ctl.tick(&self.inner.table, &*clock);
         // The retry budget earns a share of what finished since the last tick.
         self.inner.retry.refill(ctl.finished_totals().iter().sum());

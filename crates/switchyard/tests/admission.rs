@@ -72,31 +72,57 @@ fn each_class_fills_only_its_share() {
         .is_ok());
 }
 
+/// Four threads each hold up to 30 leases (two threads low work only, two mixed classes) on a node of 40 (demand far above
+/// capacity, so every class presses on its ceiling). Per class, the leases held at once never
+/// exceed the class's ceiling: a lease of class p is granted only while the node holds at
+/// most p's ceiling, so the class's own count is bounded by it at every instant. Each thread
+/// counts its class's leases up after the reservation and down before the release, so the
+/// count can only under-read what is held, and the bound is hard.
 #[test]
 fn ceilings_hold_under_concurrent_mixed_classes() {
+    // Default shares 100/95/85/75 % of 40.
+    fn ceiling(p: Priority) -> u64 {
+        match p {
+            Priority::Critical => 40,
+            Priority::High => 38,
+            Priority::Normal => 34,
+            Priority::Low => 30,
+        }
+    }
     let r = router(40);
+    let held: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
     let peak: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
-    let held = Arc::new(AtomicU64::new(0));
+    let total_peak = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..4)
         .map(|t| {
-            let (r, peak, held) = (r.clone(), peak.clone(), held.clone());
+            let (r, held, peak, total_peak) =
+                (r.clone(), held.clone(), peak.clone(), total_peak.clone());
             std::thread::spawn(move || {
                 let mut reader = r.reader();
                 let mut mine = Vec::new();
                 for i in 0..4_000u64 {
-                    let p = Priority::ALL[((i + t) % 4) as usize];
+                    // Threads 0 and 1 ask for low work only: together they could take 60
+                    // slots, so a missing low ceiling shows.
+                    let p = if t < 2 {
+                        Priority::Low
+                    } else {
+                        Priority::ALL[((i + t) % 4) as usize]
+                    };
                     if let Ok((_, lease)) = reader.route(&Task::new(i, 10, 10).priority(p)) {
-                        // The ledger's in-flight count right after our reservation is at most
-                        // this class's ceiling.
-                        let now = r.node_metrics()[0].in_flight;
+                        let now = held[p.index()].fetch_add(1, Ordering::SeqCst) + 1;
                         peak[p.index()].fetch_max(now, Ordering::SeqCst);
-                        held.fetch_add(1, Ordering::SeqCst);
-                        mine.push(lease);
+                        total_peak.fetch_max(r.node_metrics()[0].in_flight, Ordering::SeqCst);
+                        mine.push((p, lease));
                     }
-                    if (mine.len() > 12 || i % 3 == 0) && !mine.is_empty() {
-                        drop(mine.remove(0));
-                        held.fetch_sub(1, Ordering::SeqCst);
+                    if (mine.len() >= 30 || i % 7 == 0) && !mine.is_empty() {
+                        let (p, lease) = mine.remove(i as usize % mine.len());
+                        held[p.index()].fetch_sub(1, Ordering::SeqCst);
+                        drop(lease);
                     }
+                }
+                for (p, lease) in mine {
+                    held[p.index()].fetch_sub(1, Ordering::SeqCst);
+                    drop(lease);
                 }
             })
         })
@@ -104,12 +130,12 @@ fn ceilings_hold_under_concurrent_mixed_classes() {
     for t in threads {
         t.join().unwrap();
     }
-    // A reading taken after our own reservation can include later reservations by higher
-    // classes, so only the total is a hard bound here; per-class ceilings are asserted
-    // sequentially above and in the loom model of the ledger.
-    for p in peak.iter() {
-        assert!(p.load(Ordering::SeqCst) <= 40);
+    for p in Priority::ALL {
+        let peak = peak[p.index()].load(Ordering::SeqCst);
+        assert!(peak <= ceiling(p), "{p:?}: {peak} held at once");
+        assert!(peak > 0, "{p:?} never got a lease");
     }
+    assert!(total_peak.load(Ordering::SeqCst) <= 40);
     assert!(r.ledgers_are_zero());
 }
 
@@ -283,5 +309,81 @@ fn a_waiting_critical_task_is_not_overtaken_by_lower_classes_needing_the_same() 
     for (_, t) in std::mem::take(&mut *d.backend().0.lock().unwrap()) {
         t.complete(switchyard::Completion::success(1.0, 50));
     }
+    assert!(r.ledgers_are_zero());
+}
+
+/// `saturation_wait([Duration::MAX; 4])`, "never shed": saturated tasks wait, and each is
+/// served once capacity frees; none is lost or shed and no worker dies. This once panicked a
+/// worker: its deadline was `Instant::now() + wait`, which overflows for `Duration::MAX`,
+/// outside the worker's `catch_unwind`, so its waiting tasks were dropped and later submits
+/// were accepted and never handled. The deadline saturates now.
+#[test]
+fn a_saturation_wait_of_duration_max_waits_and_serves_every_task() {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+    let r = Router::builder()
+        .headroom(Headroom { shares: [1.0; 4] })
+        .node(NodeSpec::new("n").max_concurrency(2))
+        .build()
+        .unwrap();
+    let d = Dispatcher::builder(r.clone())
+        .workers(2)
+        .control_interval(None)
+        .saturation_wait([Duration::MAX; 4])
+        .build(Keep(Default::default()))
+        .unwrap();
+    let held = |n: usize| {
+        let t0 = Instant::now();
+        while d.backend().0.lock().unwrap().len() < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "stuck below {n} held: a waiting task was lost"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    for id in 0..8 {
+        d.submit(
+            Task::new(id, 10, 10).priority(Priority::ALL[id as usize % 4]),
+            (),
+        )
+        .unwrap();
+    }
+    held(2);
+    // Six tasks wait (on both workers) for the two slots.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(d.backend().0.lock().unwrap().len(), 2, "over capacity");
+    let mut served = BTreeSet::new();
+    while served.len() < 8 {
+        let next = d.backend().0.lock().unwrap().pop();
+        match next {
+            Some((id, t)) => {
+                assert!(served.insert(id), "task {id} dispatched twice");
+                t.complete(switchyard::Completion::success(1.0, 10));
+            }
+            None => {
+                let t0 = Instant::now();
+                while d.backend().0.lock().unwrap().is_empty() {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "served {served:?}; the rest never came"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    assert_eq!(served, (0..8).collect());
+    // Both workers are alive: a later task is still handled.
+    d.submit(Task::new(100, 10, 10), ()).unwrap();
+    held(1);
+    for (_, t) in std::mem::take(&mut *d.backend().0.lock().unwrap()) {
+        t.complete(switchyard::Completion::success(1.0, 10));
+    }
+    d.shutdown();
+    let m = d.metrics();
+    assert_eq!((m.submitted, m.dispatched, m.refused), (9, 9, 0));
+    assert_eq!(m.shed_by_class.iter().map(|(_, n)| n).sum::<u64>(), 0);
+    assert_eq!(d.backend_panics(), 0);
     assert!(r.ledgers_are_zero());
 }

@@ -311,17 +311,43 @@ fn random_concurrent_allocate_adjust_release_and_reclaim_return_every_ledger_to_
                     let n = r.node_metrics();
                     assert!(n[0].in_flight <= 8 && n[0].memory_mb <= 1_000, "{:?}", n[0]);
                 }
+                held
             })
         })
         .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
+    let mut left: Vec<_> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     stop.store(1, Ordering::Relaxed);
     control.join().unwrap();
-    assert!(r.ledgers_are_zero(), "{:?}", r.node_metrics());
     let (reclaimed, late) = r.lease_counts();
     assert!(late <= reclaimed);
+    // What the workers still hold is reclaimed, every lease exactly once, by the next tick
+    // past the timeout (one fresh lease at least, so the check never runs on nothing).
+    if !left.iter().any(|l| l.is_held()) {
+        left.push(r.reader().route(&Task::new(1, 100, 100)).unwrap().1);
+    }
+    // (Some may have been reclaimed already, before the control thread stopped.)
+    let n = left.iter().filter(|l| l.is_held()).count() as u64;
+    assert!(n > 0);
+    clock.advance_ms(1_000);
+    r.tick();
+    assert_eq!(
+        r.lease_counts(),
+        (reclaimed + n, late),
+        "each of the {n} leases still held is reclaimed once"
+    );
+    assert!(r.ledgers_are_zero(), "the reclaim returned every ledger");
+    assert!(left.iter().all(|l| !l.is_held()));
+    let all = left.len() as u64;
+    drop(left);
+    assert_eq!(
+        r.lease_counts(),
+        (reclaimed + n, late + all),
+        "their owners' later ends are late"
+    );
+    assert!(r.ledgers_are_zero(), "{:?}", r.node_metrics());
 }
 
 #[test]

@@ -71,28 +71,39 @@ fn capacity_is_never_exceeded_under_many_threads() {
 }
 
 /// Completes every ticket on a pool of completer threads; drops every 5th; panics on id 13.
+/// Records every task id it is handed, dispatched or rejected.
 struct Pool {
     tx: Mutex<mpsc::Sender<(Task, Ticket)>>,
-    dispatched: AtomicUsize,
-    rejected: AtomicUsize,
+    dispatched: Mutex<Vec<u64>>,
+    rejected: Mutex<Vec<u64>>,
 }
 
 impl Backend for Pool {
     type Payload = ();
     fn dispatch(&self, task: Task, _payload: (), _routes: &RouteOptions, ticket: Ticket) {
-        self.dispatched.fetch_add(1, Ordering::SeqCst);
+        self.dispatched.lock().unwrap().push(task.id);
         if task.id == 13 {
             panic!("backend bug on purpose");
         }
         self.tx.lock().unwrap().send((task, ticket)).unwrap();
     }
-    fn reject(&self, _task: Task, _payload: (), _error: RouteError) {
-        self.rejected.fetch_add(1, Ordering::SeqCst);
+    fn reject(&self, task: Task, _payload: (), _error: RouteError) {
+        self.rejected.lock().unwrap().push(task.id);
     }
 }
 
+/// Four submitters keep submitting (retrying a task the full queue hands back) until the
+/// dispatcher refuses them as shut down, while two completers end the tickets. Every task id
+/// is accounted for exactly once: an accepted one is dispatched or rejected once (never both,
+/// never twice), a refused one never reaches the backend; every dispatched ticket ends once.
+///
+/// Shutdown comes only once real work was done (2000 tasks dispatched, id 13 among them), so
+/// the test cannot pass on zeros, and it checks ids, not totals, so a task counted twice
+/// cannot hide behind one that was lost.
 #[test]
 fn every_task_ends_exactly_once_across_shutdown() {
+    use std::collections::HashMap;
+    use std::time::Instant;
     let router = Router::builder()
         .nodes((0..4).map(|i| NodeSpec::new(format!("n{i}")).max_concurrency(64)))
         .build()
@@ -100,13 +111,14 @@ fn every_task_ends_exactly_once_across_shutdown() {
     let (tx, rx) = mpsc::channel::<(Task, Ticket)>();
     let backend = Pool {
         tx: Mutex::new(tx),
-        dispatched: AtomicUsize::new(0),
-        rejected: AtomicUsize::new(0),
+        dispatched: Mutex::new(Vec::new()),
+        rejected: Mutex::new(Vec::new()),
     };
     let rx = Arc::new(Mutex::new(rx));
+    let ended = Arc::new(Mutex::new(Vec::new()));
     let completers: Vec<_> = (0..2)
         .map(|_| {
-            let rx = rx.clone();
+            let (rx, ended) = (rx.clone(), ended.clone());
             thread::spawn(move || loop {
                 let msg = rx.lock().unwrap().recv();
                 match msg {
@@ -118,6 +130,7 @@ fn every_task_ends_exactly_once_across_shutdown() {
                         } else {
                             ticket.complete(Completion::success(2.0, task.output_tokens));
                         }
+                        ended.lock().unwrap().push(task.id);
                     }
                     Err(_) => return,
                 }
@@ -132,56 +145,116 @@ fn every_task_ends_exactly_once_across_shutdown() {
             .build(backend)
             .unwrap(),
     );
-    let accepted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
     let submitters: Vec<_> = (0..4u64)
         .map(|s| {
-            let (d, accepted, refused) = (d.clone(), accepted.clone(), refused.clone());
+            let d = d.clone();
             thread::spawn(move || {
-                for i in 0..5_000u64 {
-                    let task = Task::new(s * 100_000 + i, 50, 5);
-                    match d.submit(task, ()) {
-                        Ok(()) => {
-                            accepted.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(e) => {
-                            assert_eq!(e.into_inner(), (task, ()), "the task comes back untouched");
-                            refused.fetch_add(1, Ordering::SeqCst);
+                let (mut accepted, mut refused, mut full) = (Vec::new(), Vec::new(), 0u64);
+                for i in 0.. {
+                    let task = Task::new(s * 1_000_000 + i, 50, 5);
+                    loop {
+                        match d.submit(task, ()) {
+                            Ok(()) => {
+                                accepted.push(task.id);
+                                break;
+                            }
+                            Err(SubmitError::Full(back)) => {
+                                assert_eq!(back, (task, ()), "the task comes back untouched");
+                                full += 1;
+                                thread::yield_now();
+                            }
+                            Err(e) => {
+                                assert_eq!(
+                                    e.into_inner(),
+                                    (task, ()),
+                                    "the task comes back untouched"
+                                );
+                                refused.push(task.id);
+                                return (accepted, refused, full);
+                            }
                         }
                     }
                 }
+                unreachable!()
             })
         })
         .collect();
-    // Shut down while the submitters are still running.
-    thread::sleep(Duration::from_millis(5));
+    // Shut down while the submitters are still running, once real work was done.
+    let t0 = Instant::now();
+    loop {
+        let b = d.backend();
+        let (n, has_13) = {
+            let dispatched = b.dispatched.lock().unwrap();
+            (dispatched.len(), dispatched.contains(&13))
+        };
+        if n >= 2_000 && has_13 {
+            break;
+        }
+        assert!(
+            b.rejected.lock().unwrap().len() < 10_000,
+            "the fleet rejects instead of serving"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no progress: {n} dispatched"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
     d.shutdown();
+    let (mut accepted, mut refused, mut full) = (Vec::new(), Vec::new(), 0);
     for s in submitters {
-        s.join().unwrap();
+        let (a, r, f) = s.join().unwrap();
+        full += f;
+        assert_eq!(r.len(), 1, "a submitter stops at its first ShutDown");
+        accepted.extend(a);
+        refused.extend(r);
     }
     assert!(d.wait_for_tickets(Duration::from_secs(10)), "tickets drain");
     let m = d.metrics();
-    let accepted = accepted.load(Ordering::SeqCst);
-    assert_eq!(accepted + refused.load(Ordering::SeqCst), 20_000);
-    assert_eq!(m.submitted, accepted);
-    assert_eq!(m.refused, refused.load(Ordering::SeqCst));
-    let finished: u64 = m.outcomes.total();
+    assert_eq!(m.submitted, accepted.len() as u64);
     assert_eq!(
-        m.dispatched + m.no_route_total(),
-        accepted,
-        "every accepted task was routed or rejected"
+        m.refused,
+        full + refused.len() as u64,
+        "refused: full, then shut down"
+    );
+    // Per id: each accepted task reached the backend exactly once, dispatched or rejected.
+    let b = d.backend();
+    let dispatched = b.dispatched.lock().unwrap().clone();
+    let rejected = b.rejected.lock().unwrap().clone();
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    for &id in dispatched.iter().chain(&rejected) {
+        *seen.entry(id).or_default() += 1;
+    }
+    for &id in &accepted {
+        assert_eq!(
+            seen.remove(&id),
+            Some(1),
+            "accepted task {id} reached the backend"
+        );
+    }
+    assert!(
+        seen.is_empty(),
+        "tasks never accepted reached the backend: {seen:?}"
+    );
+    for id in &refused {
+        assert!(!dispatched.contains(id) && !rejected.contains(id));
+    }
+    assert_eq!(m.dispatched, dispatched.len() as u64);
+    assert_eq!(m.no_route_total(), rejected.len() as u64);
+    assert_eq!(
+        m.outcomes.total(),
+        m.dispatched,
+        "every dispatched task counted exactly once"
     );
     assert_eq!(
-        finished, m.dispatched,
-        "every dispatched task ended exactly once"
+        m.outcomes[Outcome::ServerError],
+        dispatched.iter().filter(|&&id| id % 5 == 1).count() as u64
     );
     assert_eq!(m.in_flight, 0);
     assert_eq!(m.queued, 0);
     // One decision per accepted task, plus one per retry of a task that waited for capacity.
-    assert!(m.decision_latency.count >= accepted);
-    if m.dispatched > 13 {
-        assert!(d.backend_panics() <= 1);
-    }
+    assert!(m.decision_latency.count >= accepted.len() as u64);
+    assert_eq!(d.backend_panics(), 1, "id 13's dispatch panicked once");
     assert!(router.ledgers_are_zero(), "every lease released");
     // After shutdown, submissions are refused with the task handed back.
     let t = Task::new(99, 1, 1);
@@ -190,6 +263,14 @@ fn every_task_ends_exactly_once_across_shutdown() {
     for c in completers {
         c.join().unwrap();
     }
+    // Every dispatched ticket ended exactly once: the completers saw each id once (13 never
+    // reached them: its dispatch panicked, which drops the ticket, counted as abandoned).
+    let mut ended = ended.lock().unwrap().clone();
+    ended.sort_unstable();
+    let mut expected: Vec<u64> = dispatched.iter().copied().filter(|&id| id != 13).collect();
+    expected.sort_unstable();
+    assert_eq!(ended.len(), expected.len());
+    assert!(ended == expected, "a ticket ended twice or never");
 }
 
 struct Hold(Mutex<Vec<Ticket>>);

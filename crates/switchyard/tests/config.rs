@@ -137,6 +137,9 @@ fn reload_keeps_leases_and_counters_and_drains_removed_nodes() {
             removed: 1,
             chains: 1,
             epoch: r.snapshot().epoch(),
+            added_nodes: vec!["b200-0".into()],
+            updated_nodes: vec!["a100-0".into()],
+            removed_nodes: vec!["l4-3".into()],
         }
     );
     assert!(report.epoch > epoch);
@@ -431,4 +434,224 @@ name = "c"
     }
     assert!(!seen.contains("c"), "c serves no model: {seen:?}");
     assert!(r.resolve(&["no-such-model"]).is_err());
+}
+
+/// A config with no node (an empty or truncated file, as an editor saving in place leaves for
+/// a moment) is refused with a typed error, and the running fleet stays. This once failed:
+/// the reload was accepted and removed every node, so every task then found no route.
+#[test]
+fn a_reload_with_no_node_is_refused_and_the_fleet_stays() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let r = router(&v1);
+    let epoch = r.snapshot().epoch();
+    for (name, text) in [
+        ("empty.toml", ""),
+        ("blank.toml", "\n\n   \n"),
+        ("partial.toml", "[weights]\nload = 2.0\n"),
+    ] {
+        let cfg = Config::parse(name, text).unwrap();
+        let e = r.apply_config(&cfg).unwrap_err();
+        assert_eq!(
+            e.config_error(),
+            Some(&ConfigError::EmptyFleet),
+            "{name}: {e}"
+        );
+        assert_eq!(e.file(), name);
+        assert!(e.to_string().contains("no node"), "{e}");
+        let snap = r.snapshot();
+        assert_eq!(snap.node_count(), 2, "{name} changed the fleet");
+        assert_eq!(snap.epoch(), epoch, "{name} published a snapshot");
+        assert_eq!(r.node_specs(), v1.node_specs());
+    }
+    assert!(r.reader().route(&Task::new(1, 10, 10)).is_ok());
+}
+
+/// A reload report prints as one readable line naming what changed.
+#[test]
+fn a_reload_report_displays_on_one_line() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let r = router(&v1);
+    let v2 = Config::parse(
+        "v2.toml",
+        "[[node]]\nname = \"a\"\nmax_concurrency = 8\n[[node]]\nname = \"c\"\n[[node]]\nname = \"d\"\n",
+    )
+    .unwrap();
+    let report = r.apply_config(&v2).unwrap();
+    assert_eq!(
+        (
+            &report.added_nodes,
+            &report.updated_nodes,
+            &report.removed_nodes
+        ),
+        (
+            &vec!["c".to_string(), "d".to_string()],
+            &vec!["a".to_string()],
+            &vec!["b".to_string()]
+        )
+    );
+    assert_eq!(
+        report.to_string(),
+        format!(
+            "reload: epoch {}: added 2 (c, d), updated 1 (a), removed 1 (b), chains changed 0",
+            report.epoch
+        )
+    );
+    let same = r.apply_config(&v2).unwrap();
+    assert_eq!(
+        same.to_string(),
+        format!(
+            "reload: epoch {}: added 0, updated 0, removed 0, chains changed 0",
+            same.epoch
+        )
+    );
+}
+
+/// A reload is published as one snapshot: a thread ticking as fast as it can meanwhile (a
+/// dispatcher's control thread) only ever publishes the old fleet or the whole new one. This
+/// once failed: the reload added, updated and removed nodes one change at a time, each under
+/// its own hold of the control lock, so a tick in between published "a", "b" and "c" at once
+/// (the new node added, the old one not yet removed).
+#[test]
+fn a_tick_during_a_reload_never_publishes_a_half_applied_fleet() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let v2 = Config::parse(
+        "v2.toml",
+        "[[node]]\nname = \"a\"\nmax_concurrency = 8\n[[node]]\nname = \"c\"\n",
+    )
+    .unwrap();
+    let r = router(&v1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (r, stop) = (r.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut ticks = 0u64;
+            let mut bad = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                r.tick();
+                ticks += 1;
+                let snap = r.snapshot();
+                let has = |n: &str| snap.node_id(n).is_some();
+                let fleet = (has("a"), has("b"), has("c"));
+                if !matches!(fleet, (true, true, false) | (true, false, true)) {
+                    bad.push((snap.epoch(), fleet));
+                }
+            }
+            (ticks, bad)
+        })
+    };
+    for k in 0..400 {
+        let cfg = if k % 2 == 0 { &v2 } else { &v1 };
+        r.apply_config(cfg).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ticks, bad) = ticker.join().unwrap();
+    assert!(ticks > 0);
+    assert!(
+        bad.is_empty(),
+        "{} of {ticks} ticks published a half-applied fleet (epoch, (a, b, c)): {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    assert_eq!(r.node_specs(), v1.node_specs());
+    assert!(r.ledgers_are_zero());
+}
+
+/// A reload that updates a node keeps everything the node has learned: its outcome counts,
+/// latency EWMA, health verdict and token-rate schedule (they live in the node's live state,
+/// which an update keeps).
+#[test]
+fn a_hot_reload_keeps_outcomes_latency_health_and_token_rate() {
+    let v1 = Config::parse(
+        "v1.toml",
+        "capabilities = [\"x\"]\n\
+         [[node]]\nname = \"a\"\ncapabilities = [\"x\"]\nmax_tokens_per_second = 1000.0\n\
+         [[node]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let clock = ManualClock::new();
+    let r = v1
+        .to_builder()
+        .clock(Arc::new(clock.clone()))
+        .seed(3)
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let needs_a = Task::new(1, 80, 20).require(r.resolve(&["x"]).unwrap());
+    let mut reader = r.reader();
+    // Five tasks of 100 tokens on "a": half of its 1000-token burst.
+    for i in 0..5 {
+        let (_, lease) = reader.route(&needs_a).unwrap();
+        let outcome = if i < 4 {
+            switchyard::Outcome::Success
+        } else {
+            switchyard::Outcome::ServerError
+        };
+        lease.complete(outcome, 40.0 + i as f64);
+    }
+    r.set_health("b", switchyard::HealthStatus::Failed).unwrap();
+    r.tick();
+    let b = r.snapshot().node_id("b").unwrap();
+    assert_eq!(
+        r.snapshot().node_status(b),
+        Some(switchyard::HealthStatus::Failed)
+    );
+    let before = metrics(&r);
+    let health_before: HashMap<String, _> = r
+        .node_health()
+        .into_iter()
+        .map(|h| (h.node.clone(), h.status))
+        .collect();
+    assert!(before["a"].latency_ewma_ms > 0.0);
+
+    // v2 changes both nodes' concurrency (an update, not a re-add) and adds "c".
+    let v2 = Config::parse(
+        "v2.toml",
+        "capabilities = [\"x\"]\n\
+         [[node]]\nname = \"a\"\ncapabilities = [\"x\"]\nmax_tokens_per_second = 1000.0\nmax_concurrency = 16\n\
+         [[node]]\nname = \"b\"\nmax_concurrency = 16\n\
+         [[node]]\nname = \"c\"\n",
+    )
+    .unwrap();
+    let report = r.apply_config(&v2).unwrap();
+    assert_eq!((report.updated, report.added), (2, 1), "{report}");
+    let after = metrics(&r);
+    for n in ["a", "b"] {
+        assert_eq!(after[n].outcomes, before[n].outcomes, "{n}'s outcomes");
+        assert_eq!(
+            after[n].latency_ewma_ms, before[n].latency_ewma_ms,
+            "{n}'s EWMA"
+        );
+    }
+    let health_after: HashMap<String, _> = r
+        .node_health()
+        .into_iter()
+        .map(|h| (h.node.clone(), h.status))
+        .collect();
+    assert_eq!(health_after["a"], health_before["a"]);
+    assert_eq!(health_after["b"], switchyard::HealthStatus::Failed);
+    assert_eq!(
+        r.snapshot().node_status(b),
+        Some(switchyard::HealthStatus::Failed)
+    );
+    // The rate kept its schedule: five more tasks fill the burst, a sixth does not fit (a
+    // reset schedule would take ten).
+    for i in 0..5 {
+        let (_, lease) = reader
+            .route(&needs_a)
+            .unwrap_or_else(|e| panic!("task {i}: {e}"));
+        drop(lease);
+    }
+    assert_eq!(reader.route(&needs_a).unwrap_err(), RouteError::Saturated);
 }

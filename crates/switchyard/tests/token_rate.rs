@@ -131,6 +131,70 @@ fn bad_rates_are_typed_errors() {
     }
 }
 
+/// Node rates are bounded like tenant rates: 0 (none) or 1 to 1e12 tokens/s. A rate below one
+/// token per second once passed validation, saturated the interval per token to `u64::MAX`
+/// and overflowed the GCRA on the first task routed there (a panic in a debug build).
+#[test]
+fn node_rates_are_bounded_like_tenant_rates() {
+    for bad in [
+        1e-300,
+        1e-3,
+        0.5,
+        1e12 * 1.01,
+        f64::INFINITY,
+        f64::MIN_POSITIVE,
+    ] {
+        let Err(err) = Router::builder()
+            .node(NodeSpec::new("n").token_rate(bad, 1.0))
+            .build()
+        else {
+            panic!("a node rate of {bad} tokens/s was accepted");
+        };
+        assert!(
+            matches!(
+                err,
+                switchyard::ConfigError::InvalidNumber {
+                    field: "max_tokens_per_second",
+                    ..
+                }
+            ),
+            "{bad}: {err:?}"
+        );
+    }
+    // The extremes that are accepted route without overflowing, even for the largest task
+    // on a clock near the end of time.
+    for (rate, burst) in [(0.0, 1.0), (1.0, 3_600.0), (1e12, 1e-9), (1e12, 3_600.0)] {
+        let clock = ManualClock::new();
+        let r = Router::builder()
+            .clock(Arc::new(clock.clone()))
+            .node(
+                NodeSpec::new("n")
+                    .max_concurrency(1_000)
+                    .token_rate(rate, burst),
+            )
+            .build()
+            .unwrap_or_else(|e| panic!("{rate}: {e}"));
+        let mut reader = r.reader();
+        for now in [0, 1 << 62, u64::MAX - 1_000_000_000, u64::MAX] {
+            clock.set_ns(now);
+            for (input, output) in [(1, 1), (u32::MAX, u32::MAX)] {
+                match reader.route(&Task::new(1, input, output)) {
+                    Ok((_, lease)) => drop(lease),
+                    // Too big for the node, or over its rate: refused, never a panic.
+                    Err(e) => assert!(
+                        matches!(
+                            e,
+                            RouteError::Saturated | RouteError::ConstraintsUnsatisfiable
+                        ),
+                        "{rate} at {now}: {e:?}"
+                    ),
+                }
+            }
+        }
+        assert!(r.ledgers_are_zero());
+    }
+}
+
 fn tenant_limited(per_second: f64) -> (Router, ManualClock) {
     let clock = ManualClock::new();
     let r = Router::builder()
@@ -225,4 +289,96 @@ fn tenant_rates_change_live_and_bad_ones_are_typed_errors() {
             .build()
             .is_err());
     }
+}
+
+/// A reservation that fails after a stage took its node rate gives that rate back. A chain
+/// whose tail is full is retried many times from its plan (as the dispatcher retries a
+/// saturated task): the head's rate must be untouched, so the chain is served as soon as the
+/// tail frees. This once failed: every failed attempt charged the head's rate for good, so
+/// after ten the head refused the chain with no task served.
+#[test]
+fn a_saturated_chain_retried_many_times_leaves_the_head_rate_untouched() {
+    use switchyard::spec::RoutingEngine;
+    use switchyard::ChainSpec;
+    let clock = ManualClock::new();
+    let r = Router::builder()
+        .clock(Arc::new(clock.clone()))
+        .capabilities(["guarded"])
+        .node(
+            NodeSpec::new("head")
+                .max_concurrency(1_000)
+                .token_rate(1_000.0, 1.0),
+        )
+        .node(NodeSpec::new("tail").max_concurrency(1))
+        .chain(ChainSpec::new("c", ["head", "tail"]).capabilities(["guarded"]))
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let mut reader = r.reader();
+    let guarded = r.resolve(&["guarded"]).unwrap();
+    // 100 tokens a task: the head's 1000-token burst holds ten.
+    let task = Task::new(1, 80, 20).require(guarded);
+    let options = reader.calculate_routes(&task).unwrap();
+    let held = reader.optimize_allocation(&options, &task).unwrap();
+    assert!(held.route().route.is_chain());
+    for i in 0..100 {
+        assert_eq!(
+            reader.optimize_allocation(&options, &task).unwrap_err(),
+            RouteError::Saturated,
+            "attempt {i}: the tail is full"
+        );
+    }
+    drop(held);
+    assert!(r.ledgers_are_zero());
+    // The held task's 100 tokens are spent (dropped, not settled); the failed attempts' are
+    // not: the head still has 900 tokens of burst, nine more tasks.
+    for i in 0..9 {
+        let lease = reader
+            .route(&task)
+            .unwrap_or_else(|e| panic!("task {i} after the tail freed: {e}"));
+        drop(lease);
+    }
+    assert_eq!(
+        reader.route(&task).unwrap_err(),
+        RouteError::Saturated,
+        "the tenth is over the head's burst"
+    );
+}
+
+/// The same when the lease slab is full: the reservation fails after every stage took its
+/// rate, and gives the rate back.
+#[test]
+fn a_full_lease_slab_leaves_the_node_rate_untouched() {
+    let clock = ManualClock::new();
+    let r = Router::builder()
+        .clock(Arc::new(clock.clone()))
+        .lease_timeout_ms(60_000)
+        .lease_slots(1)
+        .node(
+            NodeSpec::new("n")
+                .max_concurrency(1_000)
+                .token_rate(1_000.0, 1.0),
+        )
+        .build()
+        .unwrap();
+    clock.advance_ms(10_000);
+    let mut reader = r.reader();
+    let task = Task::new(1, 80, 20);
+    let held = reader.route(&task).unwrap().1;
+    for i in 0..100 {
+        assert_eq!(
+            reader.route(&task).unwrap_err(),
+            RouteError::Saturated,
+            "attempt {i}: the slab is full"
+        );
+    }
+    drop(held);
+    for i in 0..9 {
+        let lease = reader
+            .route(&task)
+            .unwrap_or_else(|e| panic!("task {i} after the slab freed: {e}"));
+        drop(lease);
+    }
+    assert_eq!(reader.route(&task).unwrap_err(), RouteError::Saturated);
+    assert!(r.ledgers_are_zero());
 }

@@ -1,5 +1,6 @@
 //! Hot reload: [`Router::apply_config`] and its [`ReloadReport`].
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
 
 use super::error::Owner;
 use super::{Config, ConfigFileError, NodeConfig};
@@ -7,9 +8,11 @@ use crate::capability::MAX_CAPABILITIES;
 use crate::error::ConfigError;
 use crate::node::NodeSpec;
 use crate::router::Router;
+use crate::tenant::TenantLimit;
 
-/// What [`Router::apply_config`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`Router::apply_config`] changed. Its `Display` is one line, for a log:
+/// `reload: epoch 7: added 1 (c), updated 1 (a), removed 1 (b), chains changed 0`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     /// Nodes added.
     pub added: usize,
@@ -21,6 +24,30 @@ pub struct ReloadReport {
     pub chains: usize,
     /// Epoch of the snapshot current after the reload.
     pub epoch: u64,
+    /// The names of the nodes added, updated and removed, in the config's order (removed:
+    /// the old fleet's order).
+    pub added_nodes: Vec<String>,
+    /// See `added_nodes`.
+    pub updated_nodes: Vec<String>,
+    /// See `added_nodes`.
+    pub removed_nodes: Vec<String>,
+}
+
+impl fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |f: &mut fmt::Formatter<'_>, what: &str, n: usize, list: &[String]| {
+            write!(f, "{what} {n}")?;
+            if !list.is_empty() {
+                write!(f, " ({})", list.join(", "))?;
+            }
+            Ok(())
+        };
+        write!(f, "reload: epoch {}: ", self.epoch)?;
+        names(f, "added", self.added, &self.added_nodes)?;
+        names(f, ", updated", self.updated, &self.updated_nodes)?;
+        names(f, ", removed", self.removed, &self.removed_nodes)?;
+        write!(f, ", chains changed {}", self.chains)
+    }
 }
 
 impl Router {
@@ -33,11 +60,14 @@ impl Router {
     /// The whole config is checked first, so an invalid one changes nothing. Capability
     /// names are append-only: names the config no longer lists stay declared.
     ///
-    /// The steps go through the router's public fleet-change methods one by one. A tick that
-    /// another thread runs in between (a dispatcher's control thread) may publish a snapshot
-    /// with only some of them applied: new nodes are added and changed chains replaced before
-    /// anything is removed, so such a snapshot never lacks a node or chain the old and new
-    /// configs share, except for a chain during its own replacement.
+    /// The reload is applied as one change: every step runs under one hold of the control
+    /// lock and the result is published once, so a tick another thread runs meanwhile (a
+    /// dispatcher's control thread) publishes either the fleet before the reload or the
+    /// whole new one, never a half-applied fleet.
+    ///
+    /// A config that lists no node is refused ([`ConfigError::EmptyFleet`]): it would remove
+    /// every node, and is far more likely an empty or partly written file (an editor saving
+    /// in place) than a wish to stop serving.
     ///
     /// # Examples
     /// ```
@@ -57,11 +87,19 @@ impl Router {
     /// ```
     ///
     /// # Errors
-    /// A [`ConfigFileError`] naming the first problem of `cfg`; the router is unchanged.
+    /// A [`ConfigFileError`] naming the first problem of `cfg` (or [`ConfigError::EmptyFleet`]
+    /// for a config with no node); the router is unchanged.
     pub fn apply_config(&self, cfg: &Config) -> Result<ReloadReport, ConfigFileError> {
         cfg.validate()?;
-        let snap = self.snapshot();
-        let registry = snap.capabilities();
+        if cfg.nodes.is_empty() {
+            return Err(cfg.unlocated(ConfigError::EmptyFleet));
+        }
+        // One hold of the control lock for the whole reload: no tick can publish between
+        // two of its steps (the snapshot is published once, at the end).
+        let mut ctl = self.control();
+        // Publish whatever is pending, so the snapshot shows the chains there are now.
+        self.tick_locked(&mut ctl);
+        let registry = ctl.registry();
         let mut seen = HashSet::new();
         let new_caps: Vec<&String> = cfg
             .capabilities
@@ -76,19 +114,27 @@ impl Router {
                 Owner::Capabilities,
             ));
         }
-        drop(snap);
+        // Checked before anything changes, so a bad tenant rate changes nothing.
+        let mut tenant_limits = Vec::with_capacity(cfg.tenants.len());
+        for (i, t) in cfg.tenants.iter().enumerate() {
+            let limit = TenantLimit::new(
+                crate::TenantId(t.id),
+                t.max_tokens_per_second,
+                t.token_burst_seconds,
+            )
+            .map_err(|e| cfg.error(e, Owner::Tenant(i)))?;
+            tenant_limits.push((crate::TenantId(t.id), limit));
+        }
         for c in new_caps {
-            self.declare_capability(c)
+            ctl.declare_capability(c)
                 .map_err(|e| cfg.error(e, Owner::Capabilities))?;
         }
-        // Publish whatever is pending, so the snapshot shows the chains there are now.
-        self.tick();
         let snap = self.snapshot();
         let mut report = ReloadReport::default();
 
         // Nodes: add the new ones, update the changed ones.
         // (Names are unique on both sides: validation and the router see to it.)
-        let current = self.node_specs();
+        let current = ctl.node_specs();
         let current_by_name: HashMap<&str, &NodeSpec> =
             current.iter().map(|s| (s.name.as_str(), s)).collect();
         let wanted: HashMap<&str, &NodeConfig> =
@@ -96,14 +142,18 @@ impl Router {
         for (i, spec) in cfg.node_specs().into_iter().enumerate() {
             match current_by_name.get(spec.name.as_str()) {
                 None => {
-                    self.add_node(spec)
+                    let name = spec.name.clone();
+                    ctl.add_node(spec)
                         .map_err(|e| cfg.error(e, Owner::Node(i)))?;
                     report.added += 1;
+                    report.added_nodes.push(name);
                 }
                 Some(&old) if *old != spec => {
-                    self.update_node(spec)
+                    let name = spec.name.clone();
+                    ctl.update_node(spec)
                         .map_err(|e| cfg.error(e, Owner::Node(i)))?;
                     report.updated += 1;
+                    report.updated_nodes.push(name);
                 }
                 Some(_) => {}
             }
@@ -152,17 +202,17 @@ impl Router {
             match existing.get(&chain.name) {
                 Some((stages, caps)) if *stages == chain.stages && *caps == offers => {}
                 Some(_) => {
-                    self.remove_chain(&chain.name).map_err(err)?;
-                    self.add_chain(chain.to_spec()).map_err(err)?;
+                    ctl.remove_chain(&chain.name).map_err(err)?;
+                    ctl.add_chain(chain.to_spec()).map_err(err)?;
                     report.chains += 1;
                 }
                 None => {
-                    match self.add_chain(chain.to_spec()) {
+                    match ctl.add_chain(chain.to_spec()) {
                         Ok(()) => {}
                         // Known to the router but not in the snapshot (a stage had gone).
                         Err(ConfigError::Duplicate { .. }) => {
-                            self.remove_chain(&chain.name).map_err(err)?;
-                            self.add_chain(chain.to_spec()).map_err(err)?;
+                            ctl.remove_chain(&chain.name).map_err(err)?;
+                            ctl.add_chain(chain.to_spec()).map_err(err)?;
                         }
                         Err(e) => return Err(err(e)),
                     }
@@ -172,50 +222,40 @@ impl Router {
         }
         let kept: HashSet<&str> = cfg.chains.iter().map(|c| c.name.as_str()).collect();
         for name in existing.keys() {
-            if !kept.contains(name.as_str()) {
-                // Already gone is fine: someone removed it since the snapshot.
-                if self.remove_chain(name).is_ok() {
-                    report.chains += 1;
-                }
+            if !kept.contains(name.as_str()) && ctl.remove_chain(name).is_ok() {
+                report.chains += 1;
             }
         }
 
         // Nodes no longer listed drain.
         for old in &current {
-            if !wanted.contains_key(old.name.as_str()) && self.remove_node(&old.name).is_ok() {
+            if !wanted.contains_key(old.name.as_str()) && ctl.remove_node(&old.name).is_ok() {
                 report.removed += 1;
+                report.removed_nodes.push(old.name.clone());
             }
         }
 
         let weights = cfg.scoring_weights();
         if snap.weights != weights {
-            self.set_weights(weights)
+            ctl.set_weights(weights)
                 .map_err(|e| cfg.error(e, Owner::Weights))?;
         }
         // Admission: headroom and tenant rates change live (the lease timeout and slab size
         // are read when the router is built).
-        self.set_headroom(crate::routing::Headroom {
+        ctl.set_headroom(crate::routing::Headroom {
             shares: cfg.admission.headroom,
         })
         .map_err(|e| cfg.error(e, Owner::Admission))?;
         let listed: HashSet<u32> = cfg.tenants.iter().map(|t| t.id).collect();
-        // Bound first: the control lock must be released before the loop takes it again.
-        let limited = self.control().limited_tenants();
-        for id in limited {
+        for id in ctl.limited_tenants() {
             if !listed.contains(&id) {
-                self.set_tenant_rate(crate::TenantId(id), 0.0, 1.0)
-                    .map_err(|e| cfg.unlocated(e))?;
+                ctl.set_tenant_rate(crate::TenantId(id), TenantLimit::default());
             }
         }
-        for (i, t) in cfg.tenants.iter().enumerate() {
-            self.set_tenant_rate(
-                crate::TenantId(t.id),
-                t.max_tokens_per_second,
-                t.token_burst_seconds,
-            )
-            .map_err(|e| cfg.error(e, Owner::Tenant(i)))?;
+        for (tenant, limit) in tenant_limits {
+            ctl.set_tenant_rate(tenant, limit);
         }
-        report.epoch = self.tick().epoch;
+        report.epoch = self.tick_locked(&mut ctl).epoch;
         Ok(report)
     }
 }

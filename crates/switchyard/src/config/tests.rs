@@ -350,12 +350,27 @@ fn the_scan_never_panics_on_broken_text() {
         "[[node]]\nname = \"\u{e9}\"\nx = [[[[{{{",
     ] {
         let l = Layout::scan(text);
+        let lines = text.lines().count().max(1);
         for o in 0..=text.len() + 1 {
-            let _ = l.at(text, o);
-            let _ = line_col(text, o);
+            if let (Some(context), _) = l.at(text, o) {
+                assert!(!context.is_empty(), "{text:?} at {o}");
+            }
+            let (line, column) = line_col(text, o);
+            assert!(
+                (1..=lines + 1).contains(&line) && column >= 1,
+                "{text:?} at {o}: {line}:{column}"
+            );
         }
-        let _ = l.entries("node");
-        let _ = Config::parse("fuzz", text);
+        assert!(l.entries("node").len() <= 1, "{text:?}");
+        // Only the empty text is a config; every broken one is an error naming the file and,
+        // when it has one, a line of the text.
+        match Config::parse("fuzz", text) {
+            Ok(cfg) => assert!(text.is_empty() && cfg.nodes.is_empty(), "{text:?} parsed"),
+            Err(e) => {
+                assert_eq!(e.file(), "fuzz");
+                assert!(e.line().is_none_or(|n| (1..=lines + 1).contains(&n)), "{e}");
+            }
+        }
     }
     assert_eq!(line_col("a\u{e9}b\nc", 4), (1, 4));
     assert_eq!(line_col("a\u{e9}b\nc", 5), (2, 1));

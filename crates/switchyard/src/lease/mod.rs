@@ -108,6 +108,22 @@ impl Lease {
                 .is_none_or(|(slab, r)| slab.is_active(r))
     }
 
+    /// Ends the lease's slab record now, so the control thread can no longer reclaim it, and
+    /// keeps its resources (the release, and the outcome, come later with `finish_as` or the
+    /// drop). `false`: the control thread had reclaimed it already (it returned the resources
+    /// and counted a timeout; the slab counts this end as late), and the lease now holds
+    /// nothing. A lease without a record only checks that it still holds its stages.
+    pub(crate) fn pin(&mut self) -> bool {
+        if self.parts.iter().all(Option::is_none) {
+            return false;
+        }
+        if self.end_registration() {
+            return true;
+        }
+        self.parts = Default::default();
+        false
+    }
+
     /// Clock ns when the lease was taken, and when the control thread may reclaim it;
     /// `None` when leases do not time out.
     pub fn deadline(&self) -> Option<(u64, u64)> {

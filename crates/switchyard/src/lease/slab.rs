@@ -16,8 +16,9 @@
 //!   popper), write the amounts, then store `ACTIVE(g)` with Release.
 //! - **end** (owner on completion, or control thread on expiry): load the state; when it is
 //!   `ACTIVE(g)`, read the amounts, then CAS `ACTIVE(g) → FREE(g + 1)`. Only one CAS from
-//!   `ACTIVE(g)` can succeed, and generations never repeat, so exactly one party ends each
-//!   registration. The winner pushes the index back; the loser returns nothing.
+//!   `ACTIVE(g)` can succeed, and a generation repeats only after 2^40 transitions of the
+//!   record (generations count modulo 2^40, as a packed registration keeps them), so exactly
+//!   one party ends each registration. The winner pushes the index back; the loser returns nothing.
 //! - **adjust** (owner only): CAS `ACTIVE(g) → BUSY(g)`, rewrite the amounts, store
 //!   `ACTIVE(g + 1)`. The control thread skips a `BUSY` slot (it looks again next tick), so it
 //!   never returns amounts that are being changed, and a reclaimer that read the amounts
@@ -82,6 +83,19 @@ pub(crate) struct SlotRef {
 /// Most records a slab holds: indices fit 24 bits, so a registration packs into one word.
 pub(crate) const MAX_SLOTS: usize = 1 << 24;
 
+/// Generations are counted modulo 2^40, in the state word and in a packed [`SlotRef`]
+/// alike: the state word has room for 62 bits, but a registration keeps only 40 beside its
+/// 24-bit index, and the two must agree or every `end` of a record past 2^40 uses fails.
+/// (A reclaimer would need to hold a stale value across 2^40 transitions of one record for
+/// a repeated generation to matter.)
+pub(crate) const GENERATION_MASK: u64 = (1 << 40) - 1;
+
+/// The generation after `g`, wrapping like the packed one.
+#[inline]
+const fn next_generation(g: u64) -> u64 {
+    (g + 1) & GENERATION_MASK
+}
+
 impl SlotRef {
     /// "No registration" when packed.
     pub(crate) const NONE: u64 = u64::MAX;
@@ -90,7 +104,7 @@ impl SlotRef {
     /// record before it wraps) above the index (24 bits).
     #[inline]
     pub(crate) fn pack(self) -> u64 {
-        (self.generation << 24) | self.index as u64
+        ((self.generation & GENERATION_MASK) << 24) | self.index as u64
     }
 
     #[inline]
@@ -258,7 +272,7 @@ impl LeaseSlab {
             .state
             .compare_exchange(
                 r.generation << 2 | ACTIVE,
-                (r.generation + 1) << 2 | FREE,
+                next_generation(r.generation) << 2 | FREE,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
@@ -302,7 +316,7 @@ impl LeaseSlab {
         slot.d1[stage].store(d1, Ordering::Relaxed);
         let next = SlotRef {
             index: r.index,
-            generation: r.generation + 1,
+            generation: next_generation(r.generation),
         };
         // Release: a reclaimer's Acquire load of ACTIVE(g + 1) sees the new amounts.
         slot.state
@@ -354,7 +368,7 @@ impl LeaseSlab {
                 .state
                 .compare_exchange(
                     state,
-                    ((state >> 2) + 1) << 2 | FREE,
+                    next_generation(state >> 2) << 2 | FREE,
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 )
@@ -373,6 +387,18 @@ impl LeaseSlab {
         // Relaxed: a statistic.
         self.reclaimed.fetch_add(n, Ordering::Relaxed);
         n
+    }
+
+    /// Sets a free record's generation (tests start a record near the wrap).
+    #[cfg(test)]
+    pub(crate) fn set_generation(&self, index: u32, generation: u64) {
+        let slot = &self.slots[index as usize];
+        // Relaxed: single-threaded test setup.
+        assert_eq!(slot.state.load(Ordering::Relaxed) & TAG, FREE);
+        slot.state.store(
+            (generation & GENERATION_MASK) << 2 | FREE,
+            Ordering::Relaxed,
+        );
     }
 
     /// Leases reclaimed so far, and owners that ended a reclaimed lease (relaxed: a report).
@@ -431,6 +457,35 @@ mod test {
         let d = slab.register(0, &[]).unwrap();
         assert_ne!(c.index, d.index);
         assert!(c.generation >= 1 || d.generation >= 1);
+    }
+
+    /// A record used 2^40 times: its generation wraps in the state word exactly as in the
+    /// packed registration a lease keeps, so the owner can still end it (this once failed:
+    /// the state kept 62 bits and the packed form 40, so every `end` after the wrap failed).
+    #[test]
+    fn generation_wraps_alike_in_state_and_packed_ref() {
+        let slab = LeaseSlab::new(1, 10);
+        slab.set_generation(0, GENERATION_MASK - 1);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let r = SlotRef::unpack(slab.register(100, &[stage(0, 5)]).unwrap().pack());
+            seen.push(r.generation);
+            assert!(slab.is_active(r), "generation {}", r.generation);
+            assert!(slab.end(r), "end of generation {} failed", r.generation);
+        }
+        assert_eq!(seen, [GENERATION_MASK - 1, GENERATION_MASK, 0, 1]);
+        // Through an adjustment and a reclaim across the wrap too.
+        slab.set_generation(0, GENERATION_MASK);
+        let r = SlotRef::unpack(slab.register(5, &[stage(0, 5)]).unwrap().pack());
+        assert!(slab.begin_adjust(r));
+        let r = SlotRef::unpack(slab.finish_adjust(r, 0, 6, 0).pack());
+        assert_eq!(r.generation, 0);
+        assert!(slab.is_active(r));
+        assert_eq!(slab.reclaim_expired(10, |_, _| {}), 1);
+        let r = SlotRef::unpack(slab.register(100, &[stage(0, 5)]).unwrap().pack());
+        assert_eq!(r.generation, 1);
+        assert!(slab.end(r));
+        assert_eq!(slab.counts(), (1, 0));
     }
 
     #[test]

@@ -26,7 +26,7 @@
 use crate::model::{NodeId, Outcome};
 use crate::sync::{AtomicU64, CachePadded, Ordering};
 
-use super::rate::{gcra_allows, gcra_settle, gcra_take};
+use super::rate::{gcra_allows, gcra_refund, gcra_settle, gcra_take};
 
 // ===== ledger packing =====
 
@@ -233,9 +233,14 @@ impl NodeLive {
     ) {
         match outcome {
             // Relaxed: a heuristic gate; a stale read delays ejection by a decision or two.
+            // A failure is an RMW, so two at once both count (loom: ejection.rs,
+            // `two_concurrent_failures_both_count`).
             Outcome::ServerError | Outcome::Timeout | Outcome::Abandoned => {
                 self.ledger.consecutive.fetch_add(1, Ordering::Relaxed);
             }
+            // In effect an unconditional `store(0)`, ordered at the store: the load only
+            // skips rewriting a zero (no dirty line on the common all-success path). A failure
+            // between the load and the store is one that came before this success.
             Outcome::Success => {
                 if self.ledger.consecutive.load(Ordering::Relaxed) != 0 {
                     self.ledger.consecutive.store(0, Ordering::Relaxed);
@@ -302,6 +307,11 @@ impl NodeLive {
     /// Takes `cost_ns` of the node's token rate if it fits (see [`gcra_take`]).
     pub(crate) fn rate_take(&self, now: u64, cost_ns: u64, burst_ns: u64) -> bool {
         gcra_take(&self.ledger.tat, now, cost_ns, burst_ns)
+    }
+
+    /// Gives back a whole token-rate reservation that was never used (see [`gcra_refund`]).
+    pub(crate) fn rate_refund(&self, cost_ns: u64) {
+        gcra_refund(&self.ledger.tat, cost_ns)
     }
 
     /// Settles a reservation of the node's token rate (see [`gcra_settle`]).

@@ -57,7 +57,8 @@ pub struct NodeSpec {
     pub cost_per_1k_tokens: f64,
     /// Static preference weight (> 0; 1 = neutral).
     pub weight: f64,
-    /// Token-rate limit, tokens per second (input + output; 0 = none), enforced per node by a
+    /// Token-rate limit, tokens per second (input + output; 0 = none, else 1 to 1e12, as
+    /// for tenants), enforced per node by a
     /// lock-free GCRA: a task's tokens are reserved when it is routed and settled to the actual
     /// count when it completes. A node at its rate counts as full for routing.
     pub max_tokens_per_second: f64,
@@ -93,7 +94,8 @@ impl NodeSpec {
         }
     }
 
-    /// Sets the token-rate limit (tokens per second; 0 = none) and its burst (seconds).
+    /// Sets the token-rate limit (tokens per second; 0 = none, else 1 to 1e12) and its burst
+    /// (seconds, above 0 and at most 3600).
     pub fn token_rate(mut self, per_second: f64, burst_seconds: f64) -> Self {
         self.max_tokens_per_second = per_second;
         self.token_burst_seconds = burst_seconds;
@@ -294,6 +296,8 @@ impl NodeSpec {
             false,
         )?;
         let weight = num("weight", self.weight, 0.0, 1e6, true)?;
+        // 0 (no limit), or 1 to 1e12 tokens/s as for tenants: below one token per second the
+        // interval per token and a task's cost leave the GCRA's range.
         let rate = num(
             "max_tokens_per_second",
             self.max_tokens_per_second,
@@ -301,6 +305,13 @@ impl NodeSpec {
             1e12,
             false,
         )?;
+        if rate > 0.0 && rate < 1.0 {
+            return Err(ConfigError::InvalidNumber {
+                owner: self.name.clone(),
+                field: "max_tokens_per_second",
+                value: rate,
+            });
+        }
         let burst = num(
             "token_burst_seconds",
             self.token_burst_seconds,
@@ -308,7 +319,7 @@ impl NodeSpec {
             3_600.0,
             true,
         )?;
-        // At least 1 ns per token (a rate above 1e9 tokens/s is no limit).
+        // At least 1 ns per token (a rate above 1e9 tokens/s is no limit), at most 1e9.
         let ns_per_token = if rate > 0.0 {
             (1e9 / rate).round().max(1.0) as u64
         } else {

@@ -95,17 +95,17 @@ fn reserve_route(
     for (i, &s) in r.stages().iter().enumerate() {
         let n = &table.nodes[s as usize];
         if !n.eligible {
-            return Err(RouteError::Saturated); // `lease` drops and releases what it took
+            return fail(lease, task, RouteError::Saturated);
         }
         let (d0, d1) = demand(n, task);
         let cap0 = n.cap0_class[task.constraints.priority.index()];
         if !n.live.try_reserve(d0, d1, cap0, n.cap1) {
-            return Err(RouteError::Saturated);
+            return fail(lease, task, RouteError::Saturated);
         }
         let rate_cost = task.total_tokens().saturating_mul(n.ns_per_token);
         if n.ns_per_token > 0 && !n.live.rate_take(table.now_ns(), rate_cost, n.burst_ns) {
             n.live.release(d0, d1);
-            return Err(RouteError::Saturated);
+            return fail(lease, task, RouteError::Saturated);
         }
         if let Some(key) = task.affinity_key {
             n.live.remember(key);
@@ -155,9 +155,9 @@ fn reserve_route(
             };
             n += 1;
         }
-        let r = slab
-            .register(now.saturating_add(slab.timeout_ns()), &stages[..n])
-            .ok_or(RouteError::Saturated)?;
+        let Some(r) = slab.register(now.saturating_add(slab.timeout_ns()), &stages[..n]) else {
+            return fail(lease, task, RouteError::Saturated);
+        };
         lease.start_ns = now;
         lease.slot = r.pack();
         lease.shared = Some(Arc::clone(shared));
@@ -167,7 +167,7 @@ fn reserve_route(
         let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
         if !crate::node::gcra_take(tat, table.now_ns(), cost, limit.burst_ns) {
             // Another task of the tenant took the rest of its burst meanwhile.
-            return Err(RouteError::TenantRateLimited); // the lease drops: released
+            return fail(lease, task, RouteError::TenantRateLimited);
         }
         if lease.shared.is_none() {
             lease.shared = Some(Arc::clone(shared));
@@ -183,4 +183,20 @@ fn reserve_route(
         }
     }
     Ok(lease)
+}
+
+/// A reservation that fails part-way: gives back the node token rate every stage reserved so
+/// far (what `rate_take` charged: the task's tokens at the stage's interval), then drops the
+/// lease, which returns the ledgers. Without the refund a saturated chain retried every few
+/// microseconds drained its head node's rate with no task served.
+#[cold]
+fn fail(lease: Lease, task: &Task, e: RouteError) -> Result<Lease, RouteError> {
+    for p in lease.parts.iter().flatten() {
+        if p.ns_per_token > 0 {
+            p.live
+                .rate_refund(task.total_tokens().saturating_mul(p.ns_per_token));
+        }
+    }
+    drop(lease);
+    Err(e)
 }
