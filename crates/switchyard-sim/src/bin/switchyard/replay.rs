@@ -397,7 +397,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
                     if m != seen {
                         seen = m;
                         match switchyard::Config::load(path).and_then(|c| router.apply_config(&c)) {
-                            Ok(r) => println!("reloaded {}: {r:?}", path.display()),
+                            Ok(r) => println!("reloaded {}: {r}", path.display()),
                             Err(e) => eprintln!("switchyard: reload refused: {e}"),
                         }
                     }
