@@ -105,7 +105,7 @@ pub fn parse_trace(source: &str, text: &str) -> Result<Vec<TraceRow>, TraceError
                     n,
                     format!(
                         "`{name}` is not a non-negative integer: `{}`",
-                        fields[k].trim()
+                        shorten(fields[k].trim())
                     ),
                 )
             })
@@ -113,8 +113,14 @@ pub fn parse_trace(source: &str, text: &str) -> Result<Vec<TraceRow>, TraceError
         let arrival_ms = num(0, "arrival_ms")?;
         let input = num(1, "input_tokens")?;
         let output = num(2, "output_tokens")?;
-        if input > u32::MAX as u64 || output > u32::MAX as u64 {
-            return Err(err(n, "token count too large".into()));
+        if input.saturating_add(output) > MAX_REQUEST_TOKENS {
+            return Err(err(
+                n,
+                format!(
+                    "{input} input + {output} output tokens is more than one request can hold \
+                     ({MAX_REQUEST_TOKENS}, the largest token capacity a node may declare)"
+                ),
+            ));
         }
         if arrival_ms < last {
             return Err(err(
@@ -128,7 +134,7 @@ pub fn parse_trace(source: &str, text: &str) -> Result<Vec<TraceRow>, TraceError
                 .split_whitespace()
                 .map(|h| {
                     h.parse::<u64>()
-                        .map_err(|_| err(n, format!("bad hash id `{h}`")))
+                        .map_err(|_| err(n, format!("bad hash id `{}`", shorten(h))))
                 })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
@@ -145,6 +151,21 @@ pub fn parse_trace(source: &str, text: &str) -> Result<Vec<TraceRow>, TraceError
         return Err(err(0, "the trace has no rows".into()));
     }
     Ok(rows)
+}
+
+/// The most tokens (input + output) one trace row may ask for: the largest token capacity a
+/// node may declare (`switchyard::limits::MAX_TOKENS_IN_FLIGHT`); a larger request could
+/// never be served, and would only make the simulated run take unbounded time and memory.
+pub const MAX_REQUEST_TOKENS: u64 = switchyard::limits::MAX_TOKENS_IN_FLIGHT as u64;
+
+/// A field as an error message shows it: at most 64 characters, so a huge bad field is not
+/// echoed whole.
+fn shorten(field: &str) -> String {
+    const MAX: usize = 64;
+    match field.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &field[..cut], field.len()),
+        None => field.to_string(),
+    }
 }
 
 /// The traces bundled into the crate (and so into the `switchyard` binary), by name: the
@@ -252,8 +273,26 @@ mod test {
         assert!(e.message.contains("back in time"));
         let e = parse_trace("f", &format!("{h}0,-1,1\n")).unwrap_err();
         assert!(e.message.contains("input_tokens"));
+        let huge = "9".repeat(50_000_000);
+        let e = parse_trace("f", &format!("{h}0,{huge},1\n")).unwrap_err();
+        assert!(
+            e.to_string().len() < 300,
+            "a huge field is not echoed whole"
+        );
+        assert!(e.to_string().contains("(50000000 bytes)"), "{e}");
+        let e = parse_trace("f", &format!("{h}0,4294967295,1\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("more than one request can hold"),
+            "{e}"
+        );
+        let e = parse_trace("f", &format!("{h}0,16777216,0\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("more than one request can hold"),
+            "{e}"
+        );
+        assert!(parse_trace("f", &format!("{h}0,16777000,215\n")).is_ok());
         let e = parse_trace("f", &format!("{h}0,99999999999,1\n")).unwrap_err();
-        assert!(e.message.contains("too large"));
+        assert!(e.message.contains("more than one request can hold"));
         assert_eq!(parse_trace("f", "").unwrap_err().line, 0);
         assert_eq!(
             parse_trace("f", h).unwrap_err().message,

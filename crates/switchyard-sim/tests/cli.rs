@@ -107,7 +107,7 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         (&["--speed", "NaN"], "--speed must be a positive number"),
         (
             &["--speed", "100", "--workers", "0"],
-            "--workers must be at least 1",
+            "--workers must be from 1 to 256",
         ),
         (
             &["--base-capability", "vision"],
@@ -475,4 +475,69 @@ fn a_fleet_config_file_drives_both_modes_and_bad_ones_are_named() {
         err.contains("bad.toml:4") && err.contains("weight"),
         "{err}"
     );
+}
+
+#[test]
+fn hostile_input_gets_a_clear_error_or_a_bound() {
+    let dir = tmpdir("hostile");
+    let run = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // A request larger than any node can hold is refused at parse time, not simulated for
+    // hours of virtual time.
+    let huge = dir.join("huge.csv");
+    std::fs::write(
+        &huge,
+        "arrival_ms,input_tokens,output_tokens\n0,4294967295,1\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["--trace", huge.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("more than one request can hold"),
+        "{err}"
+    );
+    // A huge bad field is not echoed whole.
+    let bad = dir.join("bad.csv");
+    let field = "x".repeat(5_000_000);
+    std::fs::write(
+        &bad,
+        format!("arrival_ms,input_tokens,output_tokens\n0,{field},1\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["--trace", bad.to_str().unwrap()]);
+    assert!(!ok && err.len() < 1_000, "{} bytes of stderr", err.len());
+    // A slowdown that would overflow every delay is refused before the run.
+    let trace = small_trace(&dir, 50, 0);
+    let t = trace.to_str().unwrap();
+    let (ok, _, err) = run(&["--trace", t, "--fault", "slow:a100-0:1e300:0:1"]);
+    assert!(
+        !ok && err.contains("factor must be from 1 to 1000"),
+        "{err}"
+    );
+    // Workers are bounded.
+    let (ok, _, err) = run(&["--trace", t, "--speed", "400", "--workers", "100000"]);
+    assert!(!ok && err.contains("--workers must be from 1 to"), "{err}");
+    // Arrivals counted in epoch milliseconds replay from the first one, in bounded time.
+    let epoch = dir.join("epoch.csv");
+    let mut s = String::from("arrival_ms,input_tokens,output_tokens\n");
+    for i in 0..40u64 {
+        s += &format!("{},{},{}\n", 1_764_600_000_000 + i * 50, 300, 5);
+    }
+    std::fs::write(&epoch, s).unwrap();
+    let (ok, out, err) = run(&["--trace", epoch.to_str().unwrap(), "--speed", "400"]);
+    assert!(ok, "{out}\n{err}");
+    // A trace whose arrivals span ages cannot replay at this speed: refused, not hung.
+    let ages = dir.join("ages.csv");
+    std::fs::write(
+        &ages,
+        "arrival_ms,input_tokens,output_tokens\n0,300,5\n18446744073709551000,300,5\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["--trace", ages.to_str().unwrap(), "--speed", "400"]);
+    assert!(!ok && err.contains("of real time"), "{err}");
 }

@@ -10,6 +10,10 @@
 //! | `outage:START:END` | every node is down |
 use std::fmt;
 
+/// The largest slowdown a fault may ask for: a thousand times its service time already makes
+/// a node useless, and a bound keeps every simulated delay representable.
+const MAX_SLOW_FACTOR: f64 = 1000.0;
+
 /// What a fault does.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Effect {
@@ -90,8 +94,8 @@ impl Fault {
             ["ratelimit", n, a, b] => Ok(mk(node(n)?, Effect::RateLimited, 0.0, window(a, b)?)),
             ["slow", n, f, a, b] => {
                 let factor = num(f, "factor")?;
-                if factor < 1.0 {
-                    return Err(bad("factor must be at least 1"));
+                if !(1.0..=MAX_SLOW_FACTOR).contains(&factor) {
+                    return Err(bad("factor must be from 1 to 1000"));
                 }
                 Ok(mk(node(n)?, Effect::Slow(factor), 0.0, window(a, b)?))
             }
@@ -133,6 +137,8 @@ mod test {
         for bad in [
             "down:n:5:1",
             "slow:n:0.5:0:1",
+            "slow:n:1e300:0:1",
+            "slow:n:inf:0:1",
             "flap:n:0:0:1",
             "boom",
             "down::0:1",

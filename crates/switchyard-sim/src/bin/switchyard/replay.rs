@@ -22,6 +22,11 @@ use switchyard_sim::{open_trace, service_time_ms, synthesize, FleetConfig};
 
 use crate::faults::{Effect, Fault};
 
+/// Most dispatcher workers a replay may ask for.
+const MAX_WORKERS: usize = 256;
+/// Longest real-time replay, seconds (a day).
+const MAX_REPLAY_SECONDS: f64 = 86_400.0;
+
 use crate::progress::Progress;
 use crate::{Error, SimArgs};
 
@@ -278,10 +283,27 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     if !(speed.is_finite() && speed > 0.0) {
         return Err(format!("--speed must be a positive number, got {speed}").into());
     }
-    if workers == 0 {
-        return Err("--workers must be at least 1".into());
+    if workers == 0 || workers > MAX_WORKERS {
+        return Err(format!("--workers must be from 1 to {MAX_WORKERS}, got {workers}").into());
     }
-    let (trace_name, rows) = open_trace(args.trace.as_deref())?;
+    let (trace_name, mut rows) = open_trace(args.trace.as_deref())?;
+    // Replay from the first arrival (a trace may count epoch milliseconds), and refuse a
+    // replay that could not end in a day: the wait between arrivals is real time.
+    let first = rows.first().map_or(0, |r| r.arrival_ms);
+    for r in &mut rows {
+        r.arrival_ms -= first;
+    }
+    let span_ms = rows.last().map_or(0, |r| r.arrival_ms) as f64;
+    let real_s = span_ms / 1000.0 / (speed * args.load);
+    if real_s.is_nan() || real_s > MAX_REPLAY_SECONDS {
+        return Err(format!(
+            "replaying {trace_name} would take {real_s:.0} s of real time at --speed {speed} \
+             and --load {} (its arrivals span {:.0} s); raise --speed (at most {MAX_REPLAY_SECONDS} s is replayed)",
+            args.load,
+            span_ms / 1000.0
+        )
+        .into());
+    }
     let fleet: FleetConfig = crate::fleet(args.config.as_deref())?;
     // Health timers (ejection back-off, half-open, slow start) and the retry back-off run in
     // trace time, like the simulated backends.
