@@ -540,4 +540,30 @@ fn hostile_input_gets_a_clear_error_or_a_bound() {
     .unwrap();
     let (ok, _, err) = run(&["--trace", ages.to_str().unwrap(), "--speed", "400"]);
     assert!(!ok && err.contains("of real time"), "{err}");
+    // A negative load is our error, not clap's "unexpected argument".
+    let (ok, _, err) = run(&["--trace", t, "--load", "-1"]);
+    assert!(
+        !ok && err.contains("load must be a positive number"),
+        "{err}"
+    );
+    // A policy named twice would run twice and write a JSON with a duplicate key.
+    let (ok, _, err) = run(&["--trace", t, "--policy", "random,random"]);
+    assert!(!ok && err.contains("names `random` twice"), "{err}");
+    // A spike past the end of the trace would report 100 % of nothing as met.
+    let (ok, _, err) = run(&["--trace", t, "--spike", "100000:10:4"]);
+    assert!(
+        !ok && err.contains("after the trace's last arrival"),
+        "{err}"
+    );
+    // Outputs that cannot be written fail before the run (no table was printed).
+    let (ok, out, err) = run(&["--json", "/proc/no-such-dir/x.json"]);
+    assert!(
+        !ok && err.contains("cannot write") && out.is_empty(),
+        "{out}\n{err}"
+    );
+    let (ok, out, err) = run(&["--out", "/proc/no-such-dir/plots"]);
+    assert!(
+        !ok && err.contains("cannot write into") && out.is_empty(),
+        "{out}\n{err}"
+    );
 }

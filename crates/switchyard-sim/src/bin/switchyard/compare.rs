@@ -22,6 +22,24 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     if let Some(bad) = policies.iter().find(|p| !POLICY_NAMES.contains(p)) {
         return Err(switchyard_sim::SimError::UnknownPolicy(bad.to_string()).into());
     }
+    if let Some(p) = (1..policies.len())
+        .find(|&i| policies[..i].contains(&policies[i]))
+        .map(|i| policies[i])
+    {
+        return Err(format!("--policy names `{p}` twice").into());
+    }
+    // Fail before the run, not after it: the outputs must be writable.
+    if let Some(path) = &args.json {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
+    }
     let cfg = SimConfig {
         load: args.load,
         seed: args.seed,
@@ -35,6 +53,18 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         return Err(switchyard_sim::SimError::InvalidLoad(cfg.load).into());
     }
     let (name, rows) = open_trace(args.trace.as_deref())?;
+    if let Some(spike) = cfg.spike {
+        // The window is in virtual seconds after --load; the trace must reach it.
+        let first = rows.first().map_or(0, |r| r.arrival_ms);
+        let span_s = rows.last().map_or(0, |r| r.arrival_ms - first) as f64 / 1000.0 / cfg.load;
+        if spike.start_s >= span_s {
+            return Err(format!(
+                "--spike starts at {} s, after the trace's last arrival ({span_s:.0} s at --load {})",
+                spike.start_s, cfg.load
+            )
+            .into());
+        }
+    }
     let fleet_name = || {
         args.config
             .as_deref()

@@ -25,7 +25,12 @@ type Error = Box<dyn std::error::Error>;
 
 /// A lock-free task router for AI inference gateways.
 #[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
