@@ -30,6 +30,9 @@ pub fn sample_interval_ns(span_ns: u64) -> u64 {
     }
 }
 
+/// Most buckets a series holds; beyond, its buckets widen (see `Series::fit`).
+pub const MAX_HELD_BUCKETS: usize = 4096;
+
 /// One run's time series, in buckets of [`interval_ns`](Self::interval_ns) virtual ns
 /// from the first arrival; bucket `b` covers `[b × interval, (b + 1) × interval)`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -72,6 +75,31 @@ impl Series {
         usize::try_from(at / self.interval_ns).unwrap_or(usize::MAX)
     }
 
+    /// Widens the buckets (doubling the interval, merging neighbours) until `at` falls within
+    /// [`MAX_HELD_BUCKETS`]: the interval is chosen from the arrival span, but tasks may run
+    /// long after the last arrival (one huge request on a slow node: hours of virtual time),
+    /// and the series must stay bounded in memory whatever the trace.
+    fn fit(&mut self, at: u64) {
+        while self.bucket(at) >= MAX_HELD_BUCKETS && self.interval_ns < u64::MAX / 2 {
+            fn merge<T: Copy + std::ops::Add<Output = T>>(v: &mut Vec<T>) {
+                let n = v.len().div_ceil(2);
+                for i in 0..n {
+                    v[i] = match v.get(2 * i + 1) {
+                        Some(&b) => v[2 * i] + b,
+                        None => v[2 * i],
+                    };
+                }
+                v.truncate(n);
+            }
+            for v in &mut self.node_utilization {
+                merge(v);
+            }
+            merge(&mut self.shed);
+            merge(&mut self.failed);
+            self.interval_ns *= 2;
+        }
+    }
+
     /// Adds `running` sequences busy on `node` over `[from, to)` (still in sequence-ns; see
     /// [`finish`](Self::finish)).
     #[inline]
@@ -79,6 +107,7 @@ impl Series {
         if running <= 0.0 || to <= from {
             return;
         }
+        self.fit(to - 1);
         let iv = self.interval_ns;
         let (first, last) = (self.bucket(from), self.bucket(to - 1));
         let v = &mut self.node_utilization[node];
@@ -106,12 +135,14 @@ impl Series {
 
     /// A task shed at `at`.
     pub(crate) fn shed_at(&mut self, at: u64) {
+        self.fit(at);
         let b = self.bucket(at);
         Self::count(&mut self.shed, b);
     }
 
     /// A task failed at `at`.
     pub(crate) fn failed_at(&mut self, at: u64) {
+        self.fit(at);
         let b = self.bucket(at);
         Self::count(&mut self.failed, b);
     }
@@ -119,6 +150,7 @@ impl Series {
     /// Ends the series at `end` ns: every vector gets one entry per bucket up to `end`, and
     /// busy time becomes utilisation (`capacity[n]` is node `n`'s `max_concurrency`).
     pub(crate) fn finish(&mut self, end: u64, capacity: &[u32]) {
+        self.fit(end.saturating_sub(1));
         let buckets = (self.bucket(end.saturating_sub(1)) + 1)
             .max(self.shed.len())
             .max(self.failed.len());
@@ -169,5 +201,28 @@ mod test {
         assert_eq!(s.shed, vec![1, 0, 0]);
         assert_eq!(s.failed, vec![0, 0, 2]);
         assert_eq!(s.bucket_start_s(2), 20e-9);
+    }
+
+    #[test]
+    fn a_long_run_widens_its_buckets_instead_of_growing() {
+        let mut s = Series::new(1_000_000, 2); // 1 ms buckets
+        s.add_busy(0, 0, 500_000, 2.0); // half a bucket, two sequences
+        s.shed_at(3_000_000);
+        // One task running for 2 000 virtual seconds, far past the arrivals.
+        s.add_busy(1, 0, 2_000_000_000_000, 1.0);
+        s.failed_at(1_999_000_000_000);
+        s.finish(2_000_000_000_000, &[4, 1]);
+        assert!(s.buckets() <= MAX_HELD_BUCKETS, "{} buckets", s.buckets());
+        assert!(s.interval_ns >= 2_000_000_000_000 / MAX_HELD_BUCKETS as u64);
+        assert_eq!(s.shed.iter().sum::<u32>(), 1);
+        assert_eq!(s.failed.iter().sum::<u32>(), 1);
+        // Node 1 was busy the whole time at its full capacity of one.
+        let full = s.node_utilization[1][..s.buckets() - 1]
+            .iter()
+            .all(|&u| (u - 1.0).abs() < 1e-9);
+        assert!(full, "{:?}", &s.node_utilization[1][..4]);
+        // Node 0's busy time is kept, now spread over the first wide bucket.
+        let total0: f64 = s.node_utilization[0][0] * s.interval_ns as f64 * 4.0;
+        assert!((total0 - 1_000_000.0).abs() < 1.0, "{total0}");
     }
 }
