@@ -505,7 +505,11 @@ fn hostile_input_gets_a_clear_error_or_a_bound() {
     // series widens its buckets as the request runs on past the last arrival (it took
     // 0.9 GB before). Its figures are still reported.
     let big = dir.join("big.csv");
-    std::fs::write(&big, "arrival_ms,input_tokens,output_tokens\n0,16777000,215\n").unwrap();
+    std::fs::write(
+        &big,
+        "arrival_ms,input_tokens,output_tokens\n0,16777000,215\n",
+    )
+    .unwrap();
     let (ok, out, err) = run(&["--trace", big.to_str().unwrap(), "--policy", "switchyard"]);
     assert!(ok && out.contains("switchyard"), "{out}\n{err}");
     // A huge bad field is not echoed whole.
