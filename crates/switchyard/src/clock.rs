@@ -12,26 +12,40 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 }
 
 /// Real time from the TSC via `quanta` (≈ 25 ns a read on this class of machine).
+///
+/// Under miri, which cannot run the TSC's instructions, `std::time::Instant` stands in.
 #[derive(Debug, Clone)]
 pub struct SystemClock {
+    #[cfg(not(miri))]
     clock: quanta::Clock,
+    #[cfg(not(miri))]
     origin: quanta::Instant,
+    #[cfg(miri)]
+    origin: std::time::Instant,
 }
 
 impl Default for SystemClock {
     fn default() -> Self {
-        let clock = quanta::Clock::new();
-        let origin = clock.now();
-        Self { clock, origin }
+        #[cfg(not(miri))]
+        {
+            let clock = quanta::Clock::new();
+            let origin = clock.now();
+            Self { clock, origin }
+        }
+        #[cfg(miri)]
+        Self {
+            origin: std::time::Instant::now(),
+        }
     }
 }
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        self.clock
-            .now()
-            .saturating_duration_since(self.origin)
-            .as_nanos() as u64
+        #[cfg(not(miri))]
+        let elapsed = self.clock.now().saturating_duration_since(self.origin);
+        #[cfg(miri)]
+        let elapsed = self.origin.elapsed();
+        elapsed.as_nanos() as u64
     }
 }
 
@@ -80,22 +94,35 @@ impl Clock for ManualClock {
 }
 
 /// The TSC stopwatch for decision latency: two raw reads per decision, converted once.
+/// Under miri, `std::time::Instant` stands in.
 #[derive(Debug, Clone)]
-pub(crate) struct Stopwatch(quanta::Clock);
+pub(crate) struct Stopwatch(
+    #[cfg(not(miri))] quanta::Clock,
+    #[cfg(miri)] std::time::Instant,
+);
 
 impl Stopwatch {
     pub(crate) fn new() -> Self {
-        Self(quanta::Clock::new())
+        #[cfg(not(miri))]
+        return Self(quanta::Clock::new());
+        #[cfg(miri)]
+        return Self(std::time::Instant::now());
     }
 
     #[inline]
     pub(crate) fn start(&self) -> u64 {
-        self.0.raw()
+        #[cfg(not(miri))]
+        return self.0.raw();
+        #[cfg(miri)]
+        return self.0.elapsed().as_nanos() as u64;
     }
 
     #[inline]
     pub(crate) fn elapsed_ns(&self, start: u64) -> u64 {
-        self.0.delta_as_nanos(start, self.0.raw())
+        #[cfg(not(miri))]
+        return self.0.delta_as_nanos(start, self.0.raw());
+        #[cfg(miri)]
+        return (self.0.elapsed().as_nanos() as u64).saturating_sub(start);
     }
 }
 
