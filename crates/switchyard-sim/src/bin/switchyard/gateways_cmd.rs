@@ -19,7 +19,7 @@ pub const DEFAULT_LOADS: [(&str, f64); 2] = [("azure", 45.0), ("mooncake", 3.0)]
 #[derive(Args, Debug, Clone)]
 pub struct GatewaysArgs {
     /// A short run for CI: the first 600 Azure requests and the last 150 Mooncake ones
-    /// (where prefixes repeat most), with shorter overhead loops.
+    /// (where prefixes repeat most), at speed 4, with shorter overhead loops.
     #[arg(long)]
     pub quick: bool,
     /// Also write the comparison as JSON to this file.
@@ -39,7 +39,7 @@ pub struct GatewaysArgs {
     /// Arrival-rate multiplier for every trace (default: azure 45, mooncake 3, others 1).
     #[arg(long)]
     pub load: Option<f64>,
-    /// Time compression of servers and load alike (default 2).
+    /// Time compression of servers and load alike (default 2; 4 with --quick).
     #[arg(long, value_name = "X")]
     pub speed: Option<f64>,
     /// Replay at most N requests of each trace (after the quick slice, if any).
@@ -145,7 +145,7 @@ pub fn run(args: &GatewaysArgs) -> Result<(), Error> {
     let opts = CompareOptions {
         config_text,
         traces,
-        speed: args.speed.unwrap_or(2.0),
+        speed: args.speed.unwrap_or(if args.quick { 4.0 } else { 2.0 }),
         gateways: gws,
         switchyard_bin: gateway_bin(),
         venv,
