@@ -6,7 +6,7 @@
 //! by [`prompt_for`] (the row's `hash_ids` become shared text blocks) and `max_tokens` = the
 //! row's output tokens, sent at `arrival_ms / load / speed` after the start whether or not
 //! earlier requests have finished. Priorities and tenants are the simulator's
-//! ([`synthesize`](crate::synthesize) with the run's seed: 10 % critical, 20 % high, 40 %
+//! ([`synthesize`] with the run's seed: 10 % critical, 20 % high, 40 %
 //! normal, 30 % low, 8 tenants), the SLO is the simulator's rule ([`slo_ms`](crate::slo_ms):
 //! 5 × the unloaded service time on the fleet's fastest node + 1 s) divided by the speed, and
 //! all three go with the request as `x-switchyard-priority`, `x-switchyard-tenant` and

@@ -12,8 +12,8 @@
 //!   per 1000 requests over the replays, `rss_mb` its peak resident memory (`VmHWM`);
 //! * **overhead** — the servers are switched to zero latency and a closed loop of small
 //!   non-streaming requests runs at a fixed concurrency, once straight to the servers (in
-//!   turn) and once through the gateway; `overhead_p50_us` / `overhead_p99_us` are the
-//!   differences of the latency percentiles, and `max_rps` the throughput of a second, more
+//!   turn) and right after through the gateway; `overhead_p50_us` / `overhead_p99_us` are
+//!   the differences of the latency percentiles (noise can make a small one negative), and `max_rps` the throughput of a second, more
 //!   concurrent closed loop through the gateway.
 //!
 //! Then the gateway is stopped (killed with everything it started, also on error: see
@@ -28,7 +28,7 @@ use serde::Serialize;
 
 mod procs;
 
-pub use procs::{cpu_seconds, descendants, free_port, peak_rss_mb, ProcGuard};
+pub use procs::{cpu_seconds, descendants, free_port, kill_all_started, peak_rss_mb, ProcGuard};
 
 use crate::loadgen::{self, LoadOptions, LoadReport};
 use crate::serve::{self, ServeOptions};
@@ -171,6 +171,10 @@ pub struct GatewayFigures {
     pub overhead_p99_us: f64,
     /// Highest request rate sustained in the closed loop, req/s.
     pub max_rps: f64,
+    /// The direct closed loop's median latency measured just before this gateway's, µs.
+    pub direct_p50_us: f64,
+    /// Likewise, 99th percentile.
+    pub direct_p99_us: f64,
     /// Per trace.
     pub traces: BTreeMap<String, TraceFigures>,
     /// The command line it was started with.
@@ -603,8 +607,16 @@ pub fn run(opts: &CompareOptions) -> Result<Comparison, CompareError> {
         } else {
             0.0
         };
-        // Overhead with zero-latency servers.
+        // Overhead with zero-latency servers, against a direct run made just before (the
+        // machine's state drifts over a long comparison).
         servers.set_speed(f64::INFINITY);
+        let direct = rt.block_on(loadgen::closed_loop(
+            &urls,
+            &model,
+            opts.overhead_concurrency,
+            opts.overhead_requests,
+            Duration::from_secs(60),
+        ));
         let through = rt.block_on(loadgen::closed_loop(
             std::slice::from_ref(&base),
             &model,
@@ -620,8 +632,10 @@ pub fn run(opts: &CompareOptions) -> Result<Comparison, CompareError> {
             opts.max_rps_time,
         ));
         servers.set_speed(opts.speed);
-        fig.overhead_p50_us = through.p50_us - out.direct.p50_us;
-        fig.overhead_p99_us = through.p99_us - out.direct.p99_us;
+        fig.overhead_p50_us = through.p50_us - direct.p50_us;
+        fig.overhead_p99_us = through.p99_us - direct.p99_us;
+        fig.direct_p50_us = direct.p50_us;
+        fig.direct_p99_us = direct.p99_us;
         fig.max_rps = max.rps;
         fig.rss_mb = peak_rss_mb(pid);
         eprintln!(

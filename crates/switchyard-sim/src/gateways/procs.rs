@@ -2,7 +2,34 @@
 //! every process they started) when their guard drops, and measured from `/proc`.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The processes started and not yet stopped, for [`kill_all_started`].
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn kill_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Kills every process a [`ProcGuard`] started and has not stopped yet, with their
+/// descendants: for a signal handler, when the guards will not get to drop.
+pub fn kill_all_started() {
+    for pid in live().drain(..) {
+        for d in descendants(pid).into_iter().rev() {
+            kill_pid(d);
+        }
+        kill_pid(pid);
+    }
+}
 
 /// A started process, killed with its descendants when dropped.
 #[derive(Debug)]
@@ -25,6 +52,7 @@ impl ProcGuard {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()?;
+        live().push(child.id());
         Ok(ProcGuard {
             child: Some(child),
             log: log.to_path_buf(),
@@ -59,13 +87,10 @@ impl ProcGuard {
         let pid = child.id();
         // Descendants first (by their ids, found from /proc), then the process itself.
         for d in descendants(pid).into_iter().rev() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &d.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            kill_pid(d);
         }
         let _ = child.kill();
+        live().retain(|p| *p != pid);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if !matches!(child.try_wait(), Ok(None)) {

@@ -18,8 +18,8 @@ pub const DEFAULT_LOADS: [(&str, f64); 2] = [("azure", 45.0), ("mooncake", 3.0)]
 /// Options of `gateways`.
 #[derive(Args, Debug, Clone)]
 pub struct GatewaysArgs {
-    /// A short run for CI: the first 1000 Azure requests and the last 300 Mooncake ones
-    /// (where prefixes repeat most), at speed 2, with shorter overhead loops.
+    /// A short run for CI: the first 600 Azure requests and the last 150 Mooncake ones
+    /// (where prefixes repeat most), at speed 4, with shorter overhead loops.
     #[arg(long)]
     pub quick: bool,
     /// Also write the comparison as JSON to this file.
@@ -39,7 +39,7 @@ pub struct GatewaysArgs {
     /// Arrival-rate multiplier for every trace (default: azure 45, mooncake 3, others 1).
     #[arg(long)]
     pub load: Option<f64>,
-    /// Time compression of servers and load alike (default 2).
+    /// Time compression of servers and load alike (default 2; 4 with --quick).
     #[arg(long, value_name = "X")]
     pub speed: Option<f64>,
     /// Replay at most N requests of each trace (after the quick slice, if any).
@@ -55,6 +55,9 @@ pub struct GatewaysArgs {
     /// Seed of the synthesised priorities and tenants.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Every replayed request ends after this many seconds at most.
+    #[arg(long, default_value_t = 120.0, value_name = "S")]
+    pub timeout_s: f64,
 }
 
 /// The build's target directory: `CARGO_TARGET_DIR`, else two levels above this binary.
@@ -76,6 +79,9 @@ fn gateway_bin() -> Option<PathBuf> {
 }
 
 pub fn run(args: &GatewaysArgs) -> Result<(), Error> {
+    if !(args.timeout_s.is_finite() && args.timeout_s > 0.0) {
+        return Err("--timeout-s must be a positive number".into());
+    }
     let config_text = match &args.config {
         Some(p) => {
             std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
@@ -113,9 +119,9 @@ pub fn run(args: &GatewaysArgs) -> Result<(), Error> {
         });
         let mut rows = if args.quick {
             if short == "mooncake" {
-                rows[rows.len().saturating_sub(300)..].to_vec()
+                rows[rows.len().saturating_sub(150)..].to_vec()
             } else {
-                rows[..rows.len().min(1000)].to_vec()
+                rows[..rows.len().min(600)].to_vec()
             }
         } else {
             rows
@@ -139,7 +145,7 @@ pub fn run(args: &GatewaysArgs) -> Result<(), Error> {
     let opts = CompareOptions {
         config_text,
         traces,
-        speed: args.speed.unwrap_or(2.0),
+        speed: args.speed.unwrap_or(if args.quick { 4.0 } else { 2.0 }),
         gateways: gws,
         switchyard_bin: gateway_bin(),
         venv,
@@ -150,8 +156,35 @@ pub fn run(args: &GatewaysArgs) -> Result<(), Error> {
         max_rps_concurrency: 64,
         max_rps_time: Duration::from_secs(if args.quick { 3 } else { 10 }),
         seed: args.seed,
-        timeout: Duration::from_secs(120),
+        timeout: Duration::from_secs_f64(args.timeout_s),
     };
+    // Interrupted: the guards will not drop, so kill what was started from here.
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut term) = signal(SignalKind::terminate()) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        gateways::kill_all_started();
+        eprintln!("gateways: interrupted; every gateway started was killed");
+        std::process::exit(130);
+    });
     let result = gateways::run(&opts);
     let keep_logs = result.is_err();
     let c = result?;
