@@ -25,6 +25,7 @@
 
 mod body;
 mod error;
+mod fleet;
 mod gateway;
 mod metrics;
 mod proxy;
@@ -34,6 +35,7 @@ mod settings;
 mod sse;
 
 pub use body::{BoxError, GatewayBody};
+pub use fleet::{FleetMode, FleetSettings, FleetStatus};
 pub use gateway::{Gateway, GatewayError};
 pub use request::{NODE_HEADER, PRIORITY_HEADER, SLO_HEADER, TENANT_HEADER};
 pub use service::{GatewayService, Switchyard, SwitchyardLayer};

@@ -141,6 +141,9 @@ async fn run(shared: Arc<Shared>, _task: Task, mut ctx: Ctx, routes: RouteOption
                     .pauses
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 shared.log_pause(n, pause);
+                if let Some(f) = &shared.fleet {
+                    f.note_pause(n, pause);
+                }
             }
         }
         match shared
