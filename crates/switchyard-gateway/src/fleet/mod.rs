@@ -306,6 +306,35 @@ impl FleetShared {
             "gauge",
             self.remote_in_flight.load(Relaxed) as f64,
         );
+        let (p50, p99) = {
+            let mut v = self
+                .staleness
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            v.sort_unstable();
+            let q = |q: f64| {
+                if v.is_empty() {
+                    f64::NAN
+                } else {
+                    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+                    f64::from(v[i]) / 1e3
+                }
+            };
+            (q(0.5), q(0.99))
+        };
+        gauge(
+            "switchyard_fleet_staleness_p50_seconds",
+            "Median age of a remote replica's load when it was read (the last 100 000 reads).",
+            "gauge",
+            p50,
+        );
+        gauge(
+            "switchyard_fleet_staleness_p99_seconds",
+            "99th percentile of the age of a remote replica's load when it was read.",
+            "gauge",
+            p99,
+        );
         gauge(
             "switchyard_fleet_syncs_ok_total",
             "Fleet syncs that reached Redis.",

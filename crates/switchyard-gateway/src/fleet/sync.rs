@@ -17,7 +17,9 @@ use crate::Shared;
 
 /// Publishes this replica's load and health events, reads everyone's; one round trip.
 ///
-/// ARGV: prefix, replica, ttl_ms, load ("node\tin_flight\ttokens\n"...), then events
+/// ARGV: prefix, replica, ttl_ms, load ("node\tin_flight\ttokens\tfailed\tserved\n"...,
+/// the last two the attempts that failed on the node since the last sync and the tasks it
+/// completed successfully meanwhile), then events
 /// ("node\tkind\tpause_ms"). Returns {now_ms, replicas alive, {replica, load}..., the
 /// health hash}. Time is Redis's, so staleness needs no synchronised clocks.
 const SYNC_LUA: &str = r#"
@@ -70,6 +72,10 @@ redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - no
 return grant
 "#;
 
+/// Failed attempts on a node fleet-wide within one sync interval, with no success, that
+/// eject it everywhere (the router's own default streak).
+const SHARED_STREAK: u64 = 3;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Event {
     Failed,
@@ -100,9 +106,16 @@ struct State {
     applied: HashMap<String, u64>,
     /// Nodes that hold an external load in the router.
     external: HashMap<String, (u64, u64)>,
+    /// Failed attempts and successes per node at the last sync (for the deltas published).
+    counts: HashMap<String, (u64, u64)>,
+    /// The publication time of each remote replica's load last read (a load read twice
+    /// is counted once in the shared failure streak).
+    remote_ts: HashMap<String, i64>,
     /// When each tenant last drew a slice.
     drawn: HashMap<u32, Instant>,
     last_ok: Option<Instant>,
+    /// The router's health report, taken before each sync.
+    health: Vec<switchyard::NodeHealth>,
     /// Local-share mode: the share of each rate this replica earns, and the last refill.
     share: f64,
     refilled: Option<Instant>,
@@ -159,7 +172,8 @@ pub(crate) async fn run(shared: Weak<Shared>, fleet: Arc<FleetShared>, ready: on
 /// Local verdict changes since the last look become events to publish, unless they are a
 /// remote verdict this replica was told to take.
 fn local_changes(sh: &Shared, st: &mut State) {
-    for h in sh.router.node_health() {
+    st.health = sh.router.node_health();
+    for h in &st.health {
         let prev = st.seen.insert(h.node.clone(), h.status);
         let Some(prev) = prev else { continue };
         if prev == h.status {
@@ -198,14 +212,29 @@ async fn sync_once(sh: &Shared, fleet: &FleetShared, st: &mut State) -> redis::R
     let mut conn = connection(fleet, st).await?;
     let s = &fleet.settings;
     let ttl_ms = 3 * s.sync_interval_ms.max(10);
+    // Failed attempts on each node and its successes since the last sync.
+    let errors: HashMap<&str, u64> = st
+        .health
+        .iter()
+        .map(|h| (h.node.as_str(), h.metrics.errors))
+        .collect();
+    let mut delta: HashMap<String, (u64, u64)> = HashMap::new();
     let mut load = String::new();
     for m in sh.router.node_metrics() {
-        if !m.draining {
-            load.push_str(&format!(
-                "{}\t{}\t{}\n",
-                m.name, m.in_flight, m.tokens_in_flight
-            ));
+        if m.draining {
+            continue;
         }
+        let now = (
+            errors.get(m.name.as_str()).copied().unwrap_or(0),
+            m.outcomes[switchyard::Outcome::Success],
+        );
+        let prev = st.counts.insert(m.name.clone(), now).unwrap_or(now);
+        let d = (now.0.saturating_sub(prev.0), now.1.saturating_sub(prev.1));
+        load.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            m.name, m.in_flight, m.tokens_in_flight, d.0, d.1
+        ));
+        delta.insert(m.name, d);
     }
     let events: Vec<(String, Event)> = st.pending.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let script = redis::Script::new(SYNC_LUA);
@@ -231,12 +260,15 @@ async fn sync_once(sh: &Shared, fleet: &FleetShared, st: &mut State) -> redis::R
 
     // The shared load view: the sum over the other replicas, per node.
     let mut sum: HashMap<&str, (u64, u64)> = HashMap::new();
+    // The fleet's failures and successes per node over the last interval, ours included.
+    let mut streak: HashMap<String, (u64, u64)> = delta;
     let mut oldest = now_ms;
     for pair in loads.chunks_exact(2) {
         let mut lines = pair[1].lines();
         let ts: i64 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(now_ms);
         oldest = oldest.min(ts);
         fleet.push_staleness((now_ms - ts).clamp(0, u32::MAX as i64) as u32);
+        let fresh = st.remote_ts.insert(pair[0].clone(), ts) != Some(ts);
         for l in lines {
             let mut f = l.split('\t');
             let (Some(node), Some(a), Some(b)) = (f.next(), f.next(), f.next()) else {
@@ -245,8 +277,17 @@ async fn sync_once(sh: &Shared, fleet: &FleetShared, st: &mut State) -> redis::R
             let e = sum.entry(node).or_default();
             e.0 += a.parse::<u64>().unwrap_or(0);
             e.1 += b.parse::<u64>().unwrap_or(0);
+            if fresh {
+                let failed = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let served = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let s = streak.entry(node.to_string()).or_default();
+                s.0 += failed;
+                s.1 += served;
+            }
         }
     }
+    st.remote_ts
+        .retain(|r, _| loads.chunks_exact(2).any(|p| &p[0] == r));
     let age_ms = (now_ms - oldest).max(0) as u64 + rtt.as_millis() as u64 / 2;
     fleet
         .view_ts_ms
@@ -301,6 +342,28 @@ async fn sync_once(sh: &Shared, fleet: &FleetShared, st: &mut State) -> redis::R
             fleet.health_applied.fetch_add(1, Relaxed);
             if st.synced_once {
                 tracing::info!(node = %node, verdict = kind, from = origin, "fleet: applied a remote health verdict");
+            }
+        }
+    }
+
+    // A shared failure streak: failures of a node fleet-wide in one interval, with no
+    // success anywhere, reaching the ejection streak eject it on every replica at once
+    // (each sees the same sums), so a dead node costs the fleet its first few failures.
+    if st.synced_once {
+        for (node, (failed, served)) in &streak {
+            let out = st.seen.get(node) == Some(&HealthStatus::Failed);
+            if !out
+                && *served == 0
+                && *failed >= SHARED_STREAK
+                && incident(sh, node, IncidentKind::Down)
+            {
+                st.seen.insert(node.clone(), HealthStatus::Failed);
+                fleet.health_applied.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    node = %node,
+                    failures = failed,
+                    "fleet: node ejected on the fleet's shared failure streak"
+                );
             }
         }
     }
