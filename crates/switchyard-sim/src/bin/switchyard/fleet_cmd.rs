@@ -74,6 +74,8 @@ struct Phases {
     down_s: f64,
     outage_s: f64,
     load_rps: f64,
+    low_s: f64,
+    low_rps: f64,
 }
 
 /// One mode's figures.
@@ -98,6 +100,9 @@ struct ModeFigures {
     load_requests: usize,
     load_errors: usize,
     ttft_p50_ms: f64,
+    /// The same at low load (about a fifth of capacity).
+    low_load_slo_attainment: f64,
+    low_load_ttft_p99_ms: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -152,6 +157,8 @@ pub fn run(args: &FleetArgs) -> Result<(), Error> {
             down_s: 3.0,
             outage_s: 4.0,
             load_rps: 24.0,
+            low_s: 5.0,
+            low_rps: 6.0,
         }
     } else {
         Phases {
@@ -160,6 +167,8 @@ pub fn run(args: &FleetArgs) -> Result<(), Error> {
             down_s: 4.0,
             outage_s: 10.0,
             load_rps: 24.0,
+            low_s: 20.0,
+            low_rps: 6.0,
         }
     };
     let work = std::env::temp_dir().join(format!("switchyard-fleet-{}", std::process::id()));
@@ -229,6 +238,13 @@ fn print_report(r: &Report) {
             m.requests_to_down_node,
             100.0 * m.slo_attainment,
             m.ttft_p99_ms
+        );
+    }
+    for (name, m) in [("fleet", &r.fleet), ("independent", &r.independent)] {
+        println!(
+            "{name:<14} at low load: slo_attainment {:.1}%, ttft_p99_ms {:.0}",
+            100.0 * m.low_load_slo_attainment,
+            m.low_load_ttft_p99_ms
         );
     }
     println!(
@@ -572,7 +588,30 @@ async fn run_mode(
     ) = overshoot(&recs, ph.tenant_s);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // 2. Load: balance, SLO attainment, TTFT.
+    // 2a. Low load: SLO attainment and TTFT, where sharing should cost nothing.
+    eprintln!("[{name}] low load: {} rps for {} s", ph.low_rps, ph.low_s);
+    let recs = open_loop(
+        client,
+        &reps.urls,
+        ph.low_rps,
+        Duration::from_secs_f64(ph.low_s),
+        None,
+        true,
+        6,
+    )
+    .await;
+    m.low_load_slo_attainment = recs.iter().filter(|r| r.ok && r.e2e_ms <= SLO_MS).count() as f64
+        / recs.len().max(1) as f64;
+    m.low_load_ttft_p99_ms = quantile(
+        recs.iter()
+            .filter(|r| r.ok)
+            .filter_map(|r| r.ttft_ms)
+            .collect(),
+        0.99,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 2b. Load: balance, SLO attainment, TTFT.
     eprintln!("[{name}] load: {} rps for {} s", ph.load_rps, ph.load_s);
     servers.reset();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
