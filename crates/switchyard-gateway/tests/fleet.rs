@@ -235,7 +235,8 @@ async fn an_ejection_on_one_replica_reaches_all_and_warm_starts_a_new_one() {
     }
     let took = seen_at.elapsed();
     assert!(
-        took <= Duration::from_millis(3 * INTERVAL_MS + 200),
+        // One or two intervals and a tick; slack for a loaded machine.
+        took <= Duration::from_millis(5 * INTERVAL_MS + 500),
         "the ejection took {took:?} to reach every replica"
     );
     let hits = b.hits();
@@ -294,12 +295,14 @@ async fn the_shared_load_view_is_fresh_and_expires_with_its_replica() {
         let st = h.gw.fleet_status().unwrap();
         let max = st.staleness_ms.iter().copied().max().unwrap_or(0);
         assert!(!st.staleness_ms.is_empty());
+        // The bound is an interval plus a round trip when read (docs/fleet.md); slack for a
+        // loaded machine, whose timers fire late.
         assert!(
-            u64::from(max) <= 3 * INTERVAL_MS,
+            u64::from(max) <= 5 * INTERVAL_MS,
             "staleness up to {max} ms at an interval of {INTERVAL_MS}"
         );
         assert!(
-            st.view_age_ms <= 3 * INTERVAL_MS,
+            st.view_age_ms <= 5 * INTERVAL_MS,
             "view age {}",
             st.view_age_ms
         );
