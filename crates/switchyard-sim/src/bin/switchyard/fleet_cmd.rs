@@ -33,6 +33,9 @@ pub struct FleetArgs {
     /// Fleet mode's sync interval, ms.
     #[arg(long, default_value_t = 100)]
     pub sync_interval_ms: u64,
+    /// Scale every phase's length (the tests' smoke run uses a fraction of `--quick`).
+    #[arg(long, default_value_t = 1.0, hide = true)]
+    pub phase_scale: f64,
 }
 
 /// Four identical nodes; small enough that a 2-core machine drives them near capacity.
@@ -170,6 +173,17 @@ pub fn run(args: &FleetArgs) -> Result<(), Error> {
             low_s: 20.0,
             low_rps: 6.0,
         }
+    };
+    if !(args.phase_scale.is_finite() && args.phase_scale > 0.0) {
+        return Err("--phase-scale must be a positive number".into());
+    }
+    let phases = Phases {
+        tenant_s: phases.tenant_s * args.phase_scale,
+        load_s: phases.load_s * args.phase_scale,
+        down_s: phases.down_s * args.phase_scale,
+        outage_s: phases.outage_s * args.phase_scale,
+        low_s: phases.low_s * args.phase_scale,
+        ..phases
     };
     let work = std::env::temp_dir().join(format!("switchyard-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
