@@ -67,9 +67,11 @@ fn fleet_scenario_reports_every_figure() {
     // shared): the cluster-wide limit holds where independent replicas each admit theirs,
     // and the outage fails nothing.
     let over = |m: &str| v[m]["tenant_overshoot"].as_f64().unwrap();
-    assert!(over("fleet") < 0.3, "fleet overshoot {}", over("fleet"));
+    // The documented bound over a window: 2 slices (200 ms of the rate each) per replica,
+    // over the 2 s phase: 0.6. Independent replicas: about 2.
+    assert!(over("fleet") <= 0.6, "fleet overshoot {}", over("fleet"));
     assert!(
-        over("independent") > 0.8,
+        over("independent") > 1.0,
         "independent overshoot {}",
         over("independent")
     );
