@@ -406,3 +406,38 @@ async fn fail_closed_refuses_limited_tenants_while_redis_is_down() {
         h.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_pause_seen_by_one_replica_holds_on_all() {
+    let redis = Redis::start();
+    let (a, b) = (Mock::start("a").await, Mock::start("b").await);
+    let hs = replicas(&[&a, &b], &redis, 3, "").await;
+    let warm = drive(&hs, None, 4, Duration::from_millis(300)).await;
+    assert!(warm.iter().all(|&s| s == 200));
+    // b asks replica 0 for a 5 s pause.
+    b.set(Mode::RateLimit(5));
+    let hits = b.hits();
+    let end = Instant::now() + Duration::from_secs(10);
+    while b.hits() == hits {
+        assert!(Instant::now() < end, "replica 0 never sent to b");
+        // Enough at once that a's load sends some to b.
+        let _ = drive(&hs[..1], None, 12, Duration::from_millis(50)).await;
+    }
+    // b is fine again, but every replica keeps off it for the pause it asked.
+    b.set(Mode::Ok);
+    assert!(
+        common::wait_until(|| hs[1..]
+            .iter()
+            .all(|h| h.gw.fleet_status().unwrap().health_applied >= 1))
+        .await,
+        "the pause did not reach the other replicas"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await; // a control tick
+    let hits = b.hits();
+    let statuses = drive(&hs[1..], None, 12, Duration::from_millis(500)).await;
+    assert!(statuses.iter().all(|&s| s == 200));
+    assert_eq!(b.hits(), hits, "the other replicas sent to the paused node");
+    for h in hs {
+        h.finish().await;
+    }
+}
