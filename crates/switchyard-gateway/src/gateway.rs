@@ -467,6 +467,19 @@ impl Gateway {
                 );
             }
         }
+        let fleet_now = shared.fleet.as_ref().map(|f| &f.settings);
+        let fleet_new = cfg
+            .fleet
+            .as_ref()
+            .map(|t| crate::fleet::FleetSettings::from_table(cfg.source_name(), t));
+        let fleet_changed = match (fleet_now, &fleet_new) {
+            (None, None) => false,
+            (Some(a), Some(Ok(b))) => a != b,
+            _ => true,
+        };
+        if fleet_changed {
+            tracing::warn!("[fleet] table changed on reload; it takes effect on restart");
+        }
         // While the router switches, requests planned on either snapshot find their url.
         let mut union = old.upstreams.clone();
         union.extend(new_upstreams.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -224,7 +224,7 @@ async fn an_ejection_on_one_replica_reaches_all_and_warm_starts_a_new_one() {
         );
         // Most fail over to a or c; a burst of failures on b can exhaust the retry budget,
         // so a 500 may come back: what counts here is the ejection.
-        let _ = drive(&hs[..1], None, 6, Duration::from_millis(50)).await;
+        let _ = drive(&hs[..1], None, 12, Duration::from_millis(50)).await;
     }
     let seen_at = Instant::now();
     // The others learn it from Redis, without a request of their own to b.
