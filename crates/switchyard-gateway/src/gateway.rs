@@ -800,17 +800,20 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return e.into_response(),
         };
+        let mut charge = None;
         if let Some(f) = &shared.fleet {
-            let tokens = u64::from(parsed.input_tokens) + u64::from(parsed.output_tokens);
-            if !f.admit(routing.tenant, tokens) {
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    "rate_limit_exceeded",
-                    "the tenant is over its cluster-wide token rate",
-                )
-                .retry_after(s.retry_after_s)
-                .into_response();
+            match f.admit(routing.tenant, parsed.input_tokens, parsed.output_tokens) {
+                Ok(c) => charge = c,
+                Err(()) => {
+                    return ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        "rate_limit_exceeded",
+                        "the tenant is over its cluster-wide token rate",
+                    )
+                    .retry_after(s.retry_after_s)
+                    .into_response()
+                }
             }
         }
         let Some(&caps) = state.models.get(&parsed.model) else {
@@ -845,6 +848,7 @@ impl Gateway {
             submitted: Instant::now(),
             reply: Some(tx),
             settings: s.clone(),
+            charge,
         };
         if let Err(e) = self.inner.dispatcher.submit(task, ctx) {
             shared.metrics.queue_full.fetch_add(1, Ordering::Relaxed);

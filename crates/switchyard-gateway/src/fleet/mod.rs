@@ -5,7 +5,7 @@
 //! speaks to Redis runs on the control task in `sync.rs`. See `docs/fleet.md`.
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchyard::{Config, TenantId};
@@ -189,16 +189,24 @@ impl FleetShared {
     /// tenant's local credit: drawn from the global budget in shared mode, earned at this
     /// replica's share of the rate in local-share mode; fail-closed refuses limited
     /// tenants. Never waits.
-    pub(crate) fn admit(&self, tenant: Option<TenantId>, tokens: u64) -> bool {
-        let Some(t) = tenant else { return true };
+    ///
+    /// `Ok(Some(charge))` when credit was spent: the [`Charge`] gives back the output
+    /// tokens the request did not use when it is dropped (settled with [`Charge::settle`]).
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        tenant: Option<TenantId>,
+        input: u32,
+        output: u32,
+    ) -> Result<Option<Charge>, ()> {
+        let Some(t) = tenant else { return Ok(None) };
         let Ok(i) = self.buckets.binary_search_by_key(&t.0, |b| b.tenant) else {
-            return true;
+            return Ok(None);
         };
         let ok = match self.mode() {
             FleetMode::FailClosed => false,
             FleetMode::Shared | FleetMode::LocalShare => {
                 let b = &self.buckets[i];
-                let cost = tokens.min(i64::MAX as u64) as i64;
+                let cost = i64::from(input) + i64::from(output);
                 let before = b.credit.fetch_sub(cost, Relaxed);
                 if before >= cost {
                     true
@@ -210,8 +218,14 @@ impl FleetShared {
         };
         if !ok {
             self.tenant_refused.fetch_add(1, Relaxed);
+            return Err(());
         }
-        ok
+        Ok(Some(Charge {
+            fleet: Arc::clone(self),
+            bucket: i,
+            output: u64::from(output),
+            used: AtomicU64::new(0),
+        }))
     }
 
     /// The request path: a model server asked this replica for a pause (429); the control
@@ -371,6 +385,38 @@ impl FleetShared {
             "counter",
             self.health_applied.load(Relaxed) as f64,
         );
+    }
+}
+
+/// Credit a request took from its tenant's slice; on drop, the output tokens it was charged
+/// and did not produce go back to the local credit (they were drawn from the global budget
+/// already, so nothing goes to Redis).
+#[derive(Debug)]
+pub(crate) struct Charge {
+    fleet: Arc<FleetShared>,
+    bucket: usize,
+    /// Output tokens charged (the estimate).
+    output: u64,
+    /// Output tokens produced, as the completion said.
+    used: AtomicU64,
+}
+
+impl Charge {
+    /// Records the output tokens the request really produced.
+    pub(crate) fn settle(&self, output_tokens: u32) {
+        self.used.store(u64::from(output_tokens), Relaxed);
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let back = self.output.saturating_sub(self.used.load(Relaxed));
+        if back > 0 {
+            let back = back.min(i64::MAX as u64) as i64;
+            self.fleet.buckets[self.bucket]
+                .credit
+                .fetch_add(back, Relaxed);
+        }
     }
 }
 
