@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) draining: AtomicBool,
+    /// Fleet mode (a `[fleet]` table): the request path's view of it.
+    pub(crate) fleet: Option<Arc<crate::fleet::FleetShared>>,
     next_id: AtomicU64,
     shed_log: LogEvery,
     pause_log: LogEvery,
@@ -255,6 +257,7 @@ impl Gateway {
             .build_router(settings.seed)
             .map_err(|e| GatewayError(e.to_string()))?;
         let (models, model_list) = models_of(cfg, &router)?;
+        let fleet = crate::fleet::FleetShared::from_config(cfg)?.map(Arc::new);
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
         connector.set_nodelay(true);
@@ -276,6 +279,7 @@ impl Gateway {
             client,
             handle,
             draining: AtomicBool::new(false),
+            fleet,
             next_id: AtomicU64::new(1),
             shed_log: LogEvery::new(),
             pause_log: LogEvery::new(),
@@ -330,7 +334,41 @@ impl Gateway {
         let d = &self.inner.dispatcher;
         let mut out = switchyard::prometheus::render(&d.metrics(), Some(&d.decision_histogram()));
         self.inner.shared.metrics.render(&mut out);
+        if let Some(f) = &self.inner.shared.fleet {
+            f.render(&mut out);
+        }
         out
+    }
+
+    /// Starts fleet mode's control task (a gateway with a `[fleet]` table; `None` without
+    /// one) and waits for its first sync, at most `warm_start_timeout_ms`: by then the
+    /// shared health and load views are applied (warm start), or Redis was found
+    /// unreachable and local-only limits are in force. Call it before reporting ready.
+    pub async fn start_fleet(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let fleet = self.inner.shared.fleet.clone()?;
+        let (tx, rx) = oneshot::channel();
+        let wait = Duration::from_millis(fleet.settings.warm_start_timeout_ms);
+        let weak = Arc::downgrade(&self.inner.shared);
+        let task = self
+            .inner
+            .shared
+            .handle
+            .spawn(crate::fleet::run(weak, fleet.clone(), tx));
+        if tokio::time::timeout(wait, rx).await.is_err() {
+            tracing::warn!("fleet: no first sync within the warm-start timeout; starting anyway");
+        }
+        tracing::info!(
+            replica = %fleet.settings.replica,
+            mode = fleet.mode().name(),
+            replicas = fleet.status().replicas,
+            "fleet mode started"
+        );
+        Some(task)
+    }
+
+    /// Fleet mode's figures (`None` without a `[fleet]` table).
+    pub fn fleet_status(&self) -> Option<crate::fleet::FleetStatus> {
+        self.inner.shared.fleet.as_ref().map(|f| f.status())
     }
 
     /// Requests answered on `path` with `status` so far (the `/metrics` counter).
@@ -428,6 +466,19 @@ impl Gateway {
                     "[gateway] key changed on reload; it takes effect on restart"
                 );
             }
+        }
+        let fleet_now = shared.fleet.as_ref().map(|f| &f.settings);
+        let fleet_new = cfg
+            .fleet
+            .as_ref()
+            .map(|t| crate::fleet::FleetSettings::from_table(cfg.source_name(), t));
+        let fleet_changed = match (fleet_now, &fleet_new) {
+            (None, None) => false,
+            (Some(a), Some(Ok(b))) => a != b,
+            _ => true,
+        };
+        if fleet_changed {
+            tracing::warn!("[fleet] table changed on reload; it takes effect on restart");
         }
         // While the router switches, requests planned on either snapshot find their url.
         let mut union = old.upstreams.clone();
@@ -580,6 +631,9 @@ impl Gateway {
     /// [`serve`](Gateway::serve) calls it on its way out.
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        if let Some(f) = &self.inner.shared.fleet {
+            f.stop.store(true, Ordering::SeqCst);
+        }
         self.inner.shared.draining.store(true, Ordering::SeqCst);
         let g = self.clone();
         let _ = tokio::task::spawn_blocking(move || g.inner.dispatcher.shutdown()).await;
@@ -655,7 +709,12 @@ impl Gateway {
         let snap = self.router().snapshot();
         json_response(
             StatusCode::OK,
-            serde_json::json!({"status": "ok", "epoch": snap.epoch(), "in_flight": self.router().in_flight()}),
+            serde_json::json!({
+                "status": "ok",
+                "epoch": snap.epoch(),
+                "in_flight": self.router().in_flight(),
+                "fleet": self.inner.shared.fleet.as_ref().map(|f| f.mode().name()),
+            }),
         )
     }
 
@@ -741,6 +800,22 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return e.into_response(),
         };
+        let mut charge = None;
+        if let Some(f) = &shared.fleet {
+            match f.admit(routing.tenant, parsed.input_tokens, parsed.output_tokens) {
+                Ok(c) => charge = c,
+                Err(()) => {
+                    return ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        "rate_limit_exceeded",
+                        "the tenant is over its cluster-wide token rate",
+                    )
+                    .retry_after(s.retry_after_s)
+                    .into_response()
+                }
+            }
+        }
         let Some(&caps) = state.models.get(&parsed.model) else {
             return ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -773,6 +848,7 @@ impl Gateway {
             submitted: Instant::now(),
             reply: Some(tx),
             settings: s.clone(),
+            charge,
         };
         if let Err(e) = self.inner.dispatcher.submit(task, ctx) {
             shared.metrics.queue_full.fetch_add(1, Ordering::Relaxed);

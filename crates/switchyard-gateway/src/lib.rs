@@ -11,6 +11,10 @@
 //! the service with [`Gateway::serve`]. `docs/gateway.md` describes the request path, the
 //! headers, the `[gateway]` keys, the failure classes and the metrics.
 //!
+//! **Fleet mode** (a `[fleet]` table; `docs/fleet.md`): replicas share tenant budgets, per-node
+//! load and health verdicts through Redis, on a control task started by
+//! [`Gateway::start_fleet`]; requests never wait on the network.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use switchyard_gateway::Gateway;
@@ -25,6 +29,7 @@
 
 mod body;
 mod error;
+mod fleet;
 mod gateway;
 mod metrics;
 mod proxy;
@@ -34,6 +39,7 @@ mod settings;
 mod sse;
 
 pub use body::{BoxError, GatewayBody};
+pub use fleet::{FleetMode, FleetSettings, FleetStatus};
 pub use gateway::{Gateway, GatewayError};
 pub use request::{NODE_HEADER, PRIORITY_HEADER, SLO_HEADER, TENANT_HEADER};
 pub use service::{GatewayService, Switchyard, SwitchyardLayer};

@@ -36,6 +36,9 @@ pub(crate) struct Ctx {
     /// Taken when the response head is sent (the "first byte" point).
     pub(crate) reply: Option<oneshot::Sender<Response<GatewayBody>>>,
     pub(crate) settings: Arc<GatewaySettings>,
+    /// Fleet mode: the tenant credit this request took (its unused output goes back when
+    /// the context is dropped).
+    pub(crate) charge: Option<crate::fleet::Charge>,
 }
 
 /// The gateway's [`Backend`].
@@ -141,6 +144,9 @@ async fn run(shared: Arc<Shared>, _task: Task, mut ctx: Ctx, routes: RouteOption
                     .pauses
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 shared.log_pause(n, pause);
+                if let Some(f) = &shared.fleet {
+                    f.note_pause(n, pause);
+                }
             }
         }
         match shared
@@ -401,6 +407,9 @@ impl Attempt<'_> {
         let sent = ctx.reply.take().map(|reply| reply.send(r).is_ok());
         if sent == Some(true) {
             self.shared.metrics.e2e.observe(ctx.received.elapsed());
+            if let Some(c) = &ctx.charge {
+                c.settle(tokens);
+            }
             ticket.complete(Completion::success(latency, tokens));
         } else {
             self.shared.count_cancel();
@@ -488,6 +497,9 @@ impl Attempt<'_> {
         self.shared.metrics.ttft.observe(ctx.received.elapsed());
         let end = |ticket: Ticket, c: Completion| {
             self.shared.metrics.e2e.observe(ctx.received.elapsed());
+            if let Some(ch) = &ctx.charge {
+                ch.settle(c.output_tokens);
+            }
             ticket.complete(c);
         };
         for chunk in prelude {

@@ -389,6 +389,23 @@ impl Router {
         self.control().pause(name, until)
     }
 
+    /// Sets the work other routers (other gateway replicas in front of the same servers) hold
+    /// on a node: `in_flight` tasks and `tokens` in flight. From the next tick's snapshot on,
+    /// it is added into the node's utilisation in the score and taken out of the capacity
+    /// each class may fill (admission), as if this router held it. `(0, 0)` clears it. The
+    /// hot path only reads it from the immutable snapshot: no atomic, no allocation.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownNode`].
+    pub fn set_external_load(
+        &self,
+        name: &str,
+        in_flight: u64,
+        tokens: u64,
+    ) -> Result<(), ConfigError> {
+        self.control().set_external(name, in_flight, tokens)
+    }
+
     /// The seed's `NodeHealth` of every node: verdict, free capacity, latency EWMA, success
     /// rate (as of the last tick), efficiency (predicted over observed latency), error rate.
     pub fn node_health(&self) -> Vec<crate::model::NodeHealth> {

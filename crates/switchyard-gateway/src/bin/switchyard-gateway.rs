@@ -105,6 +105,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Fleet mode: the shared health and load are loaded before we report ready.
+        let _fleet = gw.start_fleet().await;
         let local = listener
             .local_addr()
             .map(|a| a.to_string())

@@ -62,6 +62,7 @@ impl Controller {
                 weight: 1.0,
             },
             quality: 1.0,
+            external: (0, 0),
         });
         self.dirty = true;
         Ok(id)
@@ -168,6 +169,26 @@ impl Controller {
         n.verdict.status = status;
         n.verdict.eligible = status != HealthStatus::Failed;
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Sets the in-flight tasks and tokens other routers hold on a node (fleet mode),
+    /// published by the next tick when it changed.
+    pub(crate) fn set_external(
+        &mut self,
+        name: &str,
+        in_flight: u64,
+        tokens: u64,
+    ) -> Result<(), ConfigError> {
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| &*n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode(name.to_string()))?;
+        if n.external != (in_flight, tokens) {
+            n.external = (in_flight, tokens);
+            self.dirty = true;
+        }
         Ok(())
     }
 

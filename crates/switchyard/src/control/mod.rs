@@ -55,6 +55,8 @@ struct NodeState {
     verdict: Verdict,
     /// Measured-quality factor on the weight (`CapabilityAwareRouter::update_routing_weights`).
     quality: f64,
+    /// In-flight tasks and tokens other routers hold on the node (`Router::set_external_load`).
+    external: (u64, u64),
 }
 
 #[derive(Debug)]
@@ -312,6 +314,7 @@ impl Controller {
                 probe_only: n.verdict.probe_only,
                 health_weight: n.verdict.weight,
                 quality: n.quality,
+                external: n.external,
             })
             .collect();
         let chains: Vec<ChainInput> = self

@@ -88,12 +88,13 @@ fn fmax(a: f64, b: f64) -> f64 {
 }
 
 #[inline]
-fn utilization(n: &NodeEntry, w0: u64) -> f64 {
+fn utilization(n: &NodeEntry, w0: u64, external: f64) -> f64 {
     let a = Amounts::unpack(w0, 0);
     let x = a.inflight as f64 * n.inv_conc;
     let y = a.memory_mb as f64 * n.inv_mem;
     let z = a.tokens as f64 * n.inv_tokens;
-    let u = fmax(fmax(x, y), z);
+    // Other routers' work on the node (0 without fleet mode), read from the snapshot.
+    let u = fmax(fmax(x, y), z) + external;
     if u > 1.0 {
         1.0
     } else {
@@ -165,7 +166,7 @@ fn evaluate(
         if n.probe_only && Amounts::unpack(w0, 0).inflight >= n.probe_limit {
             return Err(Miss::Unhealthy); // half-open: its probes are out
         }
-        let u = utilization(n, w0);
+        let u = utilization(n, w0, n.ext_util);
         // Prefix affinity: a node that recently served this key likely holds its prefix in
         // KV cache, so part of the prefill is predicted saved.
         let mut prefill = input * n.prefill_ms_per_token;

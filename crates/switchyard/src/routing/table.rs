@@ -111,6 +111,11 @@ pub(crate) struct NodeEntry {
     pub(crate) probe_limit: u64,
     /// The live failure streak that takes the node out at once (`u64::MAX`: never).
     pub(crate) eject_after: u64,
+    /// Work other routers put on this node (`Router::set_external_load`), as of the tick
+    /// that built this snapshot: added into the utilisation the score reads (its shares of
+    /// the node's concurrency and tokens; already taken out of `cap0_class`, so admission
+    /// leaves it room too).
+    pub(crate) ext_util: f64,
 }
 
 /// One route (a node, or a configured chain) as the hot path sees it.
@@ -151,6 +156,8 @@ pub(crate) struct NodeInput {
     pub(crate) health_weight: f64,
     /// Measured-quality factor (1 = neutral).
     pub(crate) quality: f64,
+    /// In-flight tasks and tokens other routers hold on the node (0, 0: none).
+    pub(crate) external: (u64, u64),
 }
 
 /// Capacity headroom per priority class: the share of each node's capacity (in-flight tasks,
@@ -268,6 +275,18 @@ pub struct RoutingTable {
 
 const ABSENT: u32 = u32::MAX;
 
+/// A class's word-0 ceiling less the in-flight tasks and tokens other routers hold on the
+/// node (each field saturating at 0: a node full elsewhere admits nothing here).
+fn minus_external(cap0: u64, in_flight: u64, tokens: u64) -> u64 {
+    if in_flight == 0 && tokens == 0 {
+        return cap0;
+    }
+    let mut a = crate::node::Amounts::unpack(cap0, 0);
+    a.inflight = a.inflight.saturating_sub(in_flight);
+    a.tokens = a.tokens.saturating_sub(tokens);
+    a.pack().0
+}
+
 impl RoutingTable {
     /// Builds a snapshot. Never panics: a chain naming a node that is not in `nodes` is left
     /// out, and non-finite or non-positive factors are clamped to neutral values.
@@ -304,7 +323,13 @@ impl RoutingTable {
             let cap = n.res.cap;
             let (conc, cpu, mem, tok) = (cap.inflight, cap.cpu_millis, cap.memory_mb, cap.tokens);
             let (cap0, cap1) = cap.pack();
-            let cap0_class = headroom.class_caps(&cap);
+            let (ext_in, ext_tok) = n.external;
+            let cap0_class = headroom
+                .class_caps(&cap)
+                .map(|c| minus_external(c, ext_in, ext_tok));
+            let ext_util = (ext_in as f64 / conc.max(1) as f64)
+                .max(ext_tok as f64 / tok.max(1) as f64)
+                .min(1.0);
             // Static weight × balance × the health verdict's factor (slow start, degraded,
             // rate limited).
             let weight = sane(
@@ -369,6 +394,7 @@ impl RoutingTable {
                 } else {
                     health.consecutive_failures as u64
                 },
+                ext_util,
             });
         }
         let mut routes: Vec<RouteEntry> = entries

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 mod bench;
 mod compare;
 mod faults;
+mod fleet_cmd;
 mod gateways_cmd;
 mod loadgen_cmd;
 mod plot;
@@ -59,6 +60,11 @@ enum Cmd {
     /// vllm-router and SGLang's (installed with pip into a virtual environment when
     /// missing), on the same traces at the same load, and the overhead each adds.
     Gateways(gateways_cmd::GatewaysArgs),
+    /// Run three gateway replicas in front of the same simulated servers, with fleet mode
+    /// (shared tenant budgets, load and health through a redis-server started here) and as
+    /// independent replicas: tenant overshoot, balance, requests to a hard-down node, SLO
+    /// attainment, TTFT p99, staleness of the shared view, a Redis outage.
+    Fleet(fleet_cmd::FleetArgs),
 }
 
 /// The real-time replay's speed when `--fault` is given without `--speed`.
@@ -217,6 +223,7 @@ fn main() -> ExitCode {
         Some(Cmd::ServeBackends(a)) => serve_backends::run(&a),
         Some(Cmd::Loadgen(a)) => loadgen_cmd::run(&a),
         Some(Cmd::Gateways(a)) => gateways_cmd::run(&a),
+        Some(Cmd::Fleet(a)) => fleet_cmd::run(&a),
         Some(Cmd::Simulate(s)) => simulate(&s),
         None => simulate(&cli.sim),
     };
