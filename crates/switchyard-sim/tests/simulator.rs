@@ -540,7 +540,7 @@ fn the_default_load_keeps_the_modelled_fleet_busy() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("(the default: the arrival rate scaled"),
+        text.contains(", the default: the arrival rate scaled"),
         "{text}"
     );
     assert!(text.contains("65 % busy"), "{text}");

@@ -65,13 +65,13 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
                 cfg.load = ((l * 100.0).round() / 100.0).max(0.01);
                 workload = build(&cfg)?;
                 format!(
-                    " (the default: the arrival rate scaled so the offered work, inflated by \
+                    ", the default: the arrival rate scaled so the offered work, inflated by \
                      the batch slowdown, keeps the modelled fleet {:.0} % busy, the middle of \
-                     50-80 %, where routing matters; --load L to choose)",
+                     50-80 %, where routing matters; --load L to choose",
                     100.0 * DEFAULT_TARGET_UTILIZATION
                 )
             }
-            None => " (the default rule needs an arrival span; the trace's own rate)".into(),
+            None => ", the trace's own rate: the default rule needs an arrival span".into(),
         }
     } else {
         String::new()
