@@ -248,7 +248,11 @@ impl Report {
                 .filter(|p| (sign * key(p) - top).abs() <= 1e-9 * top.abs().max(1.0))
                 .map(|p| p.policy.as_str())
                 .collect();
-            (sign * top, names.join(" = "))
+            if names.len() == ps.len() {
+                (sign * top, "all tie".to_string())
+            } else {
+                (sign * top, names.join(" = "))
+            }
         };
         let all: Vec<&PolicyReport> = ps.iter().collect();
         let (slo, slo_w) = best(&|p| p.slo_attainment, true, &all);
@@ -365,6 +369,15 @@ mod test {
         assert!(w.starts_with("won: SLO x (50.0 %)"), "{w}");
         // y is within 0.5 points of the best SLO and cheaper; a tie is listed as such.
         assert!(w.contains("cost y (5,"), "{w}");
-        assert!(w.contains("routing accuracy x = y"), "{w}");
+        assert!(w.contains("routing accuracy all tie (75.0 %)"), "{w}");
+        let mut three = two.clone();
+        let mut z = three.policies[0].clone();
+        z.policy = "z".into();
+        z.routing_accuracy = 0.5;
+        three.policies.push(z);
+        assert!(three
+            .winners()
+            .unwrap()
+            .contains("routing accuracy x = y (75.0 %)"));
     }
 }
