@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod capacity;
 mod error;
 mod event;
 mod fleet;
@@ -26,14 +27,17 @@ mod trace;
 mod workload;
 
 pub use cache::{PrefixCache, BLOCK_TOKENS};
+pub use capacity::{
+    fluid_capacity, load_for_utilization, FluidCapacity, DEFAULT_TARGET_UTILIZATION,
+};
 pub use error::{SimError, POLICY_NAMES};
 pub use event::{compare, compare_outcomes, run_policy, run_policy_with_progress, PROGRESS_EVERY};
 pub use fleet::{default_fleet, service_time_ms, synthesize, FleetConfig, CAPABILITIES};
 pub use policy::{
-    make_policy, policy_seed, CacheAware, Decision, LeastInFlight, NodeStatus, P2cPeakEwma,
-    PeakEwma, Policy, RandomPolicy, RoundRobin, SwitchyardPolicy, View, CACHE_AWARE_ABS,
-    CACHE_AWARE_EVICTION_NS, CACHE_AWARE_REL, CACHE_AWARE_THRESHOLD, PEAK_EWMA_DECAY_NS,
-    PEAK_EWMA_DEFAULT_RTT_MS, SWITCHYARD_TICK_NS,
+    make_policy, make_policy_for, policy_seed, CacheAware, Decision, LeastInFlight, NodeStatus,
+    P2cPeakEwma, PeakEwma, Policy, RandomPolicy, RoundRobin, SwitchyardPolicy, View,
+    CACHE_AWARE_ABS, CACHE_AWARE_EVICTION_NS, CACHE_AWARE_REL, CACHE_AWARE_THRESHOLD,
+    PEAK_EWMA_DECAY_NS, PEAK_EWMA_DEFAULT_RTT_MS, SWITCHYARD_TICK_NS,
 };
 pub use record::{ClassReport, DecisionNs, PolicyReport, SimOutcome, TaskRecord, TaskStatus};
 pub use report::Report;
@@ -45,7 +49,7 @@ pub use synthetic::{
 pub use trace::{
     bundled_trace, load_trace, open_trace, parse_trace, TraceError, TraceRow, BUNDLED_TRACES,
 };
-pub use workload::{slo_ms, SimConfig, SimTask, Spike, Workload};
+pub use workload::{slo_ms, GatewayModel, SimConfig, SimTask, Spike, Workload};
 
 pub mod gateways;
 pub mod loadgen;

@@ -28,6 +28,10 @@ pub struct TaskRecord {
     pub hit_blocks: usize,
     /// Completed within its SLO.
     pub slo_met: bool,
+    /// When it arrived, some capable node could have started it at once and finished it
+    /// within its SLO (judged in hindsight by the simulator: the node's occupancy and cache
+    /// then): the tasks [`PolicyReport::routing_accuracy`] is taken over.
+    pub routable: bool,
 }
 
 /// A run's report, every task's record and the run's time series.
@@ -107,8 +111,18 @@ pub struct PolicyReport {
     pub utilization: f64,
     /// Each node's time-averaged utilisation, in fleet order.
     pub node_utilization: Vec<f64>,
+    /// Mean over nodes of utilisation while the trace's requests arrive (from the first
+    /// arrival to the last; `utilization` also counts the drain after the last arrival).
+    pub arrival_utilization: f64,
     /// Prefix blocks found in a node's cache over blocks looked up.
     pub prefix_hit_rate: f64,
+    /// Routing accuracy: of the routable tasks (those some capable node could have started
+    /// at once on arrival and finished within their SLO, see [`TaskRecord::routable`]), the
+    /// share whose route met all their constraints (the required capabilities, which every
+    /// route meets, and the latency limit) and their SLO (1 when none was routable).
+    pub routing_accuracy: f64,
+    /// Tasks that were routable.
+    pub routable: u64,
     /// Σ over completed tasks of (input + output tokens) / 1000 × the node's price.
     pub cost: f64,
     /// Decisions timed (retries from the gateway queue included).

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use switchyard::Priority;
 
+use crate::capacity::fluid_capacity;
 use crate::record::{PolicyReport, SimOutcome};
-use crate::workload::{SimConfig, Workload};
+use crate::workload::{GatewayModel, SimConfig, Workload};
 
 /// A comparison of several policies on one workload.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +20,15 @@ pub struct Report {
     pub load: f64,
     /// The seed.
     pub seed: u64,
+    /// The gateway model the policies ran behind.
+    pub gateway: GatewayModel,
+    /// The work offered over the fleet's modelled capacity (the fluid model's mean node
+    /// utilisation, see [`fluid_capacity`]).
+    pub offered_utilization: f64,
+    /// The best balance deviation the capability constraints allow (the fluid model's).
+    pub balance_bound: f64,
+    /// Per node, the fluid model's utilisation under its most balanced allocation.
+    pub fluid_node_utilization: Vec<f64>,
     /// One report per policy, in the order asked.
     pub policies: Vec<PolicyReport>,
 }
@@ -56,19 +66,27 @@ fn string(s: &str) -> String {
 impl Report {
     /// The report of `outcomes`, one per policy, run over `workload` with `cfg`.
     pub fn new(workload: &Workload, cfg: &SimConfig, outcomes: &[SimOutcome]) -> Self {
+        let fluid = fluid_capacity(workload, cfg);
         Self {
             trace: workload.name.clone(),
             tasks: workload.tasks.len(),
             load: cfg.load,
             seed: cfg.seed,
+            gateway: cfg.gateway,
+            offered_utilization: fluid.offered_utilization,
+            balance_bound: fluid.balance_bound,
+            fluid_node_utilization: fluid.node_utilization,
             policies: outcomes.iter().map(|o| o.report.clone()).collect(),
         }
     }
 
     /// The report as JSON:
-    /// `{"trace", "tasks", "policies": {NAME: {"completed", "failed", "shed",
-    /// "slo_attainment", "ttft_p99_ms", "e2e_p50_ms", "e2e_p99_ms", "balance_deviation",
-    /// "utilization", "prefix_hit_rate", "cost", "decision_ns": {"p50", "p99", "p999"}}},
+    /// `{"trace", "tasks", "load", "gateway_model": "shared" | "per-policy",
+    /// "offered_utilization", "balance_bound", "policies": {NAME: {"completed", "failed",
+    /// "shed", "slo_attainment", "ttft_p99_ms", "e2e_p50_ms", "e2e_p99_ms",
+    /// "balance_deviation", "balance_bound", "utilization", "arrival_utilization",
+    /// "prefix_hit_rate",
+    /// "routing_accuracy", "routable", "cost", "decision_ns": {"p50", "p99", "p999"}}},
     /// "throughput": {NAME: {"decisions", "router_ns", "router_decisions_per_s",
     /// "event_loop_ns", "event_loop_tasks_per_s"}}}`. The throughput figures are real time:
     /// the time inside the policy's decisions, and the whole event loop's.
@@ -76,9 +94,14 @@ impl Report {
         let mut s = String::new();
         let _ = write!(
             s,
-            "{{\"trace\":{},\"tasks\":{},\"policies\":{{",
+            "{{\"trace\":{},\"tasks\":{},\"load\":{},\"gateway_model\":{},\
+             \"offered_utilization\":{},\"balance_bound\":{},\"policies\":{{",
             string(&self.trace),
-            self.tasks
+            self.tasks,
+            num(self.load),
+            string(self.gateway.name()),
+            num(self.offered_utilization),
+            num(self.balance_bound),
         );
         for (k, p) in self.policies.iter().enumerate() {
             if k > 0 {
@@ -88,7 +111,8 @@ impl Report {
                 s,
                 "{}:{{\"completed\":{},\"failed\":{},\"shed\":{},\"slo_attainment\":{},\
                  \"ttft_p99_ms\":{},\"e2e_p50_ms\":{},\"e2e_p99_ms\":{},\
-                 \"balance_deviation\":{},\"utilization\":{},\"prefix_hit_rate\":{},\
+                 \"balance_deviation\":{},\"balance_bound\":{},\"utilization\":{},\
+                 \"arrival_utilization\":{},\"prefix_hit_rate\":{},\"routing_accuracy\":{},\"routable\":{},\
                  \"cost\":{},\"decision_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{}}}}}",
                 string(&p.policy),
                 p.completed,
@@ -99,8 +123,12 @@ impl Report {
                 num(p.e2e_p50_ms),
                 num(p.e2e_p99_ms),
                 num(p.balance_deviation),
+                num(self.balance_bound),
                 num(p.utilization),
+                num(p.arrival_utilization),
                 num(p.prefix_hit_rate),
+                num(p.routing_accuracy),
+                p.routable,
                 num(p.cost),
                 p.decision_ns.p50,
                 p.decision_ns.p99,
@@ -133,19 +161,21 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<16} {:>6} {:>5} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6} {:>9} {:>16}",
+            "{:<16} {:>6} {:>5} {:>5} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>11} {:>6} {:>9} {:>16}",
             "policy",
             "done",
             "fail",
             "shed",
             "SLO%",
+            "acc%",
             "ttft50",
             "ttft99",
             "e2e50",
             "e2e99",
             "req/s",
             "util%",
-            "bal",
+            "busy%",
+            "bal/bound",
             "hit%",
             "cost",
             "decide ns 50/99/999"
@@ -153,19 +183,21 @@ impl Report {
         for p in &self.policies {
             let _ = writeln!(
                 s,
-                "{:<16} {:>6} {:>5} {:>5} {:>6.1} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>7.2} {:>6.1} {:>6.3} {:>6.1} {:>9.0} {:>16}",
+                "{:<16} {:>6} {:>5} {:>5} {:>6.1} {:>6.1} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>7.2} {:>6.1} {:>6.1} {:>11} {:>6.1} {:>9.0} {:>16}",
                 p.policy,
                 p.completed,
                 p.failed,
                 p.shed,
                 100.0 * p.slo_attainment,
+                100.0 * p.routing_accuracy,
                 p.ttft_p50_ms,
                 p.ttft_p99_ms,
                 p.e2e_p50_ms,
                 p.e2e_p99_ms,
                 p.throughput_per_s,
                 100.0 * p.utilization,
-                p.balance_deviation,
+                100.0 * p.arrival_utilization,
+                format!("{:.3}/{:.3}", p.balance_deviation, self.balance_bound),
                 100.0 * p.prefix_hit_rate,
                 p.cost,
                 format!(
@@ -190,7 +222,59 @@ impl Report {
             }
             s.push('\n');
         }
+        if let Some(w) = self.winners() {
+            let _ = writeln!(s, "{w}");
+        }
         s
+    }
+
+    /// One line on who won on what: SLO attainment, e2e p99, cost (the cheapest policy
+    /// within 0.5 points of the best SLO attainment, since shedding work also saves cost),
+    /// prefix hits, routing accuracy and balance. `None` with fewer than two policies.
+    pub fn winners(&self) -> Option<String> {
+        let ps = &self.policies;
+        if ps.len() < 2 {
+            return None;
+        }
+        // The names reaching the best value of `key` (higher is better when `high`).
+        let best = |key: &dyn Fn(&PolicyReport) -> f64, high: bool, among: &[&PolicyReport]| {
+            let sign = if high { 1.0 } else { -1.0 };
+            let top = among
+                .iter()
+                .map(|p| sign * key(p))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let names: Vec<&str> = among
+                .iter()
+                .filter(|p| (sign * key(p) - top).abs() <= 1e-9 * top.abs().max(1.0))
+                .map(|p| p.policy.as_str())
+                .collect();
+            if names.len() == ps.len() {
+                (sign * top, "all tie".to_string())
+            } else {
+                (sign * top, names.join(" = "))
+            }
+        };
+        let all: Vec<&PolicyReport> = ps.iter().collect();
+        let (slo, slo_w) = best(&|p| p.slo_attainment, true, &all);
+        let near: Vec<&PolicyReport> = ps
+            .iter()
+            .filter(|p| p.slo_attainment >= slo - 0.005)
+            .collect();
+        let (cost, cost_w) = best(&|p| p.cost, false, &near);
+        let (p99, p99_w) = best(&|p| p.e2e_p99_ms, false, &all);
+        let (hit, hit_w) = best(&|p| p.prefix_hit_rate, true, &all);
+        let (acc, acc_w) = best(&|p| p.routing_accuracy, true, &all);
+        let (bal, bal_w) = best(&|p| p.balance_deviation, false, &all);
+        Some(format!(
+            "won: SLO {slo_w} ({:.1} %) · e2e p99 {p99_w} ({p99:.0} ms) · cost {cost_w} \
+             ({cost:.0}, cheapest within 0.5 points of the best SLO) · prefix hits {hit_w} \
+             ({:.1} %) · routing accuracy {acc_w} ({:.1} %) · balance {bal_w} ({bal:.3}, \
+             bound {:.3})",
+            100.0 * slo,
+            100.0 * hit,
+            100.0 * acc,
+            self.balance_bound,
+        ))
     }
 }
 
@@ -205,6 +289,10 @@ mod test {
             tasks: 3,
             load: 1.0,
             seed: 1,
+            gateway: GatewayModel::Shared,
+            offered_utilization: 0.5,
+            balance_bound: 0.25,
+            fluid_node_utilization: vec![0.5],
             policies: vec![PolicyReport {
                 policy: "x".into(),
                 tasks: 3,
@@ -222,7 +310,10 @@ mod test {
                 balance_deviation: 0.0,
                 utilization: 0.25,
                 node_utilization: vec![0.25],
+                arrival_utilization: 0.3,
                 prefix_hit_rate: 0.0,
+                routing_accuracy: 0.75,
+                routable: 2,
                 cost: 10.0,
                 decisions: 3,
                 decision_ns: DecisionNs {
@@ -241,10 +332,12 @@ mod test {
         let j = report().to_json();
         assert_eq!(
             j,
-            "{\"trace\":\"a \\\"b\\\"\\\\\\n\",\"tasks\":3,\"policies\":{\"x\":{\"completed\":2,\
+            "{\"trace\":\"a \\\"b\\\"\\\\\\n\",\"tasks\":3,\"load\":1,\"gateway_model\":\"shared\",\
+             \"offered_utilization\":0.5,\"balance_bound\":0.25,\"policies\":{\"x\":{\"completed\":2,\
              \"failed\":1,\"shed\":0,\"slo_attainment\":0.5,\"ttft_p99_ms\":2,\"e2e_p50_ms\":3,\
-             \"e2e_p99_ms\":null,\"balance_deviation\":0,\"utilization\":0.25,\
-             \"prefix_hit_rate\":0,\"cost\":10,\"decision_ns\":{\"p50\":1,\"p99\":2,\"p999\":3}}},\
+             \"e2e_p99_ms\":null,\"balance_deviation\":0,\"balance_bound\":0.25,\
+             \"utilization\":0.25,\"arrival_utilization\":0.3,\"prefix_hit_rate\":0,\"routing_accuracy\":0.75,\
+             \"routable\":2,\"cost\":10,\"decision_ns\":{\"p50\":1,\"p99\":2,\"p999\":3}}},\
              \"throughput\":{\"x\":{\"decisions\":3,\"router_ns\":6,\
              \"router_decisions_per_s\":500000000,\"event_loop_ns\":2000,\
              \"event_loop_tasks_per_s\":1500000}}}\n"
@@ -262,5 +355,29 @@ mod test {
             .lines()
             .any(|l| l.starts_with("x ") && l.contains("1/2/3")));
         assert!(t.contains("critical") || t.contains("Critical"));
+        assert!(t.contains("0.000/0.250"), "deviation beside the bound: {t}");
+        // One policy: no line on who won.
+        assert!(!t.contains("won:"));
+        let mut two = report();
+        let mut y = two.policies[0].clone();
+        y.policy = "y".into();
+        y.slo_attainment = 0.498;
+        y.cost = 5.0;
+        y.e2e_p99_ms = 100.0;
+        two.policies.push(y);
+        let w = two.winners().unwrap();
+        assert!(w.starts_with("won: SLO x (50.0 %)"), "{w}");
+        // y is within 0.5 points of the best SLO and cheaper; a tie is listed as such.
+        assert!(w.contains("cost y (5,"), "{w}");
+        assert!(w.contains("routing accuracy all tie (75.0 %)"), "{w}");
+        let mut three = two.clone();
+        let mut z = three.policies[0].clone();
+        z.policy = "z".into();
+        z.routing_accuracy = 0.5;
+        three.policies.push(z);
+        assert!(three
+            .winners()
+            .unwrap()
+            .contains("routing accuracy x = y (75.0 %)"));
     }
 }

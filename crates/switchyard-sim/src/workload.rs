@@ -27,6 +27,43 @@ pub struct SimConfig {
     /// A load spike: the arrival rate multiplied inside one window (see
     /// [`Spike`]).
     pub spike: Option<Spike>,
+    /// Which gateway the policies run behind (see [`GatewayModel`]).
+    pub gateway: GatewayModel,
+}
+
+/// The gateway in front of the policies.
+///
+/// * [`Shared`](GatewayModel::Shared) (the default): every policy runs behind the same
+///   gateway: the same queue per capability set, the same strict priority, the same
+///   tenant fairness and the same shedding of requests that can no longer meet their SLO.
+///   A policy only chooses the node, among the capable nodes that can start the task at
+///   once (a free slot and, with KV admission, room for its tokens); while there is none
+///   the task waits at the gateway and is offered again when capacity frees, so no node
+///   queues work. (The router reads its own ledgers, not the offered nodes: a pick of a
+///   node without room is withdrawn and the task waits.) The switchyard router runs with
+///   every class allowed the whole of each node (no per-class headroom) and its own
+///   refusals (no route predicted within the SLO) wait like any other, so only the shared
+///   gateway sheds: what differs between the policies is the routing.
+/// * [`PerPolicy`](GatewayModel::PerPolicy): each policy as its system ships: the peers
+///   dispatch at once and a full node queues without bound; switchyard waits and sheds by
+///   its own admission (per-class headroom, no route within the SLO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GatewayModel {
+    /// The same gateway model for every policy.
+    #[default]
+    Shared,
+    /// Each policy's own admission behaviour.
+    PerPolicy,
+}
+
+impl GatewayModel {
+    /// `"shared"` or `"per-policy"` (the CLI's and the JSON's spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            GatewayModel::Shared => "shared",
+            GatewayModel::PerPolicy => "per-policy",
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -39,6 +76,7 @@ impl Default for SimConfig {
             kv_admission: true,
             slo_in_task: true,
             spike: None,
+            gateway: GatewayModel::Shared,
         }
     }
 }

@@ -223,7 +223,11 @@ fn simulate_compares_policies_in_virtual_time_and_writes_json_and_plots() {
 
     // The JSON keeps its schema, and adds the throughput.
     let j = std::fs::read_to_string(&json).unwrap();
-    assert!(j.starts_with("{\"trace\":") && j.contains("\"tasks\":300,\"policies\":{"));
+    assert!(
+        j.starts_with("{\"trace\":")
+            && j.contains("\"tasks\":300,")
+            && j.contains("\"policies\":{")
+    );
     for p in policies {
         assert!(
             j.contains(&format!("\"{p}\":{{\"completed\":")),

@@ -13,7 +13,7 @@ use crate::fleet::service_time_ms;
 use crate::policy::{Decision, NodeStatus, Policy, View};
 use crate::record::{ClassReport, DecisionNs, PolicyReport, SimOutcome, TaskRecord, TaskStatus};
 use crate::series::{sample_interval_ns, Series};
-use crate::workload::{SimConfig, Workload};
+use crate::workload::{GatewayModel, SimConfig, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Event {
@@ -36,6 +36,12 @@ struct Engine<'w> {
     last_change: Vec<u64>,
     heap: BinaryHeap<Reverse<Event>>,
     seq: u64,
+    /// Scratch: the capable nodes with room for the task being decided.
+    room: Vec<usize>,
+    /// Per node, busy sequence-time (as `busy`) up to the last arrival.
+    busy_arrivals: Vec<f64>,
+    /// The last arrival, virtual ns.
+    last_arrival: u64,
     /// Per capability set, one FIFO per priority class (critical first).
     gateway: Vec<[FairQueue<usize>; 4]>,
     records: Vec<TaskRecord>,
@@ -97,6 +103,9 @@ pub fn run_policy_with_progress(
             .collect(),
         nodes,
         busy: vec![0.0; n],
+        room: Vec::with_capacity(n),
+        busy_arrivals: vec![0.0; n],
+        last_arrival: w.tasks.last().map_or(0, |t| t.arrival_ns),
         last_change: vec![0; n],
         heap: BinaryHeap::with_capacity(w.tasks.len() * 2),
         seq: 0,
@@ -112,6 +121,7 @@ pub fn run_policy_with_progress(
                 e2e_ms: 0.0,
                 hit_blocks: 0,
                 slo_met: false,
+                routable: false,
             };
             w.tasks.len()
         ],
@@ -178,26 +188,79 @@ impl Engine<'_> {
     }
 
     fn decide(&mut self, policy: &mut dyn Policy, i: usize, now: u64) -> Decision {
-        let t = &self.w.tasks[i];
-        let candidates = &self.w.classes[t.class];
+        let w = self.w;
+        let t = &w.tasks[i];
+        let candidates = &w.classes[t.class];
+        let shared = self.cfg.gateway == GatewayModel::Shared;
+        // The shared gateway offers the policy the capable nodes that can start the task now,
+        // and holds the task while there is none.
+        let mut room = std::mem::take(&mut self.room);
+        room.clear();
+        if shared {
+            room.extend(candidates.iter().copied().filter(|&n| self.has_room(n, i)));
+            if room.is_empty() && !candidates.is_empty() {
+                self.room = room;
+                return Decision::Wait;
+            }
+        }
         let view = View {
             now_ns: now,
-            candidates,
+            candidates: if shared { &room } else { candidates },
             nodes: &self.nodes,
         };
         let start = self.stopwatch.raw();
         let d = policy.pick(t, &view);
         let ns = self.stopwatch.delta_as_nanos(start, self.stopwatch.raw());
+        self.room = room;
         self.decide_ns += ns;
         self.decisions.saturating_record(ns.max(1));
         match d {
             // A pick outside the capable set is a policy bug: the task cannot be served.
             Decision::Dispatch(n) if candidates.binary_search(&n).is_err() => Decision::Fail,
+            // The shared gateway: a node that cannot start the task now does not queue it
+            // (the router, which reads its own ledgers rather than the offered nodes, may
+            // pick one); the task waits at the gateway and the policy is asked again later.
+            Decision::Dispatch(n) if shared && !self.has_room(n, i) => {
+                policy.withdraw(t);
+                Decision::Wait
+            }
+            // Only the shared gateway sheds (what can no longer meet its SLO).
+            Decision::Shed if shared => Decision::Wait,
             d => d,
         }
     }
 
+    /// Whether node `n` would start task `i` now (nothing queued before it, a free slot,
+    /// and with KV admission room for its tokens).
+    fn has_room(&self, n: usize, i: usize) -> bool {
+        self.queues[n].is_empty() && self.can_start(n, i)
+    }
+
+    /// Whether some capable node could start task `i` now and finish it within its SLO,
+    /// at the node's occupancy and with its cache as they are.
+    fn routable(&self, i: usize) -> bool {
+        let t = &self.w.tasks[i];
+        if t.slo_ms <= 0.0 {
+            return false;
+        }
+        self.w.classes[t.class].iter().any(|&n| {
+            let node = &self.nodes[n];
+            if !self.has_room(n, i) {
+                return false;
+            }
+            let u = node.running as f64 / node.spec.max_concurrency.max(1) as f64;
+            let hit = node
+                .cache
+                .as_ref()
+                .map_or(0, |c| c.matched_prefix(&t.blocks));
+            let input = t.task.input_tokens;
+            let saved = (hit as u64 * BLOCK_TOKENS as u64).min(input as u64) as u32;
+            service_time_ms(&node.spec, input - saved, t.task.output_tokens, u) <= t.slo_ms
+        })
+    }
+
     fn arrive(&mut self, policy: &mut dyn Policy, i: usize, now: u64) {
+        self.records[i].routable = self.routable(i);
         let class = self.w.tasks[i].class;
         let prio = self.w.tasks[i].task.constraints.priority.index();
         // Behind tasks of its own or a higher class that already wait; ahead of lower ones.
@@ -319,6 +382,8 @@ impl Engine<'_> {
         }
         let dt = now.saturating_sub(from);
         self.busy[n] += busy * dt as f64;
+        let within = now.min(self.last_arrival).saturating_sub(from);
+        self.busy_arrivals[n] += busy * within as f64;
         self.series.add_busy(n, from, now, busy);
         self.last_change[n] = now;
     }
@@ -392,7 +457,10 @@ impl Engine<'_> {
         self.series.finish(end, &capacity);
         let mut by_class = [ClassReport::default(); 4];
         let (mut ttft, mut e2e) = (Vec::new(), Vec::new());
+        let (mut routable, mut routed_well) = (0u64, 0u64);
         for (t, r) in self.w.tasks.iter().zip(&self.records) {
+            routable += r.routable as u64;
+            routed_well += (r.routable && r.status == TaskStatus::Completed && r.slo_met) as u64;
             let c = &mut by_class[t.task.constraints.priority.index()];
             c.tasks += 1;
             match r.status {
@@ -420,6 +488,20 @@ impl Engine<'_> {
                 }
             })
             .collect();
+        let span = self
+            .last_arrival
+            .saturating_sub(self.w.tasks.first().map_or(0, |t| t.arrival_ns));
+        let arrival_utilization = if span == 0 || self.nodes.is_empty() {
+            0.0
+        } else {
+            // Busy time before the first arrival is zero, so dividing by the span is exact.
+            self.nodes
+                .iter()
+                .zip(&self.busy_arrivals)
+                .map(|(s, b)| b / (s.spec.max_concurrency.max(1) as f64 * span as f64))
+                .sum::<f64>()
+                / self.nodes.len() as f64
+        };
         let sum = |f: fn(&ClassReport) -> u64| by_class.iter().map(f).sum::<u64>();
         let tasks = self.w.tasks.len();
         let completed = sum(|c| c.completed);
@@ -453,11 +535,18 @@ impl Engine<'_> {
                 node_utilization.iter().sum::<f64>() / node_utilization.len() as f64
             },
             node_utilization,
+            arrival_utilization,
             prefix_hit_rate: if self.lookups == 0 {
                 0.0
             } else {
                 self.hits as f64 / self.lookups as f64
             },
+            routing_accuracy: if routable == 0 {
+                1.0
+            } else {
+                routed_well as f64 / routable as f64
+            },
+            routable,
             cost: self.cost,
             decisions: d.len(),
             decision_ns: DecisionNs {

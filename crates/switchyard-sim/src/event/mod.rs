@@ -29,6 +29,14 @@
 //!   tokens (input + output) of its running tasks stay within
 //!   `min(memory_mb / kv_mb_per_1k_tokens × 1000, max_tokens_in_flight)` (or when it is
 //!   idle), as a vLLM-style scheduler admits only what fits its KV memory.
+//! * **Gateway model** ([`SimConfig::gateway`], [`GatewayModel`]). Shared (the default):
+//!   the policy is offered only the capable nodes that can start the task at once (a free
+//!   slot, and with KV admission room for its tokens); with none the task waits at the
+//!   gateway without asking the policy. A [`Decision::Dispatch`] to a node without room
+//!   (the router picks from its own ledgers) becomes a wait (the policy is told through
+//!   [`Policy::withdraw`]), and a [`Decision::Shed`] becomes a wait too, so every policy
+//!   waits, is retried and is shed by the same rules below and no node queues.
+//!   Per-policy: decisions are applied as the policy returns them.
 //! * **Gateway queue.** A [`Decision::Wait`] leaves the task in a FIFO queue per set of
 //!   required capabilities and priority class, retried whenever a task finishes (and after a
 //!   control tick), highest class first, each class from its head until a retry waits
@@ -49,6 +57,10 @@
 //!
 //! [`PrefixCache`]: crate::PrefixCache
 //! [`Decision::Wait`]: crate::Decision::Wait
+//! [`Decision::Dispatch`]: crate::Decision::Dispatch
+//! [`Decision::Shed`]: crate::Decision::Shed
+//! [`GatewayModel`]: crate::GatewayModel
+//! [`Policy::withdraw`]: crate::Policy::withdraw
 //! [`Series`]: crate::Series
 //! [`sample_interval_ns`]: crate::sample_interval_ns
 mod engine;
@@ -58,7 +70,7 @@ mod tests;
 pub use engine::{run_policy_with_progress, PROGRESS_EVERY};
 
 use crate::error::{SimError, POLICY_NAMES};
-use crate::policy::{make_policy, Policy};
+use crate::policy::{make_policy_for, Policy};
 use crate::record::SimOutcome;
 use crate::report::Report;
 use crate::workload::{SimConfig, Workload};
@@ -112,7 +124,7 @@ pub fn compare_outcomes(
     }
     let mut outcomes = Vec::with_capacity(policies.len());
     for (k, name) in policies.iter().enumerate() {
-        let mut p = make_policy(name, &workload.fleet, cfg.seed)?;
+        let mut p = make_policy_for(name, &workload.fleet, cfg.seed, cfg.gateway)?;
         outcomes.push(run_policy_with_progress(
             workload,
             p.as_mut(),

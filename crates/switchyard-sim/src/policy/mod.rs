@@ -14,9 +14,16 @@
 //! | `cache_aware` | SGLang `cache_aware` | shortest queue when imbalanced, else longest prefix match or smallest tree |
 //! | `switchyard` | this crate's [`Router`] | whatever `RouteReader::route_into` reserves |
 //!
-//! All but `switchyard` send every task at once: a full node queues it. `switchyard` reserves
-//! capacity on the router's ledgers, so a saturated fleet leaves the task waiting at the
-//! gateway ([`Decision::Wait`]) until a lease is released.
+//! Behind the shared gateway model (the default, see [`GatewayModel`]) a policy only chooses
+//! the node, among the capable nodes that can start the task at once ([`View::candidates`]);
+//! with none the task waits at the gateway, and a pick of a node without room is withdrawn
+//! ([`Policy::withdraw`] tells the policy) and the task waits. Behind
+//! [`GatewayModel::PerPolicy`], all but `switchyard` send every task at once and a full node
+//! queues it; `switchyard` reserves capacity on the router's ledgers, so a saturated fleet
+//! leaves the task waiting at the gateway ([`Decision::Wait`]) until a lease is released.
+//!
+//! [`GatewayModel`]: crate::GatewayModel
+//! [`GatewayModel::PerPolicy`]: crate::GatewayModel::PerPolicy
 //!
 //! [`Router`]: switchyard::Router
 mod peers;
@@ -34,7 +41,7 @@ use switchyard::NodeSpec;
 use crate::cache::PrefixCache;
 use crate::error::SimError;
 use crate::fleet::FleetConfig;
-use crate::workload::SimTask;
+use crate::workload::{GatewayModel, SimTask};
 
 /// What the simulator shows a policy of one node.
 #[derive(Debug, Clone)]
@@ -74,7 +81,8 @@ impl NodeStatus {
 pub struct View<'a> {
     /// Virtual time, ns since the trace's first arrival.
     pub now_ns: u64,
-    /// The nodes offering everything the task requires, ascending.
+    /// The nodes offering everything the task requires, ascending; behind the shared
+    /// gateway model only those of them that can start the task now.
     pub candidates: &'a [usize],
     /// Every node, by index (the router's node id).
     pub nodes: &'a [NodeStatus],
@@ -117,6 +125,13 @@ pub trait Policy: std::fmt::Debug {
         let _ = (task, node, latency_ms, now_ns);
     }
 
+    /// The gateway did not send `task` where the last [`pick`](Self::pick) said (the node
+    /// had no room under the shared gateway model): release whatever that pick reserved.
+    /// The task waits and is picked again later.
+    fn withdraw(&mut self, task: &SimTask) {
+        let _ = task;
+    }
+
     /// How often [`on_tick`](Self::on_tick) wants to run, in virtual ns (`None`: never).
     fn tick_interval_ns(&self) -> Option<u64> {
         None
@@ -156,13 +171,36 @@ pub fn make_policy(
     fleet: &FleetConfig,
     seed: u64,
 ) -> Result<Box<dyn Policy>, SimError> {
+    make_policy_for(name, fleet, seed, GatewayModel::default())
+}
+
+/// [`make_policy`] for a run behind `gateway`: behind the shared model the `switchyard`
+/// router gives every class the whole of each node (no per-class headroom), since the
+/// gateway's queue, not the router, holds work back; behind the per-policy model it runs
+/// with the router's default headroom.
+///
+/// # Errors
+/// As [`make_policy`].
+pub fn make_policy_for(
+    name: &str,
+    fleet: &FleetConfig,
+    seed: u64,
+    gateway: GatewayModel,
+) -> Result<Box<dyn Policy>, SimError> {
     Ok(match name {
         "round_robin" => Box::new(RoundRobin::default()),
         "random" => Box::new(RandomPolicy::new(seed)),
         "least_in_flight" => Box::new(LeastInFlight),
         "p2c_peak_ewma" => Box::new(P2cPeakEwma::new(fleet.nodes.len(), seed)),
         "cache_aware" => Box::new(CacheAware::new(&fleet.nodes)),
-        "switchyard" => Box::new(SwitchyardPolicy::new(fleet, seed)?),
+        "switchyard" => Box::new(match gateway {
+            GatewayModel::Shared => SwitchyardPolicy::with_headroom(
+                fleet,
+                seed,
+                switchyard::Headroom { shares: [1.0; 4] },
+            )?,
+            GatewayModel::PerPolicy => SwitchyardPolicy::new(fleet, seed)?,
+        }),
         other => return Err(SimError::UnknownPolicy(other.to_string())),
     })
 }

@@ -208,9 +208,17 @@ pub const CACHE_AWARE_EVICTION_NS: u64 = 30_000_000_000;
 /// 3. Insert the task's blocks into the chosen node's tree. Every 30 s (a tick, off the
 ///    request path like SGLang's eviction thread) each tree is evicted (LRU) down to its
 ///    node's KV capacity in blocks, standing in for `max_tree_size`.
+///
+/// The insertion is applied when the next decision (or tick) begins, so a pick the gateway
+/// withdraws ([`Policy::withdraw`]: the node had no room and the task waits) leaves the
+/// trees as they were: the task is inserted where it is finally sent. Applied before the
+/// next match, the trees every decision sees are the same as with an immediate insertion.
 #[derive(Debug, Clone)]
 pub struct CacheAware {
     trees: Vec<PrefixCache>,
+    /// The last pick's node and blocks, not yet inserted.
+    pending: Option<usize>,
+    pending_blocks: Vec<u64>,
 }
 
 impl CacheAware {
@@ -218,6 +226,15 @@ impl CacheAware {
     pub fn new(nodes: &[NodeSpec]) -> Self {
         Self {
             trees: nodes.iter().map(PrefixCache::for_node).collect(),
+            pending: None,
+            pending_blocks: Vec::new(),
+        }
+    }
+
+    /// Inserts the last pick's blocks into its node's tree (unless it was withdrawn).
+    fn commit(&mut self) {
+        if let Some(n) = self.pending.take() {
+            self.trees[n].touch_without_eviction(&self.pending_blocks);
         }
     }
 
@@ -226,8 +243,9 @@ impl CacheAware {
         max - min > CACHE_AWARE_ABS && max as f64 > CACHE_AWARE_REL * min as f64
     }
 
-    /// The router-side tree of node `i`.
-    pub fn tree(&self, i: usize) -> Option<&PrefixCache> {
+    /// The router-side tree of node `i` (the last pick included).
+    pub fn tree(&mut self, i: usize) -> Option<&PrefixCache> {
+        self.commit();
         self.trees.get(i)
     }
 }
@@ -238,6 +256,7 @@ impl Policy for CacheAware {
     }
 
     fn pick(&mut self, task: &SimTask, view: &View<'_>) -> Decision {
+        self.commit();
         let c = view.candidates;
         if c.is_empty() {
             return Decision::Fail;
@@ -273,8 +292,14 @@ impl Policy for CacheAware {
                     .unwrap_or(&c[0])
             }
         };
-        self.trees[chosen].touch_without_eviction(&task.blocks);
+        self.pending = Some(chosen);
+        self.pending_blocks.clear();
+        self.pending_blocks.extend_from_slice(&task.blocks);
         Decision::Dispatch(chosen)
+    }
+
+    fn withdraw(&mut self, _task: &SimTask) {
+        self.pending = None;
     }
 
     fn tick_interval_ns(&self) -> Option<u64> {
@@ -283,6 +308,7 @@ impl Policy for CacheAware {
 
     /// SGLang's eviction thread: off the request path, so not timed as a decision.
     fn on_tick(&mut self, _now_ns: u64) {
+        self.commit();
         for t in &mut self.trees {
             let cap = t.capacity();
             t.evict_to(cap);

@@ -1,4 +1,5 @@
 //! The switchyard router itself as a simulated policy.
+use switchyard::Headroom;
 use switchyard::Lease;
 use switchyard::ManualClock;
 use switchyard::{ConfigError, RouteError};
@@ -37,12 +38,25 @@ impl SwitchyardPolicy {
     /// # Errors
     /// The fleet's first [`ConfigError`].
     pub fn new(fleet: &FleetConfig, seed: u64) -> Result<Self, ConfigError> {
+        Self::with_headroom(fleet, seed, Headroom::default())
+    }
+
+    /// [`new`](Self::new) with the router's per-class `headroom`.
+    ///
+    /// # Errors
+    /// The fleet's first [`ConfigError`].
+    pub fn with_headroom(
+        fleet: &FleetConfig,
+        seed: u64,
+        headroom: Headroom,
+    ) -> Result<Self, ConfigError> {
         let clock = ManualClock::new();
         let router = Router::builder()
             .capabilities(fleet.capabilities.iter().cloned())
             .nodes(fleet.nodes.iter().cloned())
             .clock(std::sync::Arc::new(clock.clone()))
             .seed(policy_seed(seed, 3))
+            .headroom(headroom)
             .build()?;
         let mut reader = router.reader();
         reader.reseed(policy_seed(seed, 4));
@@ -90,6 +104,13 @@ impl Policy for SwitchyardPolicy {
             }
             // NoCapableRoute, EmptyFleet, and any obstacle a later version adds.
             Err(_) => Decision::Fail,
+        }
+    }
+
+    /// Releases the lease unused (dropping it returns its reservation).
+    fn withdraw(&mut self, task: &SimTask) {
+        if let Some(slot) = self.leases.get_mut(task.index) {
+            drop(slot.take());
         }
     }
 

@@ -6,8 +6,8 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use switchyard_sim::{
-    compare_outcomes, open_trace, Report, SimConfig, Spike, SpikeReport, Workload, POLICY_NAMES,
-    SPIKE_HEADER,
+    compare_outcomes, load_for_utilization, open_trace, GatewayModel, Report, SimConfig, Spike,
+    SpikeReport, Workload, DEFAULT_TARGET_UTILIZATION, POLICY_NAMES, SPIKE_HEADER,
 };
 
 use crate::progress::Progress;
@@ -40,19 +40,60 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
     }
-    let cfg = SimConfig {
-        load: args.load,
+    let mut cfg = SimConfig {
+        load: args.load.unwrap_or(1.0),
         seed: args.seed,
         base_capability: args.base_capability.clone(),
         prefix_cache: !args.no_prefix_cache,
         kv_admission: !args.no_kv_admission,
         slo_in_task: !args.no_slo_constraint,
         spike: args.spike.as_deref().map(Spike::parse).transpose()?,
+        gateway: args.gateway.map(Into::into).unwrap_or_default(),
     };
     if !(cfg.load.is_finite() && cfg.load > 0.0) {
         return Err(switchyard_sim::SimError::InvalidLoad(cfg.load).into());
     }
     let (name, rows) = open_trace(args.trace.as_deref())?;
+    let fleet_name = || {
+        args.config
+            .as_deref()
+            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string())
+    };
+    let started = Instant::now();
+    let fleet = crate::fleet(args.config.as_deref())?;
+    let build = |cfg: &SimConfig| {
+        Workload::new(name.clone(), &rows, fleet.clone(), cfg).map_err(|e| {
+            format!(
+                "the fleet ({}) cannot run this trace: {e} (every task requires `{}`, and \
+                 inputs over 4096 tokens also `long-context`)",
+                fleet_name(),
+                cfg.base_capability
+            )
+        })
+    };
+    let mut workload = build(&cfg)?;
+    // Without --load: the load at which the modelled fleet is DEFAULT_TARGET_UTILIZATION busy.
+    let load_rule = if args.load.is_none() {
+        let flat = SimConfig {
+            spike: None,
+            ..cfg.clone()
+        };
+        match load_for_utilization(&workload, &flat, DEFAULT_TARGET_UTILIZATION) {
+            Some(l) => {
+                cfg.load = ((l * 100.0).round() / 100.0).max(0.01);
+                workload = build(&cfg)?;
+                format!(
+                    ", the default: the arrival rate scaled so the offered work, inflated by \
+                     the batch slowdown, keeps the modelled fleet {:.0} % busy, the middle of \
+                     50-80 %, where routing matters; --load L to choose",
+                    100.0 * DEFAULT_TARGET_UTILIZATION
+                )
+            }
+            None => ", the trace's own rate: the default rule needs an arrival span".into(),
+        }
+    } else {
+        String::new()
+    };
     if let Some(spike) = cfg.spike {
         // The window is in virtual seconds after --load; the trace must reach it.
         let first = rows.first().map_or(0, |r| r.arrival_ms);
@@ -65,26 +106,6 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             .into());
         }
     }
-    let fleet_name = || {
-        args.config
-            .as_deref()
-            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string())
-    };
-    let started = Instant::now();
-    let workload = Workload::new(
-        name.clone(),
-        &rows,
-        crate::fleet(args.config.as_deref())?,
-        &cfg,
-    )
-    .map_err(|e| {
-        format!(
-            "the fleet ({}) cannot run this trace: {e} (every task requires `{}`, and inputs \
-             over 4096 tokens also `long-context`)",
-            fleet_name(),
-            cfg.base_capability
-        )
-    })?;
     if workload.fleet.nodes.is_empty() {
         return Err(format!("the fleet ({}) has no node", fleet_name()).into());
     }
@@ -109,7 +130,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     let mut out = String::new();
     writeln!(
         out,
-        "switchyard simulate: {name}: {} requests over {span:.0} s of virtual arrivals (load x{}), seed {}, \
+        "switchyard simulate: {name}: {} requests over {span:.0} s of virtual arrivals (load x{}{load_rule}), seed {}, \
          prefix cache {}, KV admission {}, SLO given to the router {}",
         workload.tasks.len(),
         cfg.load,
@@ -122,6 +143,27 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         out,
         "fleet: {} nodes; latencies in virtual ms, decision latency in real ns",
         workload.fleet.nodes.len()
+    )?;
+    writeln!(
+        out,
+        "offered work: {:.1} % of the fleet's modelled capacity; the best balance deviation \
+         its capability constraints allow: {:.3} (fluid water-filling; `bal/bound` below)",
+        100.0 * report.offered_utilization,
+        report.balance_bound,
+    )?;
+    writeln!(
+        out,
+        "gateway model: {}",
+        match cfg.gateway {
+            GatewayModel::Shared =>
+                "shared (every policy behind the same queue, strict priority, tenant fairness \
+                 and SLO-hopeless shedding; each policy chooses among the capable nodes that can \
+                 start the task now, and the task waits at the gateway while there is none; \
+                 --gateway per-policy for each system's own admission)",
+            GatewayModel::PerPolicy =>
+                "per-policy (the peers dispatch at once and nodes queue without bound; \
+                 switchyard waits and sheds by its own admission)",
+        }
     )?;
     out += &report.table();
     writeln!(

@@ -81,9 +81,11 @@ pub struct SimArgs {
     /// During a real-time replay, a change to the file is validated and applied live.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Scale the arrival rate (2 = arrival times halved).
-    #[arg(long, default_value_t = 1.0)]
-    pub load: f64,
+    /// Scale the arrival rate (2 = arrival times halved). Default in the virtual-time
+    /// comparison: the load at which the fleet's modelled capacity is 65 % busy (see the
+    /// header); in the real-time replay, 1.
+    #[arg(long)]
+    pub load: Option<f64>,
     /// Replay in real time through a real dispatcher, compressing time by X (200 replays
     /// 200 trace seconds per real second) instead of comparing policies in virtual time.
     #[arg(long, value_name = "X")]
@@ -133,6 +135,31 @@ pub struct SimArgs {
     /// balance deviation before it.
     #[arg(long, value_name = "START:SECONDS:FACTOR")]
     pub spike: Option<String>,
+    /// The gateway the policies run behind: `shared` (the default: every policy behind the
+    /// same queue, strict priority, tenant fairness and SLO-hopeless shedding; a policy
+    /// chooses among the capable nodes that can start the task now and the task waits at
+    /// the gateway while there is none, so the comparison isolates routing) or `per-policy` (each as its system ships: the peers dispatch at once and
+    /// nodes queue without bound; switchyard waits and sheds by its own admission).
+    #[arg(long, value_enum)]
+    pub gateway: Option<GatewayArg>,
+}
+
+/// `--gateway`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayArg {
+    /// Every policy behind the same gateway model.
+    Shared,
+    /// Each policy's own admission behaviour.
+    PerPolicy,
+}
+
+impl From<GatewayArg> for switchyard_sim::GatewayModel {
+    fn from(g: GatewayArg) -> Self {
+        match g {
+            GatewayArg::Shared => switchyard_sim::GatewayModel::Shared,
+            GatewayArg::PerPolicy => switchyard_sim::GatewayModel::PerPolicy,
+        }
+    }
 }
 
 impl SimArgs {
@@ -158,6 +185,7 @@ impl SimArgs {
                 (self.no_kv_admission, "--no-kv-admission"),
                 (self.no_slo_constraint, "--no-slo-constraint"),
                 (self.spike.is_some(), "--spike"),
+                (self.gateway.is_some(), "--gateway"),
             ] {
                 if set {
                     bad.push(flag);

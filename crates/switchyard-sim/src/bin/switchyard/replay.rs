@@ -277,8 +277,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 pub fn run(args: &SimArgs) -> Result<(), Error> {
     let speed = args.speed.unwrap_or(crate::DEFAULT_SPEED);
     let workers = args.workers.unwrap_or(2);
-    if !(args.load.is_finite() && args.load > 0.0) {
-        return Err(format!("--load must be a positive number, got {}", args.load).into());
+    let load = args.load.unwrap_or(1.0);
+    if !(load.is_finite() && load > 0.0) {
+        return Err(format!("--load must be a positive number, got {load}").into());
     }
     if !(speed.is_finite() && speed > 0.0) {
         return Err(format!("--speed must be a positive number, got {speed}").into());
@@ -294,12 +295,12 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         r.arrival_ms -= first;
     }
     let span_ms = rows.last().map_or(0, |r| r.arrival_ms) as f64;
-    let real_s = span_ms / 1000.0 / (speed * args.load);
+    let real_s = span_ms / 1000.0 / (speed * load);
     if real_s.is_nan() || real_s > MAX_REPLAY_SECONDS {
         return Err(format!(
             "replaying {trace_name} would take {real_s:.0} s of real time at --speed {speed} \
              and --load {} (its arrivals span {:.0} s); raise --speed (at most {MAX_REPLAY_SECONDS} s is replayed)",
-            args.load,
+            load,
             span_ms / 1000.0
         )
         .into());
@@ -309,7 +310,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     // trace time, like the simulated backends.
     let clock = Arc::new(TraceClock {
         start: Instant::now(),
-        rate: speed * args.load,
+        rate: speed * load,
     });
     let router = fleet.builder(args.seed).clock(clock.clone()).build()?;
     let tasks = synthesize(&router, &rows, &args.base_capability, args.seed)?;
@@ -330,7 +331,7 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         in_flight: fleet.nodes.iter().map(|_| AtomicU64::new(0)).collect(),
         specs: fleet.nodes.clone(),
         speed,
-        trace_rate: speed * args.load,
+        trace_rate: speed * load,
         start: clock.start,
         fault_stats: faults.iter().map(|_| FaultStats::default()).collect(),
         faults,
@@ -359,13 +360,13 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
             .spawn(move || timer(rx, state, closed))?
     };
     let span_s = rows.last().map_or(0, |r| r.arrival_ms) as f64 / 1000.0;
-    let scale = speed * args.load;
+    let scale = speed * load;
     println!(
         "switchyard: replaying {} ({} requests, {:.0} s of trace) at load x{} and {}x speed (about {:.1} s)",
         trace_name,
         rows.len(),
         span_s,
-        args.load,
+        load,
         speed,
         span_s / scale
     );
