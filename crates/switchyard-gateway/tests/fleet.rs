@@ -205,9 +205,29 @@ async fn an_ejection_on_one_replica_reaches_all_and_warm_starts_a_new_one() {
     );
     let mocks = [&a, &b, &c];
     let hs = replicas(&mocks, &redis, 3, "").await;
-    // Every node measured first (an unmeasured node is predicted slower and loses).
-    let warm = drive(&hs, None, 6, Duration::from_millis(400)).await;
-    assert!(warm.iter().all(|&s| s == 200));
+    // Every node measured by every replica first (an unmeasured node is predicted slower and
+    // loses, so a replica that never measured b would never send it a request to fail).
+    let measured = |h: &Harness| {
+        h.gw.router()
+            .node_health()
+            .iter()
+            .all(|n| n.metrics.response_time_ms > 0.0)
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let warm = drive(&hs, None, 6, Duration::from_millis(200)).await;
+        assert!(warm.iter().all(|&s| s == 200), "{warm:?}");
+        if hs.iter().all(measured) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "a replica never measured every node: {:?}",
+            hs.iter()
+                .map(|h| h.gw.router().node_health())
+                .collect::<Vec<_>>()
+        );
+    }
     let status_of = |h: &Harness| {
         h.gw.router()
             .node_health()

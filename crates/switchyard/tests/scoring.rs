@@ -513,3 +513,44 @@ fn capability_aware_route_names_capabilities_and_scores() {
         Err(RouteError::EmptyFleet)
     );
 }
+
+#[test]
+fn a_node_never_measured_is_presumed_like_its_measured_peers() {
+    // a and b run five times faster than modelled; c joined late and has no completion. Were
+    // c scored at its model's latency it would look five times slower than its peers and,
+    // with low load, never get the request that would measure it.
+    let clock = ManualClock::new();
+    let r = Router::builder()
+        .clock(Arc::new(clock.clone()))
+        .capabilities(["chat"])
+        .nodes(["a", "b", "c"].map(|n| {
+            NodeSpec::new(n)
+                .capabilities(["chat"])
+                .max_concurrency(1_000)
+        }))
+        .build()
+        .unwrap();
+    r.pause_node("c", std::time::Duration::from_secs(1))
+        .unwrap();
+    r.tick();
+    let mut reader = r.reader();
+    for i in 0..40 {
+        let (_, lease) = reader.route(&Task::new(i, 200, 20)).unwrap();
+        let head = r
+            .snapshot()
+            .node_name(lease.route().head())
+            .unwrap()
+            .to_string();
+        assert_ne!(head, "c", "c is paused");
+        let predicted = lease.predicted_latency_ms();
+        lease.complete(switchyard::Outcome::Success, predicted * 0.2);
+    }
+    clock.advance_ms(2_000);
+    r.tick();
+    let picks = shares(&r, &[], 300);
+    let c = picks.get("c").copied().unwrap_or(0);
+    assert!(
+        (60..=140).contains(&c),
+        "c should get about a third of 300 decisions: {picks:?}"
+    );
+}

@@ -175,15 +175,20 @@ impl Controller {
         let fleet = self.nodes.len();
         let cap = ((policy.max_ejected_share * fleet as f64) as usize).max(1);
         let mut out = self.nodes.iter().filter(|n| n.health.is_out()).count();
-        for (n, u) in self.nodes.iter_mut().zip(&utils) {
+        // A node with no completion yet is presumed as fast, relative to its prediction, as
+        // the median of the nodes that have one: with a neutral 1.0 instead, a new node in a
+        // fleet that runs faster than predicted would be scored slower than every peer and,
+        // while load stays low, never get the request that would measure it.
+        let slows: Vec<f64> = self.nodes.iter().map(|n| n.live.slowness()).collect();
+        let prior = {
+            let mut m: Vec<f64> = slows.iter().copied().filter(|s| *s > 0.0).collect();
+            m.sort_by(f64::total_cmp);
+            m.get(m.len() / 2).copied().unwrap_or(1.0)
+        };
+        for ((n, u), &slow) in self.nodes.iter_mut().zip(&utils).zip(&slows) {
             let (balance, factor, success) = (n.balance, n.latency_factor, n.success_rate);
             n.balance = 1.0 / (1.0 + (u - mean).max(0.0));
-            let slow = n.live.slowness();
-            n.latency_factor = if slow > 0.0 {
-                slow.clamp(0.25, 20.0)
-            } else {
-                1.0
-            };
+            n.latency_factor = if slow > 0.0 { slow } else { prior }.clamp(0.25, 20.0);
             let o = n.live.all_outcomes();
             let prev = std::mem::replace(&mut n.prev_outcomes, o);
             let d = |k: Outcome| o[k.index()].saturating_sub(prev[k.index()]);
