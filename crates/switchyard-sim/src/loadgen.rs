@@ -90,6 +90,8 @@ impl Default for LoadOptions {
 pub struct RequestRecord {
     /// Row of the trace.
     pub index: usize,
+    /// When it was sent, real ms after the replay began.
+    pub sent_ms: f64,
     /// HTTP status (0: no answer).
     pub status: u16,
     /// Error class when the request did not complete: `connect`, `timeout`,
@@ -329,6 +331,7 @@ pub async fn run_async(opts: &LoadOptions, rows: &[TraceRow]) -> Result<LoadRepo
             (client.clone(), url.clone(), model.clone(), opts.timeout);
         handles.push(tokio::spawn(async move {
             tokio::time::sleep_until(start + p.at).await;
+            let sent_ms = start.elapsed().as_secs_f64() * 1000.0;
             let body = json!({
                 "model": &*model,
                 "messages": [{"role": "user", "content": prompt_for(&row, p.index)}],
@@ -346,6 +349,7 @@ pub async fn run_async(opts: &LoadOptions, rows: &[TraceRow]) -> Result<LoadRepo
             let done = out.error.is_none();
             RequestRecord {
                 index: p.index,
+                sent_ms,
                 status: out.status,
                 error: out.error,
                 ttft_ms: out.ttft_ms,
@@ -616,6 +620,60 @@ pub async fn closed_loop(
     }
 }
 
+/// An open loop at a fixed rate: `requests` small non-streaming chat requests, one every
+/// `1 / rps` seconds whatever the answers do, to `urls` in turn; each times out after 10 s.
+/// The report's `rps` is the completed requests over the time from the first send to the
+/// last answer.
+pub async fn fixed_rate(urls: &[String], model: &str, rps: f64, requests: usize) -> ClosedReport {
+    let rps = if rps.is_finite() && rps > 0.0 {
+        rps
+    } else {
+        1.0
+    };
+    let client = client(256);
+    let urls: Vec<Arc<str>> = urls
+        .iter()
+        .map(|u| format!("{}/v1/chat/completions", u.trim_end_matches('/')).into())
+        .collect();
+    if urls.is_empty() {
+        return ClosedReport::default();
+    }
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "ping ping"}],
+                      "max_tokens": 4})
+    .to_string();
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(requests);
+    for i in 0..requests {
+        let (client, url, body) = (client.clone(), urls[i % urls.len()].clone(), body.clone());
+        let at = start + Duration::from_secs_f64(i as f64 / rps);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let o = send(&client, &url, body, &[], Duration::from_secs(10), false).await;
+            o.error.is_none().then_some(o.e2e_ms * 1000.0)
+        }));
+    }
+    let mut lat = Vec::with_capacity(requests);
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Some(l)) => lat.push(l),
+            _ => errors += 1,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    ClosedReport {
+        completed: lat.len(),
+        errors,
+        p50_us: quantile(&mut lat, 0.5),
+        p99_us: quantile(&mut lat, 0.99),
+        rps: if secs > 0.0 {
+            lat.len() as f64 / secs
+        } else {
+            0.0
+        },
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -638,6 +696,7 @@ mod test {
     fn report_counts_errors_by_class() {
         let rec = |error: Option<&str>, met: bool| RequestRecord {
             index: 0,
+            sent_ms: 0.0,
             status: if error.is_none() { 200 } else { 503 },
             error: error.map(str::to_string),
             ttft_ms: Some(1.0),

@@ -387,3 +387,54 @@ fn a_saturation_wait_of_duration_max_waits_and_serves_every_task() {
     assert_eq!(d.backend_panics(), 0);
     assert!(r.ledgers_are_zero());
 }
+
+#[test]
+fn a_task_with_a_latency_budget_waits_half_of_it_for_room() {
+    use std::time::{Duration, Instant};
+    let r = router(4);
+    let keep = Arc::new(Keep(std::sync::Mutex::new(Vec::new())));
+    struct Shared(Arc<Keep>);
+    impl Backend for Shared {
+        type Payload = ();
+        fn dispatch(&self, t: Task, p: (), r: &RouteOptions, ticket: Ticket) {
+            self.0.dispatch(t, p, r, ticket);
+        }
+    }
+    let d = Dispatcher::builder(r.clone())
+        .workers(1)
+        .saturation_wait([Duration::from_millis(20); 4])
+        .build(Shared(keep.clone()))
+        .unwrap();
+    // Normal work fills 3 of the 4 slots; the tickets are kept, so nothing frees up.
+    for i in 0..3 {
+        d.submit(Task::new(i, 10, 10), ()).unwrap();
+    }
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while !ok() {
+            assert!(Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    until("the first three were not dispatched", &|| {
+        keep.0.lock().unwrap().len() == 3
+    });
+    // Two more: one with no budget (sheds after its class's 20 ms), one with a minute's budget
+    // (may wait 30 s).
+    d.submit(Task::new(10, 10, 10), ()).unwrap();
+    d.submit(Task::new(11, 10, 10).max_latency_ms(60_000), ())
+        .unwrap();
+    until("the task with no budget was not shed", &|| {
+        d.metrics().shed_by_class[Priority::Normal] == 1
+    });
+    // Well past 20 ms, the budgeted task still waits; room frees and it is served.
+    assert_eq!(keep.0.lock().unwrap().len(), 3);
+    drop(keep.0.lock().unwrap().drain(..1).collect::<Vec<_>>());
+    until("the budgeted task was not served", &|| {
+        keep.0.lock().unwrap().iter().any(|(id, _)| *id == 11)
+    });
+    assert_eq!(d.metrics().shed_by_class[Priority::Normal], 1);
+    keep.0.lock().unwrap().clear();
+    d.shutdown();
+    assert!(r.ledgers_are_zero());
+}

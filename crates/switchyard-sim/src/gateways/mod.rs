@@ -13,8 +13,16 @@
 //! * **overhead** — the servers are switched to zero latency and a closed loop of small
 //!   non-streaming requests runs at a fixed concurrency, once straight to the servers (in
 //!   turn) and right after through the gateway; `overhead_p50_us` / `overhead_p99_us` are
-//!   the differences of the latency percentiles (noise can make a small one negative), and `max_rps` the throughput of a second, more
-//!   concurrent closed loop through the gateway.
+//!   the differences of the latency percentiles (noise can make a small one negative), and
+//!   `max_rps` the throughput of a second, more concurrent closed loop through the gateway;
+//!   `overhead_1k_p50_us` / `overhead_1k_p99_us` are the same differences for an open loop at
+//!   a fixed 1000 req/s (direct, then through the gateway);
+//! * **kill** — the servers' speed restored, the start of the first trace is replayed again
+//!   and a third of the way through one server is killed (its port refuses connections, its
+//!   open connections close without an answer) and stays down to the end: the figures say
+//!   whether any request hung (ended only by the client's timeout), was lost (got no HTTP
+//!   status), and how many of the requests sent after the kill, every one of which had
+//!   healthy servers to go to, completed.
 //!
 //! Then the gateway is stopped (killed with everything it started, also on error: see
 //! [`ProcGuard`]). The peers run with their documented defaults plus the policy named, their
@@ -31,7 +39,7 @@ mod procs;
 pub use procs::{cpu_seconds, descendants, free_port, kill_all_started, peak_rss_mb, ProcGuard};
 
 use crate::loadgen::{self, LoadOptions, LoadReport};
-use crate::serve::{self, ServeOptions};
+use crate::serve::{self, Fault, ServeOptions};
 use crate::trace::TraceRow;
 
 /// The pinned version of vllm-router installed for the comparison.
@@ -128,6 +136,79 @@ pub struct CompareOptions {
     pub seed: u64,
     /// Per-request timeout of the replays.
     pub timeout: Duration,
+    /// Replay the traces.
+    pub run_traces: bool,
+    /// Measure the overhead (closed loops and the fixed-rate open loop).
+    pub run_overhead: bool,
+    /// Requests of the fixed-rate overhead loop (per side; 0: not measured).
+    pub fixed_requests: usize,
+    /// Its rate, req/s.
+    pub fixed_rps: f64,
+    /// Rows of the first trace replayed in the kill scenario (0: not run).
+    pub kill_requests: usize,
+}
+
+/// A gateway's figures while a server is killed a third of the way through a replay.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KillFigures {
+    /// The server killed.
+    pub node: String,
+    /// When, s after the replay began.
+    pub killed_at_s: f64,
+    /// Requests sent.
+    pub requests: usize,
+    /// Requests that completed.
+    pub completed: usize,
+    /// Requests that ended only by the client's timeout.
+    pub hung: usize,
+    /// Requests that got no HTTP status (the connection closed without an answer).
+    pub lost: usize,
+    /// Requests in flight at the kill (sent before it, ended after it).
+    pub in_flight_at_kill: usize,
+    /// Those that did not complete.
+    pub in_flight_failed: usize,
+    /// Requests sent after the kill: every one had healthy servers to go to.
+    pub after_kill: usize,
+    /// The share of those that completed.
+    pub after_kill_success: f64,
+    /// Requests that did not complete, by class.
+    pub errors_by_class: BTreeMap<String, usize>,
+}
+
+impl KillFigures {
+    /// Classifies the records of a replay in which `node` was killed at `killed_at_s`.
+    pub fn from_records(node: &str, killed_at_s: f64, records: &[loadgen::RequestRecord]) -> Self {
+        let kill_ms = killed_at_s * 1000.0;
+        let mut k = KillFigures {
+            node: node.to_string(),
+            killed_at_s,
+            requests: records.len(),
+            ..KillFigures::default()
+        };
+        let mut after_ok = 0;
+        for r in records {
+            let ok = r.error.is_none();
+            k.completed += ok as usize;
+            if let Some(e) = &r.error {
+                *k.errors_by_class.entry(e.clone()).or_insert(0) += 1;
+                k.hung += (e == "timeout") as usize;
+                k.lost += (r.status == 0 && e != "timeout") as usize;
+            }
+            if r.sent_ms >= kill_ms {
+                k.after_kill += 1;
+                after_ok += ok as usize;
+            } else if r.sent_ms + r.e2e_ms >= kill_ms {
+                k.in_flight_at_kill += 1;
+                k.in_flight_failed += (!ok) as usize;
+            }
+        }
+        k.after_kill_success = if k.after_kill > 0 {
+            after_ok as f64 / k.after_kill as f64
+        } else {
+            0.0
+        };
+        k
+    }
 }
 
 /// A gateway's figures over one trace, or pooled over all of them.
@@ -171,6 +252,13 @@ pub struct GatewayFigures {
     pub overhead_p99_us: f64,
     /// Highest request rate sustained in the closed loop, req/s.
     pub max_rps: f64,
+    /// Added median latency at a fixed 1000 req/s with zero-latency servers, µs.
+    pub overhead_1k_p50_us: f64,
+    /// Likewise, 99th percentile.
+    pub overhead_1k_p99_us: f64,
+    /// The kill scenario (none: not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill: Option<KillFigures>,
     /// The direct closed loop's median latency measured just before this gateway's, µs.
     pub direct_p50_us: f64,
     /// Likewise, 99th percentile.
@@ -465,6 +553,12 @@ pub fn run(opts: &CompareOptions) -> Result<Comparison, CompareError> {
         capabilities: cfg.capabilities.clone(),
         nodes: cfg.node_specs(),
     };
+    // The server the kill scenario kills: the first serving the model.
+    let victim = cfg
+        .nodes
+        .iter()
+        .find(|n| n.models.contains(&model))
+        .map(|n| n.name.clone());
     let mut out = Comparison::default();
     out.settings.insert("speed".into(), opts.speed.to_string());
     out.settings
@@ -495,7 +589,11 @@ pub fn run(opts: &CompareOptions) -> Result<Comparison, CompareError> {
         &urls,
         &model,
         opts.overhead_concurrency,
-        opts.overhead_requests,
+        if opts.run_overhead {
+            opts.overhead_requests
+        } else {
+            0
+        },
         Duration::from_secs(60),
     ));
     servers.set_speed(opts.speed);
@@ -557,7 +655,7 @@ pub fn run(opts: &CompareOptions) -> Result<Comparison, CompareError> {
         let mut pooled_secs = 0.0;
         let (mut hits, mut queries) = (0u64, 0u64);
         let cpu0 = cpu_seconds(pid);
-        for t in &opts.traces {
+        for t in opts.traces.iter().filter(|_| opts.run_traces) {
             servers.reset();
             let lo = LoadOptions {
                 url: base.clone(),
@@ -607,46 +705,158 @@ pub fn run(opts: &CompareOptions) -> Result<Comparison, CompareError> {
         } else {
             0.0
         };
-        // Overhead with zero-latency servers, against a direct run made just before (the
-        // machine's state drifts over a long comparison).
-        servers.set_speed(f64::INFINITY);
-        let direct = rt.block_on(loadgen::closed_loop(
-            &urls,
-            &model,
-            opts.overhead_concurrency,
-            opts.overhead_requests,
-            Duration::from_secs(60),
-        ));
-        let through = rt.block_on(loadgen::closed_loop(
-            std::slice::from_ref(&base),
-            &model,
-            opts.overhead_concurrency,
-            opts.overhead_requests,
-            Duration::from_secs(60),
-        ));
-        let max = rt.block_on(loadgen::closed_loop(
-            std::slice::from_ref(&base),
-            &model,
-            opts.max_rps_concurrency,
-            usize::MAX,
-            opts.max_rps_time,
-        ));
-        servers.set_speed(opts.speed);
-        fig.overhead_p50_us = through.p50_us - direct.p50_us;
-        fig.overhead_p99_us = through.p99_us - direct.p99_us;
-        fig.direct_p50_us = direct.p50_us;
-        fig.direct_p99_us = direct.p99_us;
-        fig.max_rps = max.rps;
+        if opts.run_overhead {
+            overhead(&rt, opts, &servers, &urls, &base, &model, &mut fig);
+        }
         fig.rss_mb = peak_rss_mb(pid);
         eprintln!(
-            "gateways: {name}: overhead p50 {:.0} µs p99 {:.0} µs, max {:.0} req/s, {:.2} CPU s/1k, {:.0} MB peak RSS",
-            fig.overhead_p50_us, fig.overhead_p99_us, fig.max_rps, fig.cpu_s_per_1k, fig.rss_mb
+            "gateways: {name}: overhead p50 {:.0} µs p99 {:.0} µs (at 1000 req/s: {:.0} / {:.0} µs), \
+             max {:.0} req/s, {:.2} CPU s/1k, {:.0} MB peak RSS",
+            fig.overhead_p50_us,
+            fig.overhead_p99_us,
+            fig.overhead_1k_p50_us,
+            fig.overhead_1k_p99_us,
+            fig.max_rps,
+            fig.cpu_s_per_1k,
+            fig.rss_mb
         );
+        if let (Some(t), Some(victim), true) =
+            (opts.traces.first(), &victim, opts.kill_requests > 0)
+        {
+            servers.reset();
+            let k = kill_run(&rt, opts, &servers, &base, &model, &fleet, t, victim)
+                .map_err(|e| err(format!("{name}, kill scenario: {e}")))?;
+            eprintln!(
+                "gateways: {name}, {victim} killed at {:.1} s: {} requests, {} completed, {} hung, \
+                 {} lost; in flight at the kill {} ({} failed); after it {} ({:.1} % completed)",
+                k.killed_at_s,
+                k.requests,
+                k.completed,
+                k.hung,
+                k.lost,
+                k.in_flight_at_kill,
+                k.in_flight_failed,
+                k.after_kill,
+                100.0 * k.after_kill_success
+            );
+            fig.kill = Some(k);
+        }
         drop(guard);
         out.gateways.insert(name, fig);
     }
     drop(servers);
     Ok(out)
+}
+
+/// The overhead loops (see the [module docs](self)) with zero-latency servers, each against a
+/// direct run made just before it (the machine's state drifts over a long comparison).
+fn overhead(
+    rt: &tokio::runtime::Runtime,
+    opts: &CompareOptions,
+    servers: &serve::ServerSet,
+    urls: &[String],
+    base: &str,
+    model: &str,
+    fig: &mut GatewayFigures,
+) {
+    let base = base.to_string();
+    servers.set_speed(f64::INFINITY);
+    let direct = rt.block_on(loadgen::closed_loop(
+        urls,
+        model,
+        opts.overhead_concurrency,
+        opts.overhead_requests,
+        Duration::from_secs(60),
+    ));
+    let through = rt.block_on(loadgen::closed_loop(
+        std::slice::from_ref(&base),
+        model,
+        opts.overhead_concurrency,
+        opts.overhead_requests,
+        Duration::from_secs(60),
+    ));
+    let max = rt.block_on(loadgen::closed_loop(
+        std::slice::from_ref(&base),
+        model,
+        opts.max_rps_concurrency,
+        usize::MAX,
+        opts.max_rps_time,
+    ));
+    fig.overhead_p50_us = through.p50_us - direct.p50_us;
+    fig.overhead_p99_us = through.p99_us - direct.p99_us;
+    fig.direct_p50_us = direct.p50_us;
+    fig.direct_p99_us = direct.p99_us;
+    fig.max_rps = max.rps;
+    if opts.fixed_requests > 0 {
+        let direct = rt.block_on(loadgen::fixed_rate(
+            urls,
+            model,
+            opts.fixed_rps,
+            opts.fixed_requests,
+        ));
+        let through = rt.block_on(loadgen::fixed_rate(
+            std::slice::from_ref(&base),
+            model,
+            opts.fixed_rps,
+            opts.fixed_requests,
+        ));
+        fig.overhead_1k_p50_us = through.p50_us - direct.p50_us;
+        fig.overhead_1k_p99_us = through.p99_us - direct.p99_us;
+    }
+    servers.set_speed(opts.speed);
+}
+
+/// The kill scenario (see the [module docs](self)): the first `kill_requests` rows of `t`
+/// replayed through the gateway at `base`, with `victim` killed a third of the way through
+/// the replay's arrivals and back up once it has ended.
+#[allow(clippy::too_many_arguments)]
+fn kill_run(
+    rt: &tokio::runtime::Runtime,
+    opts: &CompareOptions,
+    servers: &serve::ServerSet,
+    base: &str,
+    model: &str,
+    fleet: &crate::FleetConfig,
+    t: &TraceRun,
+    victim: &str,
+) -> Result<KillFigures, loadgen::LoadError> {
+    let rows = &t.rows[..opts.kill_requests.min(t.rows.len())];
+    let span_ms = match (rows.first(), rows.last()) {
+        (Some(a), Some(b)) => b.arrival_ms.saturating_sub(a.arrival_ms) as f64,
+        _ => 0.0,
+    };
+    let kill_at = Duration::from_secs_f64(span_ms / t.load / opts.speed / 1000.0 / 3.0);
+    let lo = LoadOptions {
+        url: base.to_string(),
+        load: t.load,
+        speed: opts.speed,
+        model: model.to_string(),
+        skip: 0,
+        max_requests: None,
+        seed: opts.seed,
+        timeout: opts.timeout,
+        fleet: fleet.clone(),
+    };
+    let down = Fault {
+        down: true,
+        ..Fault::default()
+    };
+    let report = rt.block_on(async {
+        let replay = loadgen::run_async(&lo, rows);
+        let kill = async {
+            tokio::time::sleep(kill_at).await;
+            servers.set_fault(victim, down);
+        };
+        let (report, ()) = tokio::join!(replay, kill);
+        report
+    });
+    servers.set_fault(victim, Fault::default());
+    let report = report?;
+    Ok(KillFigures::from_records(
+        victim,
+        kill_at.as_secs_f64(),
+        &report.records,
+    ))
 }
 
 /// The comparison as a table, one gateway a row.
@@ -707,6 +917,42 @@ pub fn table(c: &Comparison) -> String {
             );
         }
     }
+    if c.gateways
+        .values()
+        .any(|g| g.kill.is_some() || g.overhead_1k_p99_us != 0.0)
+    {
+        let _ = writeln!(
+            s,
+            "\n{:<26} {:>9} {:>9} {:>10} {:>6} {:>6} {:>6} {:>10} {:>7} {:>7}",
+            "gateway",
+            "1k:ovh50",
+            "1k:ovh99",
+            "killed at",
+            "reqs",
+            "hung",
+            "lost",
+            "inflt/fail",
+            "after",
+            "after%"
+        );
+        for (name, g) in &c.gateways {
+            let k = g.kill.clone().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "{:<26} {:>9.0} {:>9.0} {:>9.1}s {:>6} {:>6} {:>6} {:>10} {:>7} {:>7.1}",
+                name,
+                g.overhead_1k_p50_us,
+                g.overhead_1k_p99_us,
+                k.killed_at_s,
+                k.requests,
+                k.hung,
+                k.lost,
+                format!("{}/{}", k.in_flight_at_kill, k.in_flight_failed),
+                k.after_kill,
+                100.0 * k.after_kill_success
+            );
+        }
+    }
     for (name, why) in &c.skipped {
         let first = why.lines().next().unwrap_or_default();
         let _ = writeln!(s, "{name:<26} skipped: {first}");
@@ -724,5 +970,45 @@ mod test {
             assert_eq!(Gateway::parse(&g.name()), Some(g));
         }
         assert_eq!(Gateway::parse("nginx/x"), None);
+    }
+
+    fn rec(sent_ms: f64, e2e_ms: f64, status: u16, error: Option<&str>) -> loadgen::RequestRecord {
+        loadgen::RequestRecord {
+            index: 0,
+            sent_ms,
+            status,
+            error: error.map(str::to_string),
+            ttft_ms: None,
+            e2e_ms,
+            chunks: 0,
+            usage_tokens: None,
+            max_tokens: 1,
+            slo_ms: 1.0,
+            slo_met: false,
+            priority: "normal",
+            tenant: 0,
+        }
+    }
+
+    #[test]
+    fn kill_figures_classify_by_the_kill_instant() {
+        let records = [
+            rec(0.0, 500.0, 200, None),                    // ended before the kill
+            rec(900.0, 300.0, 200, Some("stream_broken")), // in flight, cut
+            rec(950.0, 400.0, 200, None),                  // in flight, survived
+            rec(1000.0, 50.0, 200, None),                  // after
+            rec(1500.0, 10.0, 0, Some("connect")),         // after, lost
+            rec(2000.0, 120_000.0, 0, Some("timeout")),    // after, hung
+        ];
+        let k = KillFigures::from_records("a", 1.0, &records);
+        assert_eq!(k.requests, 6);
+        assert_eq!(k.completed, 3);
+        assert_eq!(k.hung, 1);
+        assert_eq!(k.lost, 1);
+        assert_eq!((k.in_flight_at_kill, k.in_flight_failed), (2, 1));
+        assert_eq!(k.after_kill, 3);
+        assert!((k.after_kill_success - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(k.errors_by_class.get("timeout"), Some(&1));
+        assert_eq!(k.errors_by_class.get("stream_broken"), Some(&1));
     }
 }

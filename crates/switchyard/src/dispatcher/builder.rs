@@ -54,7 +54,10 @@ impl DispatcherBuilder {
     /// How long a task whose feasible routes are all full may wait for capacity, per class
     /// (critical, high, normal, low), before it is shed with [`RouteError::Saturated`]
     /// (default 1 s, 500 ms, 200 ms, 50 ms; zero sheds at once). Waiting tasks are retried
-    /// highest class first, so lower classes are shed first under a sustained overload.
+    /// highest class first, so lower classes are shed first under a sustained overload. A
+    /// task with a latency budget ([`Task::max_latency_ms`](crate::Task::max_latency_ms)) may
+    /// wait up to half of it when that is longer than its class's wait (unless the class's
+    /// wait is zero).
     pub fn saturation_wait(mut self, per_class: impl Into<crate::per::PerClass<Duration>>) -> Self {
         self.saturation_wait = per_class.into().into_array();
         self

@@ -200,7 +200,8 @@ impl<B: Backend> Ctx<'_, B> {
         let behind = !waiting.queues[p].is_empty()
             || waiting.behind_higher(p, &job.task.constraints.required);
         if behind && waiting.len() < MAX_WAITING {
-            waiting.push(job, deadline_after(self.shared.saturation_wait[p]));
+            let wait = self.wait_for(&job.task);
+            waiting.push(job, deadline_after(wait));
             return;
         }
         let mut routes = RouteOptions::default();
@@ -217,12 +218,26 @@ impl<B: Backend> Ctx<'_, B> {
         job: Job<B::Payload>,
         e: RouteError,
     ) {
-        let wait = self.shared.saturation_wait[job.task.constraints.priority.index()];
+        let wait = self.wait_for(&job.task);
         if e == RouteError::Saturated && !wait.is_zero() && waiting.len() < MAX_WAITING {
             waiting.push(job, deadline_after(wait));
             return;
         }
         self.reject(job, e);
+    }
+
+    /// How long `task` may wait for room: its class's saturation wait or, when the task
+    /// carries a latency budget (`max_latency_ms`) and its class may wait at all, half of that
+    /// budget if that is longer. A task that has spent half its budget waiting can still be
+    /// served in time only by a route at least twice as fast as the budget; past that, the
+    /// capacity it would take is better left to tasks that can still make theirs.
+    fn wait_for(&self, task: &Task) -> Duration {
+        let class = self.shared.saturation_wait[task.constraints.priority.index()];
+        let budget = task.constraints.max_latency_ms;
+        if budget == u32::MAX || class.is_zero() {
+            return class;
+        }
+        class.max(Duration::from_millis(u64::from(budget / 2)))
     }
 
     fn reject(&self, job: Job<B::Payload>, e: RouteError) {
@@ -285,7 +300,9 @@ impl<B: Backend> Ctx<'_, B> {
             }
             // Each tenant keeps its own FIFO, so a task can expire behind its tenant's head
             // while another tenant's head blocks the class: shed those on time too. (A
-            // tenant's deadlines grow front to back: one class, one wait, pushed in order.)
+            // tenant's deadlines mostly grow front to back; a task with a shorter budget
+            // behind one with a longer is shed when it reaches the front, or served if room
+            // has come by then.)
             queue.remove_front_while(
                 |&(_, deadline)| deadline <= now,
                 |(job, _)| self.reject(job, RouteError::Saturated),

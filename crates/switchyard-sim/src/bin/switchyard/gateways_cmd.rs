@@ -58,6 +58,13 @@ pub struct GatewaysArgs {
     /// Every replayed request ends after this many seconds at most.
     #[arg(long, default_value_t = 120.0, value_name = "S")]
     pub timeout_s: f64,
+    /// What to measure, comma-separated: `traces` (the replays), `overhead` (zero-latency
+    /// loops), `kill` (a server killed mid-replay). Default: all three.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub scenarios: Vec<String>,
+    /// Rows of the first trace replayed in the kill scenario (default 1500; 300 with --quick).
+    #[arg(long, value_name = "N")]
+    pub kill_requests: Option<usize>,
 }
 
 /// The build's target directory: `CARGO_TARGET_DIR`, else two levels above this binary.
@@ -141,6 +148,18 @@ pub fn run(args: &GatewaysArgs) -> Result<(), Error> {
             .ok_or("cannot tell the target directory: give --venv")?
             .join("peers-venv"),
     };
+    let mut scen = [("traces", true), ("overhead", true), ("kill", true)];
+    if !args.scenarios.is_empty() {
+        for (_, on) in scen.iter_mut() {
+            *on = false;
+        }
+        for want in &args.scenarios {
+            let Some((_, on)) = scen.iter_mut().find(|(n, _)| *n == want.trim()) else {
+                return Err(format!("unknown scenario `{want}` (traces, overhead, kill)").into());
+            };
+            *on = true;
+        }
+    }
     let work_dir = std::env::temp_dir().join(format!("switchyard-gateways-{}", std::process::id()));
     let opts = CompareOptions {
         config_text,
@@ -157,6 +176,16 @@ pub fn run(args: &GatewaysArgs) -> Result<(), Error> {
         max_rps_time: Duration::from_secs(if args.quick { 3 } else { 10 }),
         seed: args.seed,
         timeout: Duration::from_secs_f64(args.timeout_s),
+        run_traces: scen[0].1,
+        run_overhead: scen[1].1,
+        fixed_requests: if args.quick { 2000 } else { 10_000 },
+        fixed_rps: 1000.0,
+        kill_requests: if scen[2].1 {
+            args.kill_requests
+                .unwrap_or(if args.quick { 300 } else { 1500 })
+        } else {
+            0
+        },
     };
     // Interrupted: the guards will not drop, so kill what was started from here.
     std::thread::spawn(|| {
