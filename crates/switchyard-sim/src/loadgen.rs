@@ -547,6 +547,24 @@ pub struct ClosedReport {
     pub rps: f64,
 }
 
+impl ClosedReport {
+    /// The figures of completed requests' latencies `lat` (µs) and `errors` failures over
+    /// `secs` seconds.
+    fn new(mut lat: Vec<f64>, errors: usize, secs: f64) -> Self {
+        Self {
+            completed: lat.len(),
+            errors,
+            p50_us: quantile(&mut lat, 0.5),
+            p99_us: quantile(&mut lat, 0.99),
+            rps: if secs > 0.0 {
+                lat.len() as f64 / secs
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// A closed loop: `concurrency` clients each send a small non-streaming chat request as
 /// soon as their previous one ends, to `urls` in turn, until `requests` have been sent or
 /// `max_time` has passed; each request times out after 10 s.
@@ -606,18 +624,7 @@ pub async fn closed_loop(
             errors += e;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    ClosedReport {
-        completed: lat.len(),
-        errors,
-        p50_us: quantile(&mut lat, 0.5),
-        p99_us: quantile(&mut lat, 0.99),
-        rps: if secs > 0.0 {
-            lat.len() as f64 / secs
-        } else {
-            0.0
-        },
-    }
+    ClosedReport::new(lat, errors, start.elapsed().as_secs_f64())
 }
 
 /// An open loop at a fixed rate: `requests` small non-streaming chat requests, one every
@@ -660,18 +667,7 @@ pub async fn fixed_rate(urls: &[String], model: &str, rps: f64, requests: usize)
             _ => errors += 1,
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    ClosedReport {
-        completed: lat.len(),
-        errors,
-        p50_us: quantile(&mut lat, 0.5),
-        p99_us: quantile(&mut lat, 0.99),
-        rps: if secs > 0.0 {
-            lat.len() as f64 / secs
-        } else {
-            0.0
-        },
-    }
+    ClosedReport::new(lat, errors, start.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
