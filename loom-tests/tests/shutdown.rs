@@ -76,3 +76,38 @@ fn submit_races_shutdown() {
         assert!(router.ledgers_are_zero());
     });
 }
+
+/// A task waits for capacity (its node's one slot is held by a lease, its class may wait
+/// for ever) while another thread releases the lease and the main thread shuts down.
+/// `shutdown` returns only after the waiting task has been handed over: a worker never
+/// exits with a task on its waiting list, and no task is lost to shutdown.
+#[test]
+fn shutdown_drains_a_waiting_task() {
+    common::check(2, || {
+        let router = common::router([NodeSpec::new("a").max_concurrency(1)]);
+        let (_, lease) = router.reader().route(&Task::new(9, 10, 10)).unwrap();
+        let handed = Arc::new(AtomicU64::new(0));
+        let d = switchyard::Dispatcher::builder(router.clone())
+            .workers(1)
+            .capacity(4)
+            .control_interval(None)
+            .spin_rounds(0)
+            .saturation_wait([std::time::Duration::MAX; 4])
+            .build(Once(Arc::clone(&handed)))
+            .expect("valid dispatcher");
+        d.submit(Task::new(1, 10, 10), ()).unwrap();
+        let releaser = thread::spawn(move || drop(lease));
+        d.shutdown();
+        assert_eq!(
+            handed.load(Ordering::SeqCst),
+            0b10,
+            "the waiting task was served"
+        );
+        releaser.join().unwrap();
+        let m = d.metrics();
+        assert_eq!((m.dispatched, m.in_flight), (1, 0));
+        assert_eq!(m.shed_by_class.total(), 0, "{m:?}");
+        assert_eq!(d.backend_panics(), 0);
+        assert!(router.ledgers_are_zero());
+    });
+}

@@ -47,8 +47,18 @@ pub fn router(nodes: impl IntoIterator<Item = NodeSpec>) -> Router {
 /// A dispatcher with one worker that parks as soon as it finds nothing (no spinning) and no
 /// control thread, so a model has at most the worker plus two threads of its own.
 pub fn dispatcher<B: Backend>(router: &Router, capacity: usize, backend: B) -> Dispatcher<B> {
+    dispatcher_with(router, 1, capacity, backend)
+}
+
+/// As [`dispatcher`], with `workers` workers.
+pub fn dispatcher_with<B: Backend>(
+    router: &Router,
+    workers: usize,
+    capacity: usize,
+    backend: B,
+) -> Dispatcher<B> {
     Dispatcher::builder(router.clone())
-        .workers(1)
+        .workers(workers)
         .capacity(capacity)
         .control_interval(None)
         .spin_rounds(0)

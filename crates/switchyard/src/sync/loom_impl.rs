@@ -163,11 +163,20 @@ impl<T> Injector<T> {
     pub(crate) fn push(&self, value: T) {
         self.0.lock().unwrap().push_back(value)
     }
-    pub(crate) fn steal_batch_and_pop(&self, _dest: &Worker<T>) -> Steal<T> {
-        match self.0.lock().unwrap().pop_front() {
-            Some(v) => Steal::Success(v),
-            None => Steal::Empty,
+    /// Pops one task and moves about half of the rest into `dest`, as crossbeam's does (it
+    /// takes a batch of up to half the queue), so that models with two workers explore a
+    /// task stolen from another worker's local queue.
+    pub(crate) fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
+        let mut queue = self.0.lock().unwrap();
+        let Some(first) = queue.pop_front() else {
+            return Steal::Empty;
+        };
+        let batch = queue.len() / 2 + queue.len() % 2;
+        if batch > 0 {
+            let mut local = dest.0.lock().unwrap();
+            local.extend(queue.drain(..batch));
         }
+        Steal::Success(first)
     }
 }
 
@@ -192,9 +201,20 @@ impl Parker {
         }
         *token = false;
     }
-    /// loom cannot model a timeout: it parks until unparked.
+    /// loom cannot model time: the timeout runs out at once. The token is taken if an unpark
+    /// left one; otherwise the thread yields (letting the others run, as a real nap does)
+    /// and returns, as a real `park_timeout` does when its time is up. A caller must not
+    /// count on being woken here, and the worker's waiting list does not: it naps only
+    /// to poll again.
     pub(crate) fn park_timeout(&self, _timeout: std::time::Duration) {
-        self.park()
+        let (lock, _) = &*self.0;
+        let mut token = lock.lock().unwrap();
+        if *token {
+            *token = false;
+            return;
+        }
+        drop(token);
+        loom::thread::yield_now();
     }
     pub(crate) fn unparker(&self) -> &Unparker {
         &self.1
