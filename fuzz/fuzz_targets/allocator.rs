@@ -8,6 +8,9 @@
 //! * an adjustment that fails changes nothing; one refused for lack of room asked for growth;
 //! * a lease is reclaimed exactly when its deadline has passed at a tick, and ending it later
 //!   is counted as late and returns nothing;
+//! * an allocation that fits must succeed: a task of no tenant that node "a" has room for
+//!   (its class's share of every capacity, by the model's own sum of what the leases hold,
+//!   a free lease record, "a" healthy) is never refused, whichever node it is routed to;
 //! * at the end, with everything released, every ledger is back at zero.
 #![no_main]
 
@@ -17,7 +20,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use switchyard::spec::{ResourceAllocator, RoutingEngine};
 use switchyard::{
-    AdjustError, ManualClock, NodeId, NodeSpec, Outcome, Priority, Router, Task, TenantId,
+    AdjustError, HealthStatus, ManualClock, NodeId, NodeSpec, Outcome, Priority, Router, Task,
+    TenantId,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -51,6 +55,31 @@ enum Op {
 }
 
 const TIMEOUT_MS: u64 = 100;
+/// Lease records in the slab: with that many leases out, a reservation has nowhere to go.
+const SLOTS: usize = 6;
+
+/// Whether node "a" (4 tasks, 2000 MB at 100 MB per 1000 tokens, 20 000 tokens, 2 cores at
+/// 0.25 per task, 1 GPU at 0.2 per task) has room for a task of `tokens` tokens in `class`,
+/// given what the model's live leases hold on it. The class may fill its share of tasks,
+/// memory and tokens (100/95/85/75 %, rounded down, at least 1); CPU and GPU in full.
+fn a_has_room(leases: &[Live], class: usize, tokens: u64) -> bool {
+    let share = [1.0, 0.95, 0.85, 0.75][class];
+    let ceiling = |cap: u64| ((cap as f64 * share).floor() as u64).clamp(1, cap);
+    let mut on_a = Held::default();
+    for l in leases.iter().filter(|l| l.node == 0 && !l.reclaimed) {
+        on_a.tasks += l.held.tasks;
+        on_a.memory += l.held.memory;
+        on_a.tokens += l.held.tokens;
+        on_a.cpu += l.held.cpu;
+        on_a.gpu += l.held.gpu;
+    }
+    let memory = (tokens as f64 * 0.1).ceil() as u64;
+    on_a.tasks + 1 <= ceiling(4)
+        && on_a.memory + memory <= ceiling(2_000)
+        && on_a.tokens + tokens <= ceiling(20_000)
+        && on_a.cpu + 250 <= 2_000
+        && on_a.gpu + 200 <= 1_000
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Held {
@@ -112,7 +141,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let router = Router::builder()
         .clock(Arc::new(clock.clone()))
         .lease_timeout_ms(TIMEOUT_MS)
-        .lease_slots(6)
+        .lease_slots(SLOTS)
         .tenant_rate(TenantId(1), 20_000.0, 1.0)
         .node(
             NodeSpec::new("a")
@@ -154,10 +183,22 @@ fuzz_target!(|ops: Vec<Op>| {
                 if tenant {
                     task = task.tenant(TenantId(1));
                 }
-                let Ok(routes) = reader.calculate_routes(&task) else {
-                    continue;
+                let must_fit = !tenant
+                    && leases.len() < SLOTS
+                    && router.snapshot().node_status(ids[0]) == Some(HealthStatus::Healthy)
+                    && a_has_room(&leases, class as usize % 4, task.total_tokens());
+                let routes = match reader.calculate_routes(&task) {
+                    Ok(routes) => routes,
+                    Err(e) => {
+                        assert!(!must_fit, "a task that fits on a was refused: {e}");
+                        continue;
+                    }
                 };
-                if let Ok(lease) = reader.allocate_resources(&routes, &task) {
+                let allocated = reader.allocate_resources(&routes, &task);
+                if let Err(e) = &allocated {
+                    assert!(!must_fit, "a task that fits on a was not allocated: {e}");
+                }
+                if let Ok(lease) = allocated {
                     let node = ids
                         .iter()
                         .position(|&id| id == lease.route().head())

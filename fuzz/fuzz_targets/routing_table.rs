@@ -3,18 +3,26 @@
 //! What must hold, whatever the bytes:
 //! * building a router never panics: it fails with a typed [`ConfigError`] (with a message) or
 //!   yields a snapshot whose internal invariants hold, and so does every later snapshot;
-//! * every fleet change either applies or fails with a typed error;
+//! * every fleet change either applies or fails with a typed error, and a reference model of
+//!   the fleet (declared capabilities, node names, and `node_is_valid`, the spec rules
+//!   written out apart from the validator) predicts which: a build without chains or custom
+//!   weights, and every capability declaration, node addition, update and removal, succeeds
+//!   exactly when the model says it must;
 //! * every route offered for a task is distinct from the others, offers every required
 //!   capability, meets the task's latency and memory limits, and carries a confidence in 0–1;
 //! * a lease holds exactly what it reserved: `in_flight` moves by its stages when it is taken
 //!   and back when it is dropped, and once every lease is gone every ledger is zero.
 #![no_main]
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use switchyard::limits::{MAX_ALTERNATIVES, MAX_CAPABILITIES, MAX_STAGES};
+use switchyard::limits::{
+    MAX_ALTERNATIVES, MAX_CAPABILITIES, MAX_CONCURRENCY, MAX_MEMORY_MB, MAX_STAGES,
+    MAX_TOKENS_IN_FLIGHT,
+};
 use switchyard::spec::RoutingEngine;
 use switchyard::{
     CapSet, ChainSpec, ConfigError, HealthStatus, Lease, ManualClock, NodeSpec, Priority,
@@ -433,6 +441,84 @@ fn check_fresh_lease(lease: &Lease, o: &RouteOptions) {
     );
 }
 
+/// The reference model of a fleet: what has been declared and which nodes exist.
+#[derive(Default)]
+struct Model {
+    caps: BTreeSet<String>,
+    nodes: BTreeSet<String>,
+}
+
+impl Model {
+    /// Declaring `name` succeeds when it is known, or new, not blank and there is room.
+    fn declare(&mut self, name: &str) -> bool {
+        if self.caps.contains(name) {
+            return true;
+        }
+        if name.trim().is_empty() || self.caps.len() >= MAX_CAPABILITIES {
+            return false;
+        }
+        self.caps.insert(name.to_string());
+        true
+    }
+
+    /// The spec rules (`NodeSpec` docs), checked field by field.
+    fn node_is_valid(&self, s: &NodeSpec) -> bool {
+        let within = |v: f64, lo: f64, hi: f64| v.is_finite() && lo <= v && v <= hi;
+        let big = f64::from(u32::MAX) / 1000.0;
+        let rate = s.max_tokens_per_second;
+        !s.name.trim().is_empty()
+            && (1..=MAX_CONCURRENCY).contains(&s.max_concurrency)
+            && (1..=MAX_TOKENS_IN_FLIGHT).contains(&s.max_tokens_in_flight)
+            && (1..=MAX_MEMORY_MB).contains(&s.memory_mb)
+            && within(s.cpu_cores, 0.0, big)
+            && within(s.gpus, 0.0, big)
+            && within(s.cpu_per_task, 0.0, s.cpu_cores)
+            && within(s.gpu_per_task, 0.0, s.gpus)
+            && within(s.kv_mb_per_1k_tokens, 0.0, 1e9)
+            && within(s.base_latency_ms, 0.0, 1e9)
+            && within(s.prefill_tokens_per_sec, 1e-3, 1e12)
+            && within(s.decode_tokens_per_sec, 1e-3, 1e12)
+            && within(s.batch_slowdown, 0.0, 1e6)
+            && within(s.cost_per_1k_tokens, 0.0, 1e12)
+            && within(s.weight, 0.0, 1e6)
+            && s.weight > 0.0
+            && (rate == 0.0 || within(rate, 1.0, 1e12))
+            && within(s.token_burst_seconds, 0.0, 3_600.0)
+            && s.token_burst_seconds > 0.0
+            && s.capabilities.iter().all(|c| self.caps.contains(c))
+            && s.capability_scores
+                .iter()
+                .all(|(c, v)| self.caps.contains(c) && within(*v, 0.0, 1.0))
+    }
+
+    fn add_node(&mut self, s: &NodeSpec) -> bool {
+        if self.nodes.contains(&s.name) || !self.node_is_valid(s) {
+            return false;
+        }
+        self.nodes.insert(s.name.clone());
+        true
+    }
+
+    fn update_node(&self, s: &NodeSpec) -> bool {
+        self.nodes.contains(&s.name) && self.node_is_valid(s)
+    }
+
+    fn remove_node(&mut self, name: &str) -> bool {
+        self.nodes.remove(name)
+    }
+}
+
+/// Asserts that the router's verdict on a change is the model's.
+fn agree<T, E: std::fmt::Debug>(what: &str, got: &Result<T, E>, want: bool) {
+    assert_eq!(
+        got.is_ok(),
+        want,
+        "{what}: the router says {:?}, the model {}",
+        got.as_ref().err(),
+        if want { "accepts it" } else { "refuses it" }
+    );
+}
+
 fn run(input: &Input) {
     // ---- build ----
     let mut b = Router::builder()
@@ -452,10 +538,31 @@ fn run(input: &Input) {
     if let Some(w) = input.weights {
         b = b.weights(w.get());
     }
-    let router = match b.build() {
+    // The model's reading of the build, in the builder's order: capabilities, then nodes.
+    let mut model = Model::default();
+    let mut predicted = true;
+    for c in input.caps.iter().map(Name::cap) {
+        predicted &= model.declare(&c);
+    }
+    if let Some(n) = input.bulk_caps {
+        for i in 0..n % 300 {
+            predicted &= model.declare(&format!("b{i}"));
+        }
+    }
+    for n in &input.nodes {
+        predicted &= model.add_node(&n.spec());
+    }
+    let modelled = input.chains.is_empty() && input.weights.is_none();
+    let built = b.build();
+    if modelled {
+        agree("build", &built, predicted);
+    }
+    let router = match built {
         Ok(r) => r,
         Err(e) => return check_config_error(&e),
     };
+    // A build the model does not follow (chains, weights) leaves it unsure of the fleet.
+    let modelled = modelled && predicted;
     check_snapshot(&router.snapshot());
     assert!(router.ledgers_are_zero());
 
@@ -582,17 +689,35 @@ fn run(input: &Input) {
                 }
             }
             Op::AddNode(n) => {
-                if let Err(e) = router.add_node(n.spec()) {
+                let spec = n.spec();
+                let want = model.add_node(&spec);
+                let got = router.add_node(spec);
+                if modelled {
+                    agree("add_node", &got, want);
+                }
+                if let Err(e) = got {
                     check_config_error(&e);
                 }
             }
             Op::UpdateNode(n) => {
-                if let Err(e) = router.update_node(n.spec()) {
+                let spec = n.spec();
+                let want = model.update_node(&spec);
+                let got = router.update_node(spec);
+                if modelled {
+                    agree("update_node", &got, want);
+                }
+                if let Err(e) = got {
                     check_config_error(&e);
                 }
             }
             Op::RemoveNode(n) => {
-                if let Err(e) = router.remove_node(&n.node()) {
+                let name = n.node();
+                let want = model.remove_node(&name);
+                let got = router.remove_node(&name);
+                if modelled {
+                    agree("remove_node", &got, want);
+                }
+                if let Err(e) = got {
                     check_config_error(&e);
                 }
             }
@@ -622,7 +747,13 @@ fn run(input: &Input) {
                 }
             }
             Op::Declare(n) => {
-                if let Err(e) = router.declare_capability(&n.cap()) {
+                let name = n.cap();
+                let want = model.declare(&name);
+                let got = router.declare_capability(&name);
+                if modelled {
+                    agree("declare_capability", &got, want);
+                }
+                if let Err(e) = got {
                     check_config_error(&e);
                 }
             }

@@ -48,6 +48,7 @@ pub use synthetic::{
 };
 pub use trace::{
     bundled_trace, load_trace, open_trace, parse_trace, TraceError, TraceRow, BUNDLED_TRACES,
+    MAX_REQUEST_TOKENS,
 };
 pub use workload::{slo_ms, GatewayModel, SimConfig, SimTask, Spike, Workload};
 
