@@ -74,6 +74,8 @@ impl DispatcherBuilder {
     }
 
     /// Empty polls a worker makes (with exponential back-off) before it parks (default 64).
+    /// They follow work only: a worker that napped because all it had were tasks waiting
+    /// for room goes from one nap to the next retry without polling again.
     pub fn spin_rounds(mut self, n: u32) -> Self {
         self.spin_rounds = n;
         self

@@ -28,8 +28,12 @@ pub(super) fn run<B: Backend>(
     let mut rng = Rng::new(0x5157_C4A2 ^ index as u64);
     let stats = &shared.stats[index];
     let mut waiting = Waiting::new(&shared);
+    // Whether the last pass ended in a nap for waiting tasks: then no task has come since, and
+    // spinning again before the next retry only burns the core (a `sched_yield` each round).
+    let mut napped = false;
     loop {
         if let Some(job) = find_task(index, &shared, &local, &mut rng) {
+            napped = false;
             // SeqCst: the task has left the queues; ordered with the exit check and the
             // parking re-check (module docs).
             shared.queued.fetch_sub(1, Ordering::SeqCst);
@@ -46,7 +50,8 @@ pub(super) fn run<B: Backend>(
         }
         // Nothing found: poll a little with back-off before parking.
         let mut found = None;
-        for round in 0..shared.spin_rounds {
+        let rounds = if napped { 0 } else { shared.spin_rounds };
+        for round in 0..rounds {
             spin(round);
             found = find_task(index, &shared, &local, &mut rng);
             if found.is_some() {
@@ -59,6 +64,7 @@ pub(super) fn run<B: Backend>(
             stopwatch: &stopwatch,
         };
         if let Some(job) = found {
+            napped = false;
             // SeqCst: as for the task found above.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
             ctx.admit(&mut reader, &mut waiting, job);
@@ -70,9 +76,11 @@ pub(super) fn run<B: Backend>(
             ctx.retry(&mut reader, &mut waiting);
             if !waiting.is_empty() {
                 parker.park_timeout(WAIT_POLL);
+                napped = true;
                 continue;
             }
         }
+        napped = false;
         // SeqCst: see "Shutdown drains" in the module docs.
         if shared.shutdown.load(Ordering::SeqCst) && shared.queued.load(Ordering::SeqCst) == 0 {
             return;
