@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -533,14 +533,14 @@ fn a_tick_during_a_reload_never_publishes_a_half_applied_fleet() {
     .unwrap();
     let r = router(&v1);
     let stop = Arc::new(AtomicBool::new(false));
+    let ticked = Arc::new(AtomicU64::new(0));
     let ticker = {
-        let (r, stop) = (r.clone(), Arc::clone(&stop));
+        let (r, stop, ticked) = (r.clone(), Arc::clone(&stop), Arc::clone(&ticked));
         thread::spawn(move || {
-            let mut ticks = 0u64;
             let mut bad = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 r.tick();
-                ticks += 1;
+                ticked.fetch_add(1, Ordering::Relaxed);
                 let snap = r.snapshot();
                 let has = |n: &str| snap.node_id(n).is_some();
                 let fleet = (has("a"), has("b"), has("c"));
@@ -548,16 +548,27 @@ fn a_tick_during_a_reload_never_publishes_a_half_applied_fleet() {
                     bad.push((snap.epoch(), fleet));
                 }
             }
-            (ticks, bad)
+            bad
         })
     };
-    for k in 0..400 {
+    // On a loaded machine the ticker may start late: reload until it has ticked often enough
+    // to have raced the reloads (bounded, so a ticker that never runs fails instead of hanging).
+    let mut k = 0u64;
+    while k < 400 || (ticked.load(Ordering::Relaxed) < 50 && k < 1_000_000) {
         let cfg = if k % 2 == 0 { &v2 } else { &v1 };
         r.apply_config(cfg).unwrap();
+        k += 1;
+    }
+    if k % 2 == 1 {
+        r.apply_config(&v1).unwrap(); // end on v1
     }
     stop.store(true, Ordering::Relaxed);
-    let (ticks, bad) = ticker.join().unwrap();
-    assert!(ticks > 0);
+    let bad = ticker.join().unwrap();
+    let ticks = ticked.load(Ordering::Relaxed);
+    assert!(
+        ticks >= 50,
+        "the ticker ticked {ticks} times in {k} reloads"
+    );
     assert!(
         bad.is_empty(),
         "{} of {ticks} ticks published a half-applied fleet (epoch, (a, b, c)): {:?}",
