@@ -51,6 +51,15 @@ impl Miss {
     }
 }
 
+/// `x` as `f64`, for `x` below 2^63 (ledger fields, token and capability counts): the same
+/// value as `x as f64`, through the one-instruction signed conversion. The baseline x86-64
+/// target has no unsigned one, so `u64 as f64` is a branchy sequence, and the decision makes
+/// several per candidate.
+#[inline(always)]
+fn f(x: u64) -> f64 {
+    x as i64 as f64
+}
+
 /// What one stage of a task demands of its node, in ledger units.
 #[inline]
 pub(crate) fn demand(n: &NodeEntry, task: &Task) -> (u64, u64) {
@@ -59,14 +68,17 @@ pub(crate) fn demand(n: &NodeEntry, task: &Task) -> (u64, u64) {
     const MAX: u64 = crate::node::MAX_LEDGER_24 as u64;
     let tokens = task.total_tokens().min(MAX);
     // ceil without a libm call (no SSE4.1 `roundsd` in the baseline target).
-    let exact = tokens as f64 * n.kv_mb_per_token;
-    let floor = exact as u64; // saturating cast
-    let mem = if (floor as f64) < exact {
-        floor + 1
+    let exact = f(tokens) * n.kv_mb_per_token;
+    // Capped at the field's width first (a NaN, which validation keeps out, counts as the
+    // cap), so the cast is a signed truncation of a value that fits: a few instructions
+    // instead of the saturating unsigned cast's branches.
+    let capped = if exact < MAX as f64 {
+        exact
     } else {
-        floor
-    }
-    .min(MAX);
+        MAX as f64
+    };
+    let floor = capped as i64 as u64;
+    let mem = if f(floor) < capped { floor + 1 } else { floor };
     Amounts {
         inflight: 1,
         memory_mb: mem,
@@ -90,9 +102,9 @@ fn fmax(a: f64, b: f64) -> f64 {
 #[inline]
 fn utilization(n: &NodeEntry, w0: u64, external: f64) -> f64 {
     let a = Amounts::unpack(w0, 0);
-    let x = a.inflight as f64 * n.inv_conc;
-    let y = a.memory_mb as f64 * n.inv_mem;
-    let z = a.tokens as f64 * n.inv_tokens;
+    let x = f(a.inflight) * n.inv_conc;
+    let y = f(a.memory_mb) * n.inv_mem;
+    let z = f(a.tokens) * n.inv_tokens;
     // Other routers' work on the node (0 without fleet mode), read from the snapshot.
     let u = fmax(fmax(x, y), z) + external;
     if u > 1.0 {
@@ -103,13 +115,24 @@ fn utilization(n: &NodeEntry, w0: u64, external: f64) -> f64 {
 }
 
 #[inline]
-fn capability_score(table: &RoutingTable, n: &NodeEntry, required: &CapSet) -> f64 {
-    if n.scores_len == 0 || required.is_empty() {
+fn capability_score(
+    table: &RoutingTable,
+    n: &NodeEntry,
+    required: &CapSet,
+    req_len: usize,
+    single: bool,
+) -> f64 {
+    if n.scores_len == 0 || req_len == 0 {
         return 1.0;
     }
     // Mean over the required capabilities this node offers (a chain's other stages may
-    // offer the rest); unscored ones count as 1.
-    let offered = n.caps.intersection_len(required);
+    // offer the rest); unscored ones count as 1. A single-stage route passed the
+    // capability check, so its node offers all `req_len` (no popcount per candidate).
+    let offered = if single {
+        req_len
+    } else {
+        n.caps.intersection_len(required)
+    };
     if offered == 0 {
         return 1.0;
     }
@@ -120,7 +143,7 @@ fn capability_score(table: &RoutingTable, n: &NodeEntry, required: &CapSet) -> f
             scored += 1;
         }
     }
-    (sum + (offered - scored) as f64) / offered as f64
+    (sum + f((offered - scored) as u64)) / f(offered as u64)
 }
 
 /// Evaluates one route for one task against the live ledgers, writing the candidate into
@@ -130,6 +153,7 @@ fn evaluate(
     table: &RoutingTable,
     slot: u32,
     task: &Task,
+    req_len: usize,
     hint: Option<NodeId>,
     out: &mut RouteChoice,
 ) -> Result<(), Miss> {
@@ -178,15 +202,15 @@ fn evaluate(
         let latency = (n.base_ms + prefill + output * n.decode_ms_per_token)
             * (1.0 + n.batch_slowdown * u)
             * n.latency_factor;
-        let cap = capability_score(table, n, req);
+        let cap = capability_score(table, n, req, req_len, r.len == 1);
         let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
         // The weight is not in the score: it shapes which candidates are drawn (see `plan`),
         // so a node at 10 % weight gets about 10 % of a share instead of losing every pair.
         score += latency * (1.0 + w.load * u) * (1.0 + w.cost * n.price_rel) / cap_factor;
         latency_sum += latency;
-        memory += Amounts::unpack(d0, 0).memory_mb as f64;
+        memory += f(Amounts::unpack(d0, 0).memory_mb);
         cpu = fmax(cpu, n.cpu_share_per_task);
-        price += tokens as f64 * n.price_per_token;
+        price += f(tokens) * n.price_per_token;
         let c = n.success_rate * cap;
         if c < confidence {
             confidence = c;
@@ -247,10 +271,12 @@ pub(crate) fn plan(
                     .caps
                     .contains_all(&task.constraints.required)
         });
+    // Counted once per decision, not per candidate.
+    let req_len = task.constraints.required.len();
     let mut best_miss = Miss::NotCapable;
     let mut consider = |slot: u32, out: &mut RouteOptions| {
         let Some(next) = out.next_slot() else { return };
-        match evaluate(table, slot, task, hint, next) {
+        match evaluate(table, slot, task, req_len, hint, next) {
             Ok(()) => out.commit_slot(),
             Err(m) => {
                 if m > best_miss {
@@ -371,7 +397,18 @@ fn weighted_index(
 /// Whether `route` is still feasible for `task` under `table`.
 pub(crate) fn validate(table: &RoutingTable, route: &ModelChain, task: &Task) -> bool {
     match table.route_slot(route.route) {
-        Some(slot) => evaluate(table, slot, task, None, &mut RouteChoice::default()).is_ok(),
+        Some(slot) => {
+            let req_len = task.constraints.required.len();
+            evaluate(
+                table,
+                slot,
+                task,
+                req_len,
+                None,
+                &mut RouteChoice::default(),
+            )
+            .is_ok()
+        }
         None => false,
     }
 }
