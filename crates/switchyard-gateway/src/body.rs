@@ -1,5 +1,5 @@
-//! The response body the gateway serves: a whole buffer, a stream fed chunk by chunk from a
-//! bounded channel, or another service's body (through the layer).
+//! The response body the gateway serves: a whole buffer, a stream passed through from the
+//! model server ([`Relay`](crate::relay::Relay)), or another service's body (through the layer).
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
 
 /// Errors of bodies passed through the layer.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -21,7 +20,7 @@ pub struct GatewayBody {
 #[derive(Debug)]
 enum Inner {
     Full(Option<Bytes>),
-    Channel(mpsc::Receiver<Bytes>),
+    Relay(Box<crate::relay::Relay>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
@@ -41,10 +40,10 @@ impl GatewayBody {
         }
     }
 
-    /// A body streamed from `rx`: it ends when every sender is gone.
-    pub(crate) fn channel(rx: mpsc::Receiver<Bytes>) -> Self {
+    /// A stream passed through from the model server.
+    pub(crate) fn relay(r: crate::relay::Relay) -> Self {
         Self {
-            inner: Inner::Channel(rx),
+            inner: Inner::Relay(Box::new(r)),
         }
     }
 
@@ -70,7 +69,7 @@ impl Body for GatewayBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Inner::Relay(r) => r.poll_frame(cx),
             Inner::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -78,7 +77,7 @@ impl Body for GatewayBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Channel(_) => false,
+            Inner::Relay(_) => false,
             Inner::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -86,7 +85,7 @@ impl Body for GatewayBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Channel(_) => SizeHint::default(),
+            Inner::Relay(_) => SizeHint::default(),
             Inner::Boxed(b) => b.size_hint(),
         }
     }

@@ -33,6 +33,7 @@ mod fleet;
 mod gateway;
 mod metrics;
 mod proxy;
+mod relay;
 mod request;
 mod service;
 mod settings;

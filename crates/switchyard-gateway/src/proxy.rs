@@ -7,20 +7,19 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use switchyard::{Backend, Completion, Outcome, RouteError, RouteOptions, Task, Ticket};
 
 use crate::body::GatewayBody;
 use crate::error::ApiError;
+use crate::relay::{Relay, RelayParts};
 use crate::request::{Endpoint, NODE_HEADER};
 use crate::settings::GatewaySettings;
 use crate::sse::SseScan;
 use crate::Shared;
 
-/// Chunks of a stream buffered between the upstream and a slow client.
-const STREAM_CHANNEL: usize = 16;
 /// Bytes held back before the first content chunk (role chunks, comments) at most.
 const MAX_PRELUDE: usize = 64 << 10;
 
@@ -483,113 +482,36 @@ impl Attempt<'_> {
                 }
             }
         }
-        // The first byte point: from here on the answer is this node's.
-        let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
-        let mut r = self.head(StatusCode::OK, &parts.headers, GatewayBody::channel(rx));
+        // The first byte point: from here on the answer is this node's, passed through as
+        // the client reads it (see `relay.rs`).
+        let relay = Relay::new(RelayParts {
+            prelude,
+            upstream: (!ended).then_some(body),
+            scan,
+            node: self.node.to_owned(),
+            idle: Duration::from_millis(self.settings.idle_timeout_ms),
+            deadline: self.deadline,
+            ticket,
+            shared: self.shared.clone(),
+            received: ctx.received,
+            started: self.started,
+            charge: ctx.charge.take(),
+        });
+        let mut r = self.head(StatusCode::OK, &parts.headers, GatewayBody::relay(relay));
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let Some(reply) = ctx.reply.take() else {
-            return Err(self.cancelled(ticket));
+            return Ok(()); // dropping `r` drops the relay, which ends the request as cancelled
         };
-        if reply.send(r).is_err() {
-            return Err(self.cancelled(ticket));
+        // Observed before the send: once sent, the whole stream may be over before this task
+        // runs again.
+        if !reply.is_closed() {
+            self.shared.metrics.ttft.observe(ctx.received.elapsed());
         }
-        self.shared.metrics.ttft.observe(ctx.received.elapsed());
-        let end = |ticket: Ticket, c: Completion| {
-            self.shared.metrics.e2e.observe(ctx.received.elapsed());
-            if let Some(ch) = &ctx.charge {
-                ch.settle(c.output_tokens);
-            }
-            ticket.complete(c);
-        };
-        for chunk in prelude {
-            if !matches!(timeout_at(self.deadline, tx.send(chunk)).await, Ok(Ok(()))) {
-                self.shared.count_cancel();
-                end(
-                    ticket,
-                    Completion::failure(Outcome::Cancelled, ms_since(self.started)),
-                );
-                return Ok(());
-            }
-        }
-        if ended {
-            end(
-                ticket,
-                Completion::success(ms_since(self.started), scan.tokens()),
-            );
-            return Ok(());
-        }
-        let idle = Duration::from_millis(self.settings.idle_timeout_ms);
-        loop {
-            let wake = (Instant::now() + idle).min(self.deadline);
-            let frame = tokio::select! {
-                f = timeout_at(wake, body.frame()) => f,
-                _ = tx.closed() => {
-                    self.shared.count_cancel();
-                    end(ticket, Completion::failure(Outcome::Cancelled, ms_since(self.started)));
-                    return Ok(());
-                }
-            };
-            let (outcome, msg) = match frame {
-                Ok(None) => {
-                    end(
-                        ticket,
-                        Completion::success(ms_since(self.started), scan.tokens()),
-                    );
-                    return Ok(());
-                }
-                Ok(Some(Ok(f))) => {
-                    let Ok(data) = f.into_data() else { continue };
-                    scan.feed(&data);
-                    match timeout_at(self.deadline, tx.send(data)).await {
-                        Ok(Ok(())) => continue,
-                        _ => {
-                            self.shared.count_cancel();
-                            end(
-                                ticket,
-                                Completion::failure(Outcome::Cancelled, ms_since(self.started)),
-                            );
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(Some(Err(e))) => (
-                    Outcome::ServerError,
-                    format!("model server {} broke the stream: {e}", self.node),
-                ),
-                Err(_) if Instant::now() >= self.deadline => (
-                    Outcome::Timeout,
-                    "the request ran past its total timeout".to_string(),
-                ),
-                Err(_) => (
-                    Outcome::Timeout,
-                    format!("model server {} went quiet mid-stream", self.node),
-                ),
-            };
-            // After the first byte: end the stream with an error event; it counts on the node.
-            self.shared
-                .metrics
-                .stream_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.shared.metrics.attempt_failed(outcome);
-            let e = ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "server_error",
-                if outcome == Outcome::Timeout {
-                    "upstream_timeout"
-                } else {
-                    "upstream_error"
-                },
-                msg,
-            );
-            let lead = if scan.mid_line() { "\n\n" } else { "" };
-            let event = Bytes::from(format!("{lead}data: {}\n\n", e.json()));
-            let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(event)).await;
-            let mut c = Completion::failure(outcome, ms_since(self.started));
-            c.output_tokens = scan.tokens();
-            end(ticket, c);
-            return Ok(());
-        }
+        // A client already gone drops the response, and with it the relay, which ends the
+        // request as cancelled.
+        let _ = reply.send(r);
+        Ok(())
     }
 }
 

@@ -785,6 +785,34 @@ async fn a_stream_past_the_total_timeout_ends_with_an_error_event() {
     h.finish().await;
 }
 
+/// A client that stops reading a long stream (its connection open) makes hyper stop polling
+/// the response body once the socket buffers fill, so nothing in the stream's own path runs:
+/// the total timeout still ends the request and frees its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_total_timeout() {
+    let a = Mock::start("a").await;
+    // About 30 MB of chunks: far more than the loopback socket buffers hold.
+    a.state.chunks.store(400_000, Ordering::SeqCst);
+    let h = Harness::start(&fleet_toml(&[&a], "total_timeout_ms = 1500", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Hold the body unread.
+    let body = r.into_body();
+    assert_eq!(h.gw.router().in_flight(), 1);
+    assert!(
+        wait_until(|| h.gw.router().finished()[Outcome::Cancelled] == 1).await,
+        "the stalled stream was not ended at the total timeout"
+    );
+    assert_eq!(h.gw.router().in_flight(), 0);
+    drop(body);
+    // Counted once: dropping the body afterwards ends nothing twice.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let done = h.gw.router().finished();
+    assert_eq!(done[Outcome::Cancelled], 1);
+    assert_eq!(done.total(), 1);
+    h.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_up_waiting_at_its_deadline() {
     let a = Mock::start("a").await;
