@@ -28,6 +28,7 @@ use switchyard::{Completion, Outcome, Ticket};
 
 use crate::error::ApiError;
 use crate::fleet::Charge;
+use crate::proxy::ms_since;
 use crate::sse::SseScan;
 use crate::Shared;
 
@@ -77,10 +78,6 @@ impl EndCell {
         self.done.store(true, Ordering::Relaxed);
         self.end.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
-}
-
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// The streamed body after the first byte (see the module docs).
