@@ -790,7 +790,7 @@ impl Gateway {
             endpoint,
             raw,
             s.default_max_tokens,
-            s.affinity_prefix_bytes,
+            s.prefix_block_bytes,
             s.include_usage,
         ) {
             Ok(p) => p,
@@ -835,9 +835,7 @@ impl Gateway {
         if let Some(ms) = routing.slo_ms {
             task = task.max_latency_ms(ms);
         }
-        if let Some(k) = parsed.affinity {
-            task = task.affinity(k);
-        }
+        task = task.prefix(parsed.prefix);
         let (tx, rx) = oneshot::channel();
         let ctx = Ctx {
             endpoint,

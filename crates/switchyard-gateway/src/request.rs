@@ -1,10 +1,10 @@
 //! What the gateway reads from a completion request: the model, whether it streams, the
-//! token estimates, the prefix-affinity key, and the routing headers.
+//! token estimates, the prompt's prefix blocks, and the routing headers.
 use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::Value;
 use switchyard::limits::MAX_TENANTS;
-use switchyard::{Priority, TenantId};
+use switchyard::{Prefix, Priority, TenantId};
 
 use crate::error::ApiError;
 
@@ -40,47 +40,121 @@ pub(crate) struct Parsed {
     pub(crate) stream: bool,
     pub(crate) input_tokens: u32,
     pub(crate) output_tokens: u32,
-    pub(crate) affinity: Option<u64>,
+    pub(crate) prefix: Prefix,
     /// The body to send upstream.
     pub(crate) body: Bytes,
 }
 
-/// FNV-1a over the first bytes of the prompt text, fed piece by piece.
-struct PrefixHash {
+/// FNV-1a, fed piece by piece (tenant names).
+struct Fnv {
     h: u64,
-    left: usize,
-    fed: bool,
 }
 
-impl PrefixHash {
-    fn new(limit: usize) -> Self {
+impl Fnv {
+    fn new() -> Self {
         Self {
             h: 0xcbf2_9ce4_8422_2325,
-            left: limit,
-            fed: false,
         }
     }
 
     fn feed(&mut self, s: &[u8]) {
-        let take = s.len().min(self.left);
-        for &b in &s[..take] {
+        for &b in s {
             self.h ^= u64::from(b);
             self.h = self.h.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        self.left -= take;
-        self.fed |= take > 0;
-    }
-
-    fn key(&self) -> Option<u64> {
-        self.fed.then_some(self.h)
     }
 }
 
-/// Text of the prompt: its length in bytes (plus tokens given as ids) and the prefix hash.
+/// Most prompt blocks hashed for the prefix (past them a prompt's match is credited at this
+/// depth): 4096 blocks of the default 256 bytes is 1 MiB of text.
+const MAX_PREFIX_BLOCKS: usize = 4096;
+
+/// The prompt text cut into blocks of `size` bytes, each hashed a word at a time as it
+/// completes, so equal blocks get equal ids however the text was split into messages and
+/// parts. A trailing partial block gets no id (a paged KV cache keeps only full blocks).
+struct Blocks {
+    size: usize,
+    filled: usize,
+    h: u64,
+    word: u64,
+    word_len: u32,
+    ids: Vec<u64>,
+}
+
+impl Blocks {
+    fn new(size: usize) -> Self {
+        Self {
+            size,
+            filled: 0,
+            h: 0,
+            word: 0,
+            word_len: 0,
+            ids: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.h = (self.h ^ w)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.word |= u64::from(b) << (8 * self.word_len);
+        self.word_len += 1;
+        if self.word_len == 8 {
+            let w = self.word;
+            self.mix(w);
+            self.word = 0;
+            self.word_len = 0;
+        }
+    }
+
+    fn absorb(&mut self, mut b: &[u8]) {
+        while self.word_len != 0 && !b.is_empty() {
+            self.byte(b[0]);
+            b = &b[1..];
+        }
+        let mut words = b.chunks_exact(8);
+        for c in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        for &x in words.remainder() {
+            self.byte(x);
+        }
+    }
+
+    fn feed(&mut self, mut s: &[u8]) {
+        while self.size > 0 && self.ids.len() < MAX_PREFIX_BLOCKS && !s.is_empty() {
+            let take = (self.size - self.filled).min(s.len());
+            self.absorb(&s[..take]);
+            self.filled += take;
+            s = &s[take..];
+            if self.filled == self.size {
+                if self.word_len != 0 {
+                    let w = self.word | 1 << 63;
+                    self.mix(w);
+                }
+                self.ids.push(self.h);
+                (self.filled, self.h, self.word, self.word_len) = (0, 0, 0, 0);
+            }
+        }
+    }
+
+    fn prefix(&self) -> Prefix {
+        Prefix::from_blocks(self.ids.iter().copied())
+    }
+}
+
+/// Text of the prompt: its length in bytes (plus tokens given as ids) and its prefix blocks.
 struct PromptText {
     bytes: u64,
     token_ids: u64,
-    prefix: PrefixHash,
+    prefix: Blocks,
 }
 
 impl PromptText {
@@ -134,7 +208,7 @@ pub(crate) fn parse(
     endpoint: Endpoint,
     raw: Bytes,
     default_max_tokens: u32,
-    affinity_prefix_bytes: usize,
+    prefix_block_bytes: usize,
     include_usage: bool,
 ) -> Result<Parsed, ApiError> {
     let mut v: Value = serde_json::from_slice(&raw).map_err(|e| {
@@ -197,7 +271,7 @@ pub(crate) fn parse(
     let mut text = PromptText {
         bytes: 0,
         token_ids: 0,
-        prefix: PrefixHash::new(affinity_prefix_bytes),
+        prefix: Blocks::new(prefix_block_bytes),
     };
     match endpoint {
         Endpoint::Chat => match obj.get("messages") {
@@ -246,7 +320,7 @@ pub(crate) fn parse(
         stream,
         input_tokens,
         output_tokens,
-        affinity: text.prefix.key(),
+        prefix: text.prefix.prefix(),
         body,
     })
 }
@@ -319,7 +393,7 @@ pub(crate) fn tenant_id(t: &str, tenants: &std::collections::BTreeMap<String, u3
     if let Some(&n) = tenants.get(t) {
         return TenantId(n);
     }
-    let mut h = PrefixHash::new(usize::MAX);
+    let mut h = Fnv::new();
     h.feed(t.as_bytes());
     let span = u64::from(u32::MAX) - MAX_TENANTS as u64;
     TenantId(MAX_TENANTS as u32 + (h.h % span) as u32)
@@ -341,27 +415,44 @@ mod tests {
     }
 
     #[test]
-    fn estimates_and_affinity() {
+    fn estimates_and_prefix_blocks() {
         let p = chat(r#"{"model":"m","messages":[{"role":"user","content":"abcdefghijklmnopqrstuvwx"}],"max_tokens":7}"#).unwrap();
         assert_eq!((p.input_tokens, p.output_tokens, p.stream), (6, 7, false));
-        // Same first 16 bytes: same key, whatever follows.
+        assert_eq!(p.prefix.blocks(), 1, "24 bytes: one whole 16-byte block");
+        // Same first 16 bytes: the same block, whatever follows.
         let q =
             chat(r#"{"model":"m","messages":[{"role":"user","content":"abcdefghijklmnopZZZ"}]}"#)
                 .unwrap();
-        assert_eq!(p.affinity, q.affinity);
+        assert_eq!(p.prefix, q.prefix);
         assert_eq!(q.output_tokens, 100);
         let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"Xbcdefghijklmnop"}]}"#)
             .unwrap();
-        assert_ne!(p.affinity, r.affinity);
+        assert_eq!(p.prefix.common_depth(&r.prefix), 0);
+        // A conversation that goes on shares its earlier blocks, however they were split.
+        let turn1 = chat(r#"{"model":"m","messages":[{"role":"system","content":"0123456789abcdef"},{"role":"user","content":"ghijklmnopqrstuv"}]}"#).unwrap();
+        let turn2 = chat(r#"{"model":"m","messages":[{"role":"system","content":"0123456789"},{"role":"user","content":"abcdefghijklmnopqrstuv"},{"role":"assistant","content":"wxyz0123456789AB"},{"role":"user","content":"more text"}]}"#).unwrap();
+        assert_eq!((turn1.prefix.blocks(), turn2.prefix.blocks()), (2, 3));
+        assert_eq!(turn1.prefix.common_depth(&turn2.prefix), 2);
+        assert_eq!(turn2.prefix.common_depth(&p.prefix), 0);
+        // No blocks when hashing is off.
+        let off = parse(
+            Endpoint::Chat,
+            Bytes::from(r#"{"model":"m","messages":[{"role":"user","content":"abcdefghijklmnopqrstuvwx"}]}"#),
+            1,
+            0,
+            false,
+        )
+        .unwrap();
+        assert!(off.prefix.is_empty());
     }
 
     #[test]
     fn content_parts_and_prompt_arrays_count() {
-        let p = chat(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcdefgh"},"ijkl",{"type":"image_url","image_url":{}}]},{"role":"assistant"}]}"#).unwrap();
-        assert_eq!(p.input_tokens, 3);
-        let q =
-            chat(r#"{"model":"m","messages":[{"role":"user","content":"abcdefghijkl"}]}"#).unwrap();
-        assert_eq!(p.affinity, q.affinity);
+        let p = chat(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcdefgh"},"ijklmnop",{"type":"image_url","image_url":{}}]},{"role":"assistant"}]}"#).unwrap();
+        assert_eq!(p.input_tokens, 4);
+        let q = chat(r#"{"model":"m","messages":[{"role":"user","content":"abcdefghijklmnop"}]}"#)
+            .unwrap();
+        assert_eq!((p.prefix, p.prefix.blocks()), (q.prefix, 1));
         let c = |b: &str| {
             parse(
                 Endpoint::Completions,
@@ -384,7 +475,7 @@ mod tests {
             5
         );
         let ids = c(r#"{"model":"m","prompt":[[1,2],[3,4,5],null]}"#).unwrap();
-        assert_eq!((ids.input_tokens, ids.affinity), (5, None));
+        assert_eq!((ids.input_tokens, ids.prefix), (5, Prefix::EMPTY));
         assert_eq!(
             c(r#"{"model":"m","prompt":"x","max_tokens":"9"}"#)
                 .unwrap_err()

@@ -31,8 +31,10 @@ pub struct GatewaySettings {
     /// Output tokens assumed for a request without `max_tokens` / `max_completion_tokens`.
     /// Reloadable.
     pub default_max_tokens: u32,
-    /// Bytes of prompt text hashed into the prefix-affinity key (0: no key). Reloadable.
-    pub affinity_prefix_bytes: usize,
+    /// Bytes of prompt text per prefix block: the prompt is cut into blocks this long, and
+    /// the node that recently served the longest run of the same blocks gets the
+    /// prefix-affinity credit (0: no prefix; at most 1 MiB). Reloadable.
+    pub prefix_block_bytes: usize,
     /// Add `stream_options.include_usage = true` to streaming requests that do not set it, so
     /// the lease settles to the server's token count (the usage chunk then reaches the client
     /// too). Off: tokens are counted from the content chunks. Reloadable.
@@ -79,7 +81,7 @@ impl Default for GatewaySettings {
             max_body_bytes: 4 << 20,
             max_response_bytes: 64 << 20,
             default_max_tokens: 256,
-            affinity_prefix_bytes: 256,
+            prefix_block_bytes: 512,
             include_usage: false,
             retry_after_s: 1,
             default_pause_ms: 1_000,
@@ -206,6 +208,9 @@ impl GatewaySettings {
         }
         if self.saturation_wait_ms.iter().any(|&w| w > DAY_MS) {
             return Err("`saturation_wait_ms` must be at most a day each".into());
+        }
+        if self.prefix_block_bytes > 1 << 20 {
+            return Err("`prefix_block_bytes` must be at most 1048576".into());
         }
         if self.workers > 256 {
             return Err("`workers` must be at most 256".into());

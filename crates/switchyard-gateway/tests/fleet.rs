@@ -85,7 +85,7 @@ const INTERVAL_MS: u64 = 100;
 
 fn replica_toml(mocks: &[&Mock], redis: &Redis, name: &str, extra_fleet: &str) -> String {
     // No prefix affinity: identical prompts spread over the nodes.
-    let mut t = fleet_toml(mocks, "affinity_prefix_bytes = 0", "");
+    let mut t = fleet_toml(mocks, "prefix_block_bytes = 0", "");
     t += "\n[[tenant]]\nid = 1\nmax_tokens_per_second = 500\ntoken_burst_seconds = 0.5\n";
     t += &format!(
         "\n[fleet]\nredis = \"{}\"\nreplica = \"{name}\"\nsync_interval_ms = {INTERVAL_MS}\n{extra_fleet}\n",

@@ -2,7 +2,8 @@
 use switchyard::ConfigError;
 use switchyard::NodeSpec;
 use switchyard::Router;
-use switchyard::{Priority, Task, TenantId};
+use switchyard::ScoringWeights;
+use switchyard::{Prefix, Priority, Task, TenantId};
 
 /// Capabilities of the built-in fleet.
 pub const CAPABILITIES: [&str; 3] = ["chat", "code", "long-context"];
@@ -14,6 +15,8 @@ pub struct FleetConfig {
     pub capabilities: Vec<String>,
     /// Nodes.
     pub nodes: Vec<NodeSpec>,
+    /// Scoring weights of switchyard's router (a config's `[weights]`).
+    pub weights: ScoringWeights,
 }
 
 impl FleetConfig {
@@ -30,6 +33,7 @@ impl FleetConfig {
         Router::builder()
             .capabilities(self.capabilities.iter().cloned())
             .nodes(self.nodes.iter().cloned())
+            .weights(self.weights)
             .seed(seed)
     }
 }
@@ -81,6 +85,7 @@ pub fn default_fleet() -> FleetConfig {
         );
     }
     FleetConfig {
+        weights: ScoringWeights::default(),
         capabilities: CAPABILITIES.iter().map(|s| s.to_string()).collect(),
         nodes,
     }
@@ -95,8 +100,7 @@ pub fn service_time_ms(spec: &NodeSpec, input: u32, output: u32, utilization: f6
 /// Turns trace rows into tasks, deterministically from `seed`: every task requires `code`
 /// (the bundled Azure trace is a code workload; pass `base` = "chat" for chat traces), inputs
 /// over 4096 tokens also require `long-context`; priorities 10 % critical, 20 % high, 40 %
-/// normal, 30 % low; 8 tenants; no latency limit; the affinity key is the first prefix block
-/// (`hash_ids[0]`) when the trace has one.
+/// normal, 30 % low; 8 tenants; no latency limit; the prefix is the row's `hash_ids` (see [`Prefix`]).
 ///
 /// # Errors
 /// [`ConfigError::UnknownCapability`] if the router lacks `base` or `long-context`.
@@ -123,11 +127,8 @@ pub fn synthesize(
                 .require(if r.input_tokens > 4096 { long } else { short })
                 .priority(p)
                 .tenant(TenantId(rng.below(8) as u32));
-            // The first prefix block names the prompt's opening 512 tokens: the affinity key.
-            match r.hash_ids.first() {
-                Some(&block) => t.affinity(block),
-                None => t,
-            }
+            // The prefix blocks (512 tokens each) as the router's prefix keys.
+            t.prefix(Prefix::from_blocks(r.hash_ids.iter().copied()))
         })
         .collect())
 }

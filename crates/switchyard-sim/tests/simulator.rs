@@ -12,6 +12,7 @@ use switchyard_sim::{
 
 fn one_node() -> FleetConfig {
     FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         capabilities: vec!["code".into(), "long-context".into()],
         nodes: vec![NodeSpec::new("solo")
             .capabilities(["code", "long-context"])
@@ -230,6 +231,7 @@ fn the_real_router_loses_no_task_and_releases_every_lease() {
 fn the_series_add_up_to_the_report() {
     // Node `short` lacks long-context, so with it alone the long tasks fail.
     let fleet = FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         capabilities: vec!["code".into(), "long-context".into()],
         nodes: vec![
             NodeSpec::new("short")
@@ -254,6 +256,7 @@ fn the_series_add_up_to_the_report() {
         .collect();
     let cfg = SimConfig::default();
     let short_only = FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         nodes: fleet.nodes[..1].to_vec(),
         ..fleet.clone()
     };
@@ -563,6 +566,7 @@ fn routing_accuracy_and_the_balance_bound_are_reported() {
     // Twelve at once on one sequence: only the first finds a node with room, so only it is
     // routable; it is served in time.
     let fleet = FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         capabilities: vec!["code".into(), "long-context".into()],
         nodes: vec![NodeSpec::new("solo")
             .capabilities(["code", "long-context"])
@@ -602,6 +606,7 @@ fn parse_errors_reach_the_library_caller() {
 /// 200 000-token request needs most of it.
 fn kv_node() -> FleetConfig {
     FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         capabilities: vec!["code".into(), "long-context".into()],
         nodes: vec![NodeSpec::new("solo")
             .capabilities(["code", "long-context"])
@@ -664,6 +669,7 @@ fn the_gateway_sheds_what_can_no_longer_meet_its_slo() {
     // Twelve identical 10 s requests at once on a node of one sequence: the k-th waits k × 10 s
     // and its SLO is 5 × 10 s + 1 s, so from the sixth on they cannot make it.
     let fleet = FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         capabilities: vec!["code".into(), "long-context".into()],
         nodes: vec![NodeSpec::new("solo")
             .capabilities(["code", "long-context"])
@@ -836,6 +842,7 @@ fn the_simulated_gateway_shares_a_class_between_tenants_by_token_work() {
         ..SimConfig::default()
     };
     let fleet = FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         capabilities: vec!["code".into(), "long-context".into()],
         nodes: vec![NodeSpec::new("solo")
             .capabilities(["code", "long-context"])

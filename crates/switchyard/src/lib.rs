@@ -75,8 +75,8 @@ pub use lease::ticket::{Completion, Ticket};
 pub use lease::Lease;
 pub use metrics::{LatencySummary, NodeMetrics, RoutingMetrics};
 pub use model::{
-    HealthStatus, ModelChain, NodeHealth, NodeId, Outcome, Priority, RouteChoice, RouteConstraints,
-    RouteId, RouteOptions, Task, TenantId,
+    HealthStatus, ModelChain, NodeHealth, NodeId, Outcome, Prefix, Priority, RouteChoice,
+    RouteConstraints, RouteId, RouteOptions, Task, TenantId, PREFIX_DEPTHS, PREFIX_LADDER,
 };
 pub use node::{ChainSpec, NodeSpec};
 pub use per::{PerClass, PerOutcome};

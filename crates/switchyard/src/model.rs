@@ -134,8 +134,11 @@ pub struct Task {
     pub constraints: RouteConstraints,
     /// Optional tenant.
     pub tenant: Option<TenantId>,
-    /// Optional affinity key (session or prefix hash).
+    /// Optional affinity key (a session, or any key whose node should be met again).
     pub affinity_key: Option<u64>,
+    /// The prompt's leading blocks (empty when unknown): the node that served the longest
+    /// shared prefix gets the prefix-affinity credit.
+    pub prefix: Prefix,
 }
 
 impl Task {
@@ -148,6 +151,7 @@ impl Task {
             constraints: RouteConstraints::default(),
             tenant: None,
             affinity_key: None,
+            prefix: Prefix::EMPTY,
         }
     }
 
@@ -187,9 +191,151 @@ impl Task {
         self
     }
 
+    /// Sets the prompt's prefix blocks.
+    pub fn prefix(mut self, p: Prefix) -> Self {
+        self.prefix = p;
+        self
+    }
+
     /// Input plus estimated output tokens.
     pub fn total_tokens(&self) -> u64 {
         self.input_tokens as u64 + self.output_tokens as u64
+    }
+}
+
+/// Keys a [`Prefix`] keeps: one per depth of [`PREFIX_LADDER`] the prompt reaches, and one
+/// for its full length.
+pub const PREFIX_DEPTHS: usize = PREFIX_LADDER.len() + 1;
+
+/// The block depths a [`Prefix`] samples, each at most 1.5 times the one before, so the depth
+/// credited to a match is at least two thirds of the true one up to 192 blocks.
+pub const PREFIX_LADDER: [u32; 15] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192];
+
+/// A prompt's leading blocks as chained keys, the way a paged KV cache names them: the key at
+/// depth `d` covers blocks `0..d`, so two prompts share the key at depth `d` exactly when they
+/// share their first `d` blocks.
+///
+/// Keys are kept at the depths of [`PREFIX_LADDER`] and at the prompt's full block count (at
+/// most [`PREFIX_DEPTHS`], 72 bytes, `Copy`): the longest prefix a node holds is found with
+/// a binary search over them, at most 5 probes, and a match is credited at the deepest
+/// sampled depth it reaches.
+///
+/// # Examples
+/// ```
+/// use switchyard::Prefix;
+/// let a = Prefix::from_blocks([7, 8, 9]);
+/// let b = Prefix::from_blocks([7, 8, 10]);
+/// assert_eq!(a.blocks(), 3);
+/// assert_eq!(a.common_depth(&b), 2);
+/// assert_eq!(a.common_depth(&a), 3);
+/// assert_eq!(Prefix::from_blocks([1, 8, 9]).common_depth(&a), 0);
+/// // Five shared blocks of six are credited at the sampled depth 4.
+/// let long = Prefix::from_blocks([1, 2, 3, 4, 5, 6]);
+/// assert_eq!(long.common_depth(&Prefix::from_blocks([1, 2, 3, 4, 5, 0])), 4);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Prefix {
+    /// The top 32 bits of each chained hash: a false match needs two prompts to agree on
+    /// 32 bits at one depth and land on the same node slot.
+    keys: [u32; PREFIX_DEPTHS],
+    len: u8,
+    blocks: u32,
+}
+
+/// splitmix64's finaliser: a key for every (chain, block) pair, never zero in practice.
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[inline]
+fn wide(k: u32) -> u64 {
+    1 << 63 | u64::from(k)
+}
+
+impl Prefix {
+    /// No blocks: the task gets no prefix credit.
+    pub const EMPTY: Prefix = Prefix {
+        keys: [0; PREFIX_DEPTHS],
+        len: 0,
+        blocks: 0,
+    };
+
+    /// From the prompt's block ids in order: any 64-bit id per block such that equal blocks
+    /// get equal ids (a hash of the block's text or tokens, or a trace's `hash_ids`). The ids
+    /// are chained here, so they need not cover what came before them.
+    pub fn from_blocks<I: IntoIterator<Item = u64>>(ids: I) -> Self {
+        let mut p = Self::EMPTY;
+        let mut h = 0x6A09_E667_F3BC_C909u64;
+        let mut n = 0u32;
+        for id in ids {
+            h = mix64(h ^ mix64(id.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+            n = n.saturating_add(1);
+            if PREFIX_LADDER.get(p.len as usize) == Some(&n) {
+                p.keys[p.len as usize] = (h >> 32) as u32;
+                p.len += 1;
+            }
+        }
+        // The whole prompt's key takes the last place, unless it was just kept on the ladder.
+        if n > 0 && (p.len == 0 || PREFIX_LADDER[p.len as usize - 1] != n) {
+            p.keys[p.len as usize] = (h >> 32) as u32;
+            p.len += 1;
+        }
+        p.blocks = n;
+        p
+    }
+
+    /// The prompt's block count.
+    pub fn blocks(&self) -> u32 {
+        self.blocks
+    }
+
+    /// Whether the prompt has no blocks.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The sampled keys, shallowest first, as 64-bit keys with the top bit set (so they
+    /// never equal a small affinity key sharing a table with them).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.keys[..self.len as usize].iter().map(|&k| wide(k))
+    }
+
+    /// The block depth the `i`-th key covers.
+    #[inline]
+    pub(crate) fn depth(&self, i: usize) -> u32 {
+        if i + 1 == self.len as usize {
+            self.blocks
+        } else {
+            PREFIX_LADDER[i]
+        }
+    }
+
+    /// The deepest sampled depth whose key `holds` accepts, by binary search: a holder of a
+    /// depth's key holds every shallower one (they name parts of the same prefix).
+    #[inline]
+    pub(crate) fn deepest(&self, mut holds: impl FnMut(u64) -> bool) -> u32 {
+        let (mut lo, mut hi) = (0usize, self.len as usize);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if holds(wide(self.keys[mid - 1])) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        if lo == 0 {
+            0
+        } else {
+            self.depth(lo - 1)
+        }
+    }
+
+    /// The longest sampled depth at which both prompts agree.
+    pub fn common_depth(&self, other: &Prefix) -> u32 {
+        self.deepest(|key| other.keys().any(|k| k == key))
     }
 }
 

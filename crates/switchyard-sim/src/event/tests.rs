@@ -10,6 +10,7 @@ use crate::trace::TraceRow;
 
 fn one_node(conc: u32) -> FleetConfig {
     FleetConfig {
+        weights: switchyard::ScoringWeights::default(),
         capabilities: vec!["code".into(), "long-context".into()],
         nodes: vec![NodeSpec::new("n0")
             .capabilities(["code", "long-context"])

@@ -550,6 +550,7 @@ pub fn run(opts: &CompareOptions) -> Result<Comparison, CompareError> {
     std::fs::write(&config_path, text)
         .map_err(|e| err(format!("cannot write {}: {e}", config_path.display())))?;
     let fleet = crate::FleetConfig {
+        weights: cfg.scoring_weights(),
         capabilities: cfg.capabilities.clone(),
         nodes: cfg.node_specs(),
     };

@@ -54,6 +54,7 @@ impl SwitchyardPolicy {
         let router = Router::builder()
             .capabilities(fleet.capabilities.iter().cloned())
             .nodes(fleet.nodes.iter().cloned())
+            .weights(fleet.weights)
             .clock(std::sync::Arc::new(clock.clone()))
             .seed(policy_seed(seed, 3))
             .headroom(headroom)

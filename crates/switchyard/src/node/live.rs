@@ -99,16 +99,18 @@ pub(crate) struct NodeLive {
     ledger: CachePadded<Ledger>,
     /// Written by completions only.
     stats: CachePadded<NodeStats>,
-    /// Affinity keys of recently routed tasks, direct-mapped (see `remember`).
+    /// Affinity keys and sampled prefix keys of recently routed tasks, direct-mapped (see
+    /// `remember`).
     recent: Box<[AtomicU64]>,
 }
 
-/// Slots of a node's recent-affinity table: 64 keys, 512 bytes.
-const RECENT_SLOTS: usize = if cfg!(switchyard_loom) { 2 } else { 64 };
+/// Slots of a node's recent-affinity table: 128 keys, 1 KiB (a prefix brings up to
+/// [`crate::PREFIX_DEPTHS`] keys, most of them shared with the prompts before it).
+const RECENT_SLOTS: usize = if cfg!(switchyard_loom) { 2 } else { 128 };
 
 #[inline]
 fn recent_slot(key: u64) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % RECENT_SLOTS
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize % RECENT_SLOTS
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +173,20 @@ impl NodeLive {
     #[inline]
     pub(crate) fn recalls(&self, key: u64) -> bool {
         self.recent[recent_slot(key)].load(Ordering::Relaxed) == key
+    }
+
+    /// Notes every sampled key of a prefix routed here.
+    #[inline]
+    pub(crate) fn remember_prefix(&self, p: &crate::model::Prefix) {
+        for k in p.keys() {
+            self.remember(k);
+        }
+    }
+
+    /// The longest sampled depth of `p` recently routed here (0: none), in O(log) probes.
+    #[inline]
+    pub(crate) fn prefix_depth(&self, p: &crate::model::Prefix) -> u32 {
+        p.deepest(|k| self.recalls(k))
     }
 
     /// Current ledger words (relaxed: a load report, see the module's orderings).

@@ -10,7 +10,7 @@
 //!
 //! Without the hint, P2C over a sampled pool would consider the node holding a task's prefix
 //! only when it happened to be drawn (3 of 10 nodes on the default fleet).
-use crate::model::NodeId;
+use crate::model::{NodeId, Prefix};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Entries: 16 Ki words, 128 KiB (2 under loom, whose models never use affinity keys).
@@ -46,6 +46,24 @@ impl AffinityHints {
         (w & !NODE_MASK == tag && w & NODE_MASK != 0).then(|| NodeId((w & NODE_MASK) as u32 - 1))
     }
 
+    /// The node that last took a prompt sharing the deepest sampled prefix with `p`, and that
+    /// depth in blocks (a binary search over `p`'s keys, as in [`NodeLive::prefix_depth`]).
+    ///
+    /// [`NodeLive::prefix_depth`]: crate::node::NodeLive
+    #[inline]
+    pub(crate) fn deepest(&self, p: &Prefix) -> Option<(NodeId, u32)> {
+        let mut found = None;
+        let depth = p.deepest(|k| match self.get(k) {
+            Some(n) => {
+                found = Some(n);
+                true
+            }
+            None => false,
+        });
+        // `found` is the last hit of the search, which is the deepest one.
+        found.filter(|_| depth > 0).map(|n| (n, depth))
+    }
+
     /// Notes that `node` took a task with `key` (a store only when the entry changes, so a
     /// hot key does not bounce its cache line between cores).
     #[inline]
@@ -79,5 +97,25 @@ mod test {
         h.set(other, NodeId(9));
         assert_eq!(h.get(42), None);
         assert_eq!(h.get(other), Some(NodeId(9)));
+    }
+
+    #[test]
+    fn the_deepest_shared_prefix_names_its_node() {
+        let h = AffinityHints::new();
+        let shared = Prefix::from_blocks([1, 2, 3, 4, 5]);
+        assert_eq!(h.deepest(&shared), None);
+        // Node 1 served the system prompt only, node 2 the first four blocks.
+        for k in Prefix::from_blocks([1, 9]).keys() {
+            h.set(k, NodeId(1));
+        }
+        for k in Prefix::from_blocks([1, 2, 3, 4, 7]).keys() {
+            h.set(k, NodeId(2));
+        }
+        assert_eq!(h.deepest(&shared), Some((NodeId(2), 4)));
+        assert_eq!(
+            h.deepest(&Prefix::from_blocks([1, 5])),
+            Some((NodeId(2), 1))
+        );
+        assert_eq!(h.deepest(&Prefix::from_blocks([6])), None);
     }
 }

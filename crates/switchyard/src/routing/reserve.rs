@@ -114,6 +114,15 @@ fn reserve_route(
                     hints.set(key, n.id);
                 }
             }
+        } else if !task.prefix.is_empty() {
+            n.live.remember_prefix(&task.prefix);
+            if i == 0 {
+                if let Some(hints) = &table.hints {
+                    for k in task.prefix.keys() {
+                        hints.set(k, n.id);
+                    }
+                }
+            }
         }
         lease.parts[i] = Some(Part {
             live: Arc::clone(&n.live),

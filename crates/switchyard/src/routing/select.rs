@@ -146,6 +146,29 @@ fn capability_score(
     (sum + f((offered - scored) as u64)) / f(offered as u64)
 }
 
+/// The share of the task's prompt predicted cached on `n`: all of it when `n` recently took
+/// the task's affinity key, else the longest sampled prefix depth `n` took (its own recent
+/// keys, or the fleet-wide hint) over the prompt's blocks.
+#[inline]
+fn held_share(task: &Task, n: &NodeEntry, hint: Option<(NodeId, f64)>) -> f64 {
+    if let Some(key) = task.affinity_key {
+        let hinted = matches!(hint, Some((id, _)) if id == n.id);
+        return if hinted || n.live.recalls(key) {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    if task.prefix.is_empty() {
+        return 0.0;
+    }
+    let own = f(n.live.prefix_depth(&task.prefix) as u64) / f(task.prefix.blocks() as u64);
+    match hint {
+        Some((id, share)) if id == n.id => fmax(own, share),
+        _ => own,
+    }
+}
+
 /// Evaluates one route for one task against the live ledgers, writing the candidate into
 /// `out` (left partially written on a miss).
 #[inline]
@@ -154,7 +177,7 @@ fn evaluate(
     slot: u32,
     task: &Task,
     req_len: usize,
-    hint: Option<NodeId>,
+    hint: Option<(NodeId, f64)>,
     out: &mut RouteChoice,
 ) -> Result<(), Miss> {
     let r: &RouteEntry = &table.routes[slot as usize];
@@ -191,12 +214,14 @@ fn evaluate(
             return Err(Miss::Unhealthy); // half-open: its probes are out
         }
         let u = utilization(n, w0, n.ext_util);
-        // Prefix affinity: a node that recently served this key likely holds its prefix in
-        // KV cache, so part of the prefill is predicted saved.
+        // Prefix affinity: a node that recently served this key, or the leading blocks of
+        // this prompt, likely holds them in KV cache, so that share of the prefill is
+        // predicted saved (discounted by `w.affinity`, the odds it is still cached).
         let mut prefill = input * n.prefill_ms_per_token;
-        if let Some(key) = task.affinity_key {
-            if w.affinity > 0.0 && (hint == Some(n.id) || n.live.recalls(key)) {
-                prefill *= 1.0 - w.affinity;
+        if w.affinity > 0.0 {
+            let held = held_share(task, n, hint);
+            if held > 0.0 {
+                prefill *= 1.0 - w.affinity * held;
             }
         }
         let latency = (n.base_ms + prefill + output * n.decode_ms_per_token)
@@ -260,11 +285,15 @@ pub(crate) fn plan(
     // Prefix affinity: the node that last took this key is evaluated first, and joins the
     // P2C pair if it is feasible (see `affinity.rs`).
     let hint = match (task.affinity_key, &table.hints) {
-        (Some(key), Some(hints)) if table.weights.affinity > 0.0 => hints.get(key),
+        _ if table.weights.affinity <= 0.0 => None,
+        (Some(key), Some(hints)) => hints.get(key).map(|n| (n, 1.0)),
+        (None, Some(hints)) if !task.prefix.is_empty() => hints
+            .deepest(&task.prefix)
+            .map(|(n, d)| (n, f(d as u64) / f(task.prefix.blocks() as u64))),
         _ => None,
     };
     let hint_slot = hint
-        .and_then(|id| table.node_slot.get(id.0 as usize).copied())
+        .and_then(|(id, _)| table.node_slot.get(id.0 as usize).copied())
         .filter(|&s| {
             (s as usize) < table.nodes.len()
                 && table.routes[s as usize]

@@ -20,21 +20,25 @@ pub struct ScoringWeights {
     pub capability: f64,
     /// Alternatives returned beside the primary route (0..=4).
     pub alternatives: usize,
-    /// Prefix affinity: the share of a task's prefill assumed saved on a node that recently
-    /// served the same affinity key (0–1; 0 turns affinity off). A soft factor: it lowers the
-    /// predicted latency, which then competes with load, cost and capability in the score.
+    /// Prefix affinity: how much of the prefill a node is predicted to save on the part of the
+    /// prompt it recently served (the same affinity key, or the longest shared run of
+    /// [`Prefix`](crate::Prefix) blocks): 1 trusts the match in full, 0 turns affinity off
+    /// (0–1). A soft factor: it lowers the predicted latency, which then competes with load,
+    /// cost and capability in the score.
     pub affinity: f64,
 }
 
 impl Default for ScoringWeights {
-    /// `load` 2, `cost` 0.25, `capability` 1, two alternatives, `affinity` 0.5.
+    /// `load` 2, `cost` 0.25, `capability` 1, two alternatives, `affinity` 1 (the match is measured
+    /// per node and fades as the node's recent-key table turns over, so it is not discounted
+    /// again).
     fn default() -> Self {
         Self {
             load: 2.0,
             cost: 0.25,
             capability: 1.0,
             alternatives: 2,
-            affinity: 0.5,
+            affinity: 1.0,
         }
     }
 }

@@ -54,7 +54,7 @@ const SLO_MS: f64 = 2000.0;
 
 fn fleet_config(ports: &[u16]) -> String {
     let mut s = String::from(
-        "[admission]\nheadroom = [1.0, 1.0, 1.0, 1.0]\n\n[gateway]\nworkers = 1\nio_threads = 2\nreload_interval_ms = 60000\naffinity_prefix_bytes = 0\nshutdown_grace_ms = 2000\nsaturation_wait_ms = [1000, 1000, 1000, 1000]\n\n",
+        "[admission]\nheadroom = [1.0, 1.0, 1.0, 1.0]\n\n[gateway]\nworkers = 1\nio_threads = 2\nreload_interval_ms = 60000\nprefix_block_bytes = 0\nshutdown_grace_ms = 2000\nsaturation_wait_ms = [1000, 1000, 1000, 1000]\n\n",
     );
     for (i, p) in ports.iter().enumerate() {
         s += &format!(

@@ -226,6 +226,7 @@ pub fn fleet(
         Some(p) => {
             let cfg = switchyard::Config::load(p)?;
             switchyard_sim::FleetConfig {
+                weights: cfg.scoring_weights(),
                 capabilities: cfg.capabilities.clone(),
                 nodes: cfg.node_specs(),
             }
