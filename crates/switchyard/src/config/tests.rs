@@ -80,7 +80,7 @@ fn parses_a_full_example() {
             cost: 0.5,
             capability: 0.75,
             alternatives: 3,
-            affinity: 1.0,
+            affinity: 0.75,
         }
     );
     let specs = cfg.node_specs();
