@@ -207,8 +207,18 @@ impl Relay {
                 Poll::Ready(Some(Ok(f))) => {
                     let Ok(data) = f.into_data() else { continue };
                     self.scan.feed(&data);
-                    let wake = (Instant::now() + self.idle).min(self.deadline);
-                    self.timer.as_mut().reset(wake);
+                    let now = Instant::now();
+                    if now >= self.deadline {
+                        // An upstream that is never quiet never lets the timer run: the total
+                        // timeout is checked here too. This frame goes out, the error event
+                        // after it.
+                        let msg = "the request ran past its total timeout".to_string();
+                        self.fail(Outcome::Timeout, msg);
+                    } else {
+                        self.timer
+                            .as_mut()
+                            .reset((now + self.idle).min(self.deadline));
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(None) => self.upstream = None,

@@ -785,15 +785,38 @@ async fn a_stream_past_the_total_timeout_ends_with_an_error_event() {
     h.finish().await;
 }
 
+/// A stream that keeps flowing (an upstream that never goes quiet) is still ended at the total
+/// timeout, with the error event after the last chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_goes_quiet_ends_at_the_total_timeout() {
+    let a = Mock::start("a").await;
+    // Far more chunks than any build streams in a second.
+    a.state.chunks.store(50_000_000, Ordering::SeqCst);
+    let h = Harness::start(&fleet_toml(&[&a], "total_timeout_ms = 1000", "")).await;
+    let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = read_all(r).await;
+    assert!(text.ends_with("\n\n"), "the stream ended mid-event");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.contains("total timeout"), "{last}");
+    assert!(wait_until(|| h.gw.router().finished()[Outcome::Timeout] == 1).await);
+    assert!(wait_until(|| a.state.cut_off.load(Ordering::SeqCst) == 1).await);
+    h.finish().await;
+}
+
 /// A client that stops reading a long stream (its connection open) makes hyper stop polling
 /// the response body once the socket buffers fill, so nothing in the stream's own path runs:
 /// the total timeout still ends the request and frees its lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_at_the_total_timeout() {
     let a = Mock::start("a").await;
-    // About 30 MB of chunks: far more than the loopback socket buffers hold.
-    a.state.chunks.store(400_000, Ordering::SeqCst);
-    let h = Harness::start(&fleet_toml(&[&a], "total_timeout_ms = 1500", "")).await;
+    // 64 MB in 64 KiB chunks: far more than the loopback socket buffers hold, and few enough
+    // chunks that even an instrumented build fills them long before the timeout (with small
+    // chunks a slow build could still be streaming at the timeout, which then ends the
+    // request by the relay's own timer instead).
+    a.state.chunks.store(1024, Ordering::SeqCst);
+    a.state.pad.store(64 * 1024, Ordering::SeqCst);
+    let h = Harness::start(&fleet_toml(&[&a], "total_timeout_ms = 2500", "")).await;
     let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     // Hold the body unread.

@@ -66,6 +66,8 @@ pub struct MockState {
     pub hits: AtomicUsize,
     /// Content chunks per stream.
     pub chunks: AtomicUsize,
+    /// Extra bytes of content in every streamed content chunk (0: the plain `tok{i} `).
+    pub pad: AtomicUsize,
     /// After this many content chunks, a stream waits for the gate to open.
     pub hold_after: Mutex<Option<usize>>,
     pub gate: watch::Sender<bool>,
@@ -123,6 +125,7 @@ impl Mock {
             mode: Mutex::new(Mode::Ok),
             hits: AtomicUsize::new(0),
             chunks: AtomicUsize::new(3),
+            pad: AtomicUsize::new(0),
             hold_after: Mutex::new(None),
             gate,
             cut_off: AtomicUsize::new(0),
@@ -254,6 +257,7 @@ impl Mock {
         resp.headers_mut()
             .insert("content-type", "text/event-stream".parse().unwrap());
         let n = self.state.chunks.load(Ordering::SeqCst);
+        let pad = "x".repeat(self.state.pad.load(Ordering::SeqCst));
         let hold = *self.state.hold_after.lock().unwrap();
         let mut gate = self.state.gate.subscribe();
         let state = self.state.clone();
@@ -294,7 +298,12 @@ impl Mock {
                     let _ = tx.send(Err(std::io::Error::other("cut"))).await;
                     return;
                 }
-                if !send(content_chunk(i)).await {
+                let chunk = if pad.is_empty() {
+                    content_chunk(i)
+                } else {
+                    content_chunk(i).replacen(" \"", &format!(" {pad}\""), 1)
+                };
+                if !send(chunk).await {
                     state.cut_off.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
