@@ -231,6 +231,8 @@ struct WeightsIn {
     capability: Num,
     alternatives: Alternatives,
     affinity: Num,
+    slack: Num,
+    slo_target: Num,
 }
 
 impl WeightsIn {
@@ -244,6 +246,8 @@ impl WeightsIn {
                 Alternatives::Max => usize::MAX,
             },
             affinity: self.affinity.get(),
+            slack: self.slack.get(),
+            slo_target: self.slo_target.get(),
         }
     }
 }

@@ -696,3 +696,124 @@ fn prefix_affinity_is_a_soft_factor() {
         })
         .is_err());
 }
+
+/// "fast" predicts 1 060 ms for a 1 000-in, 100-out task at four times the price of "cheap",
+/// which predicts 2 120 ms.
+fn fast_and_cheap(slack: f64) -> Router {
+    Router::builder()
+        .weights(ScoringWeights {
+            slack,
+            ..Default::default()
+        })
+        .node(
+            NodeSpec::new("fast")
+                .speed(10.0, 20_000.0, 100.0)
+                .cost_per_1k_tokens(4.0)
+                .max_concurrency(1_000),
+        )
+        .node(
+            NodeSpec::new("cheap")
+                .speed(20.0, 10_000.0, 50.0)
+                .cost_per_1k_tokens(1.0)
+                .max_concurrency(1_000),
+        )
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn price_decides_at_slack_and_latency_when_the_limit_is_near() {
+    let primary = |r: &Router, limit: u32| {
+        let task = Task::new(1, 1_000, 100).max_latency_ms(limit);
+        let routes = r.reader().calculate_routes(&task).unwrap();
+        let c = routes.primary();
+        assert!(
+            (c.cost.expected_latency_ms
+                - if name(r, c.route.route) == "fast" {
+                    1_060.0
+                } else {
+                    2_120.0
+                })
+            .abs()
+                < 1.0,
+            "the model's prediction: {}",
+            c.cost.expected_latency_ms
+        );
+        name(r, c.route.route)
+    };
+    let r = fast_and_cheap(0.4);
+    assert_eq!(r.snapshot().slack_margin(), 0.4);
+    // Both fit 10 s with room to spare (floor 4 s): the cheaper wins.
+    assert_eq!(primary(&r, 10_000), "cheap");
+    // Both fit 3 s, but only "fast" with room (floor 1.2 s, "cheap" needs 2.1 s): speed wins.
+    assert_eq!(primary(&r, 3_000), "fast");
+    // No limit, no slack: the score is latency × price, and "fast" is worth its price.
+    assert_eq!(primary(&r, u32::MAX), "fast");
+    // With the margin off, the same loose limit goes to the fastest.
+    assert_eq!(primary(&fast_and_cheap(0.0), 10_000), "fast");
+}
+
+#[test]
+fn misses_halve_the_slack_margin_and_clean_windows_restore_it() {
+    use switchyard::Outcome;
+    let r = fast_and_cheap(0.4);
+    let mut reader = r.reader();
+    // 100 tasks with a 100 s limit (loose enough that no learned slowdown makes a route
+    // infeasible), task `i` finishing as `end(i)`; then a tick. Returns the margin.
+    let mut window = |end: &dyn Fn(u64) -> (Outcome, f64)| {
+        for i in 0..100 {
+            let task = Task::new(i, 1_000, 100).max_latency_ms(100_000);
+            let (_, lease) = reader.route(&task).unwrap();
+            let (outcome, ms) = end(i);
+            lease.complete(outcome, ms);
+        }
+        r.tick();
+        r.snapshot().slack_margin()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let met = |_| (Outcome::Success, 1_500.0);
+    assert!(
+        close(window(&|_| (Outcome::Success, 100_500.0)), 0.2),
+        "late: halved"
+    );
+    // 98 % attainment is under the 99 % target; failures count as misses.
+    let two_failed = |i| {
+        if i % 50 == 0 {
+            (Outcome::ServerError, 10.0)
+        } else {
+            met(i)
+        }
+    };
+    assert!(close(window(&two_failed), 0.1), "two failed: halved");
+    // Cancelled tasks are not counted: 50 late ones do not fill a window.
+    let half = |i| {
+        if i % 2 == 0 {
+            (Outcome::Cancelled, 10.0)
+        } else {
+            (Outcome::Success, 100_500.0)
+        }
+    };
+    assert!(close(window(&half), 0.1), "half a window: unchanged");
+    // The 50 late tasks carried over plus 100 met: 67 % attainment, halved again.
+    assert!(close(window(&met), 0.05));
+    // On target (one failure in 100) raises it by a quarter of the maximum.
+    let one_failed = |i| {
+        if i == 7 {
+            (Outcome::ServerError, 10.0)
+        } else {
+            met(i)
+        }
+    };
+    assert!(close(window(&one_failed), 0.15), "99 %: raised");
+    assert!(close(window(&met), 0.25));
+    assert!(close(window(&met), 0.35));
+    assert!(close(window(&met), 0.4), "capped at the maximum");
+    assert!(close(window(&met), 0.4));
+    // Tasks without a latency limit are not counted either.
+    for i in 0..200 {
+        let (_, lease) = reader.route(&Task::new(i, 1_000, 100)).unwrap();
+        lease.complete(Outcome::Success, 1e9);
+    }
+    r.tick();
+    assert!(close(r.snapshot().slack_margin(), 0.4));
+}

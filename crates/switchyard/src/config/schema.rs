@@ -22,6 +22,10 @@ pub struct WeightsConfig {
     pub alternatives: usize,
     /// Share of prefill a recent same-prefix task is assumed to save on a node (0–1).
     pub affinity: f64,
+    /// Largest cost-at-slack margin, as a share of a task's latency limit (0–1; 0: off).
+    pub slack: f64,
+    /// SLO attainment the adaptive cost-at-slack margin defends (0–1).
+    pub slo_target: f64,
 }
 
 impl Default for WeightsConfig {
@@ -38,6 +42,8 @@ impl From<ScoringWeights> for WeightsConfig {
             capability: w.capability,
             alternatives: w.alternatives,
             affinity: w.affinity,
+            slack: w.slack,
+            slo_target: w.slo_target,
         }
     }
 }
@@ -50,6 +56,8 @@ impl From<WeightsConfig> for ScoringWeights {
             capability: w.capability,
             alternatives: w.alternatives,
             affinity: w.affinity,
+            slack: w.slack,
+            slo_target: w.slo_target,
         }
     }
 }

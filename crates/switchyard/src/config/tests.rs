@@ -14,6 +14,8 @@ load = 1.5
 cost = 0.5
 capability = 0.75
 alternatives = 3
+slack = 0.25
+slo_target = 0.95
 
 [[node]]
 name = "gpu-1"
@@ -81,6 +83,8 @@ fn parses_a_full_example() {
             capability: 0.75,
             alternatives: 3,
             affinity: 0.75,
+            slack: 0.25,
+            slo_target: 0.95,
         }
     );
     let specs = cfg.node_specs();
@@ -463,9 +467,9 @@ fn an_invalid_reload_changes_nothing() {
     cfg.nodes[0].max_concurrency = Some(0);
     let e = r.apply_config(&cfg).unwrap_err();
     assert_eq!(e.field(), Some("max_concurrency"), "{e}");
-    assert_eq!(e.line(), Some(15), "{e}");
+    assert_eq!(e.line(), Some(17), "{e}");
     assert!(
-        e.to_string().starts_with("v1.toml:15: node \"gpu-1\""),
+        e.to_string().starts_with("v1.toml:17: node \"gpu-1\""),
         "{e}"
     );
     assert_eq!(r.snapshot().epoch(), epoch);

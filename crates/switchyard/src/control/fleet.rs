@@ -43,6 +43,7 @@ impl Controller {
             Some(i) => self.retired.swap_remove(i).1,
             None => Arc::new(NodeLive::new(id)),
         };
+        let prev_slo = live.slo_counts();
         self.nodes.push(NodeState {
             id,
             name: arc_from_std(spec.name.as_str().into()),
@@ -54,6 +55,7 @@ impl Controller {
             balance: 1.0,
             success_rate: 1.0,
             prev_outcomes: [0; 6],
+            prev_slo,
             health: NodeHealthState::new(self.last_tick_ns),
             verdict: Verdict {
                 status: HealthStatus::Healthy,
@@ -147,6 +149,10 @@ impl Controller {
 
     pub(crate) fn set_weights(&mut self, w: ScoringWeights) -> Result<(), ConfigError> {
         w.validate()?;
+        // A new maximum starts the margin afresh; otherwise it keeps what it has learned.
+        if w.slack != self.weights.slack {
+            self.margin = w.slack;
+        }
         self.weights = w;
         self.dirty = true;
         Ok(())

@@ -39,6 +39,10 @@ use crate::tenant::TenantLimit;
 
 pub use crate::limits::MAX_NODES;
 
+/// Completed tasks with a latency limit per adjustment of the cost-at-slack margin: at the
+/// default 99 % target, one miss in a window is still on target.
+const SLO_WINDOW: u64 = 100;
+
 #[derive(Debug)]
 struct NodeState {
     id: NodeId,
@@ -51,6 +55,8 @@ struct NodeState {
     balance: f64,
     success_rate: f64,
     prev_outcomes: [u64; 6],
+    /// `live.slo_counts()` at the previous tick.
+    prev_slo: (u64, u64),
     health: NodeHealthState,
     verdict: Verdict,
     /// Measured-quality factor on the weight (`CapabilityAwareRouter::update_routing_weights`).
@@ -92,6 +98,10 @@ pub(crate) struct Controller {
     chains: Vec<ChainState>,
     chain_numbers: HashMap<String, u32>,
     weights: ScoringWeights,
+    /// The cost-at-slack margin in use (0..=`weights.slack`), and the tasks with a latency
+    /// limit completed (within it, not) since it was last adjusted.
+    margin: f64,
+    slo_window: (u64, u64),
     policy: HealthPolicy,
     headroom: Headroom,
     /// The router's clock, handed to each snapshot for token-rate checks.
@@ -129,6 +139,8 @@ impl Controller {
             ids: HashMap::new(),
             chains: Vec::new(),
             chain_numbers: HashMap::new(),
+            margin: weights.slack,
+            slo_window: (0, 0),
             weights,
             policy: HealthPolicy::default(),
             headroom: Headroom::default(),
@@ -189,6 +201,10 @@ impl Controller {
             let (balance, factor, success) = (n.balance, n.latency_factor, n.success_rate);
             n.balance = 1.0 / (1.0 + (u - mean).max(0.0));
             n.latency_factor = if slow > 0.0 { slow } else { prior }.clamp(0.25, 20.0);
+            let slo = n.live.slo_counts();
+            let prev_slo = std::mem::replace(&mut n.prev_slo, slo);
+            self.slo_window.0 += slo.0.saturating_sub(prev_slo.0);
+            self.slo_window.1 += slo.1.saturating_sub(prev_slo.1);
             let o = n.live.all_outcomes();
             let prev = std::mem::replace(&mut n.prev_outcomes, o);
             let d = |k: Outcome| o[k.index()].saturating_sub(prev[k.index()]);
@@ -235,6 +251,7 @@ impl Controller {
                 || moved(factor, n.latency_factor)
                 || moved(success, n.success_rate);
         }
+        changed |= self.adapt_margin();
         let serving = self
             .nodes
             .iter()
@@ -266,6 +283,32 @@ impl Controller {
         } else {
             self.report(false)
         }
+    }
+
+    /// Adjusts the cost-at-slack margin once a window of tasks with a latency limit has
+    /// completed: attainment below `slo_target` halves it (a miss streak backs off within a
+    /// few windows), attainment at or above it raises it by a quarter of `slack` (back to the
+    /// full margin in four clean windows). Returns whether it moved.
+    fn adapt_margin(&mut self) -> bool {
+        let (met, late) = self.slo_window;
+        if met + late < SLO_WINDOW {
+            return false;
+        }
+        self.slo_window = (0, 0);
+        let (old, max) = (self.margin, self.weights.slack);
+        let attained = met as f64 / (met + late) as f64;
+        self.margin = if attained < self.weights.slo_target {
+            let half = 0.5 * old;
+            // Below a sixty-fourth of the maximum the floor does nothing useful: off.
+            if half < max / 64.0 {
+                0.0
+            } else {
+                half
+            }
+        } else {
+            (old + 0.25 * max).min(max)
+        };
+        self.margin != old
     }
 
     /// Reclaims leases held past their timeout: returns their resources to the ledgers and
@@ -355,6 +398,7 @@ impl Controller {
             shared: Some(Arc::clone(&self.shared)),
             tenant_limits: self.tenant_limits.clone().into_boxed_slice(),
             hints: Some(Arc::clone(&self.hints)),
+            slack_margin: self.margin,
             ..table
         });
         cell.store(Arc::clone(&table));

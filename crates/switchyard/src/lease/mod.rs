@@ -41,6 +41,8 @@ pub struct Lease {
     /// Output tokens estimated at pick time (what the token rate reserved beside the input).
     pub(crate) est_output: u32,
     pub(crate) priority: Priority,
+    /// The task's latency limit, ms (`u32::MAX`: none), judged when the lease completes.
+    pub(crate) slo_ms: u32,
     /// The router's lease slab and tenant states, when the lease is recorded in the slab
     /// or charged to a tenant's rate (one pointer: the lease stays small, so it moves in
     /// registers rather than through `memcpy`).
@@ -286,6 +288,18 @@ impl Lease {
         }
         for p in self.parts.iter().flatten() {
             p.live.release(p.d0, p.d1);
+        }
+        if counted && self.slo_ms != u32::MAX {
+            use crate::model::Outcome::*;
+            let met = match outcome {
+                Success => Some(latency_ms <= self.slo_ms as f64),
+                ServerError | Timeout | Abandoned => Some(false),
+                // Refused by the backend or dropped by the client: not the route's doing.
+                RateLimited | Cancelled => None,
+            };
+            if let (Some(met), Some(Some(head))) = (met, self.parts.first()) {
+                head.live.count_slo(met);
+            }
         }
         let n = self.route.len.max(1) as f64;
         for (i, part) in self.parts.iter_mut().enumerate().rev() {

@@ -141,6 +141,9 @@ struct NodeStats {
     /// (actual − estimated, two's complement).
     settles: AtomicU64,
     settled_tokens: AtomicU64,
+    /// Tasks with a latency limit finished with this node as head: within the limit, and
+    /// over it or failed (the adaptive cost-at-slack margin's input).
+    slo: [AtomicU64; 2],
 }
 
 /// EWMA smoothing for completions: each sample moves the average a fifth of the way.
@@ -282,6 +285,23 @@ impl NodeLive {
             };
             ewma_update(&self.stats.ewma, latency_ms as f32, slow as f32);
         }
+    }
+
+    /// Counts a task with a latency limit that finished here as head: `met` when it
+    /// succeeded within the limit. Relaxed: the control thread reads totals once a tick, and a
+    /// count that shows up a tick late only delays the margin's adjustment by one tick.
+    #[inline]
+    pub(crate) fn count_slo(&self, met: bool) {
+        self.stats.slo[usize::from(!met)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tasks with a latency limit finished here as head: (within it, over it or failed).
+    pub(crate) fn slo_counts(&self) -> (u64, u64) {
+        // Relaxed: see `count_slo`.
+        (
+            self.stats.slo[0].load(Ordering::Relaxed),
+            self.stats.slo[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Counts a task that spilled over to this node (relaxed: a report counter).

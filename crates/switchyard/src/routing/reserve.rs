@@ -91,6 +91,7 @@ fn reserve_route(
         predicted_ms: choice.cost.expected_latency_ms,
         allocated: ResourceMap::default(),
         priority: task.constraints.priority,
+        slo_ms: task.constraints.max_latency_ms,
     };
     for (i, &s) in r.stages().iter().enumerate() {
         let n = &table.nodes[s as usize];

@@ -14,7 +14,10 @@
 //!    `max_memory_mb` is infeasible.
 //! 4. **Pick.** Power of two choices: two distinct feasible candidates drawn at random, the
 //!    lower score is the primary. The others follow as alternatives, best first.
-//!    Score per stage: `latency × (1 + w_load·u) × (1 + w_cost·price_rel) / (cap_factor × weight)`.
+//!    Pressure per stage: `latency × (1 + w_load·u) / cap_factor`, summed over the stages;
+//!    score: `(max(pressure, margin × max_latency_ms) + pressure / 8) × (1 + w_cost·price_rel)`
+//!    with `price_rel` the stages' mean (cost at slack: see `evaluate`). A node's weight
+//!    shapes which candidates are drawn, not the score.
 //! 5. **Reserve.** One CAS per ledger word per stage, primary first then alternatives, so the
 //!    task counts as in flight at pick time and concurrent pickers see it at once.
 use crate::capability::CapSet;
@@ -28,6 +31,8 @@ use crate::routing::table::{NodeEntry, RouteEntry, RoutingTable};
 
 /// Pools at most this large are evaluated whole.
 pub(crate) const EXHAUSTIVE: usize = 1 + MAX_ALTERNATIVES;
+/// The share of the pressure term kept beside the cost-at-slack floor (see `evaluate`).
+const TIE: f64 = 0.125;
 /// Random draws before falling back to a scan.
 pub(crate) const MAX_DRAWS: usize = 16;
 
@@ -190,6 +195,7 @@ fn evaluate(
     let tokens = task.total_tokens();
     let (mut latency_sum, mut memory, mut cpu, mut price) = (0.0, 0.0, 0.0, 0.0);
     let (mut score, mut confidence, mut full) = (0.0, 1.0f64, false);
+    let mut price_rel = 0.0;
     out.route.route = r.id;
     out.route.epoch = table.epoch;
     out.route.slot = slot;
@@ -231,7 +237,9 @@ fn evaluate(
         let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
         // The weight is not in the score: it shapes which candidates are drawn (see `plan`),
         // so a node at 10 % weight gets about 10 % of a share instead of losing every pair.
-        score += latency * (1.0 + w.load * u) * (1.0 + w.cost * n.price_rel) / cap_factor;
+        // The pressure term: latency inflated by load, deflated by capability quality.
+        score += latency * (1.0 + w.load * u) / cap_factor;
+        price_rel += n.price_rel;
         latency_sum += latency;
         memory += f(Amounts::unpack(d0, 0).memory_mb);
         cpu = fmax(cpu, n.cpu_share_per_task);
@@ -260,7 +268,18 @@ fn evaluate(
         price,
     };
     out.confidence = confidence.clamp(0.0, 1.0);
-    out.score = score;
+    // Cost at slack: below `slack_margin × max_latency_ms` the pressure term is held at
+    // that floor, so among routes that fit the limit with room to spare price decides (the
+    // eighth of the pressure term kept beside the floor still prefers the less loaded of two
+    // equally priced routes). Above it the pressure term rises and latency and load take over.
+    // With no limit, or a margin of 0, the floor is 0: the score is `pressure × price`.
+    let floor = if c.max_latency_ms != u32::MAX {
+        table.slack_margin * c.max_latency_ms as f64
+    } else {
+        0.0
+    };
+    out.score =
+        (fmax(score, floor) + TIE * score) * (1.0 + w.cost * price_rel / f(r.len.max(1) as u64));
     Ok(())
 }
 

@@ -26,6 +26,15 @@ pub struct ScoringWeights {
     /// (0–1). A soft factor: it lowers the predicted latency, which then competes with load,
     /// cost and capability in the score.
     pub affinity: f64,
+    /// Cost at slack: the largest margin, as a share of a task's latency limit
+    /// (`max_latency_ms`), below which predicted latency stops counting and price decides
+    /// (0–1; 0 turns it off). The margin in use adapts between 0 and this value from the
+    /// measured SLO attainment (see [`slo_target`](Self::slo_target)).
+    pub slack: f64,
+    /// The SLO attainment the adaptive margin defends (0–1): over each window of completed
+    /// tasks with a latency limit, attainment below it halves the margin, attainment at or
+    /// above it raises the margin by a quarter of `slack`.
+    pub slo_target: f64,
 }
 
 impl Default for ScoringWeights {
@@ -40,9 +49,18 @@ impl Default for ScoringWeights {
             capability: 1.0,
             alternatives: 2,
             affinity: 0.75,
+            slack: DEFAULT_SLACK,
+            slo_target: 0.99,
         }
     }
 }
+
+/// The default cost-at-slack margin: a route predicted to finish within 40 % of the task's
+/// latency limit has slack, and price decides among such routes. From a 0.25/0.3/0.35/0.4/0.5
+/// sweep of both bundled traces at loads 1, 2 and 4 (docs/simulator.md): 0.4 is the smallest
+/// margin at which the Azure trace's cost meets the cheapest policy's at full SLO attainment
+/// at every load; wider margins buy little more and lengthen the tail.
+pub const DEFAULT_SLACK: f64 = 0.4;
 
 impl ScoringWeights {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -51,6 +69,8 @@ impl ScoringWeights {
             ("weights.cost", self.cost, 1e6),
             ("weights.capability", self.capability, 1.0),
             ("weights.affinity", self.affinity, 1.0),
+            ("weights.slack", self.slack, 1.0),
+            ("weights.slo_target", self.slo_target, 1.0),
         ] {
             if !(v.is_finite() && (0.0..=max).contains(&v)) {
                 return Err(ConfigError::InvalidNumber {
@@ -262,6 +282,9 @@ pub struct RoutingTable {
     /// Stable chain number → route slot (`u32::MAX` when absent).
     pub(crate) chain_slot: Box<[u32]>,
     pub(crate) weights: ScoringWeights,
+    /// The cost-at-slack margin in use (0..=`weights.slack`): a route predicted within this
+    /// share of the task's latency limit is scored at the limit's share, so price decides.
+    pub(crate) slack_margin: f64,
     /// Every node's capability scores, back to back (see `NodeEntry::scores_at`).
     pub(crate) scores: Box<[(u16, f32)]>,
     /// Too few nodes serve, so ejections are ignored.
@@ -479,6 +502,7 @@ impl RoutingTable {
             by_cap: by_cap.into_iter().map(Vec::into_boxed_slice).collect(),
             node_slot: node_slot.into_boxed_slice(),
             chain_slot: chain_slot.into_boxed_slice(),
+            slack_margin: weights.slack,
             weights,
             scores: scores.into_boxed_slice(),
             panic: health.panic,
@@ -488,6 +512,13 @@ impl RoutingTable {
     /// Whether the fleet is in panic mode (too few nodes serving: ejections ignored).
     pub fn panic_mode(&self) -> bool {
         self.panic
+    }
+
+    /// The cost-at-slack margin this snapshot scores with: a share of each task's latency
+    /// limit, between 0 and [`ScoringWeights::slack`], adapted by the control thread from
+    /// measured SLO attainment.
+    pub fn slack_margin(&self) -> f64 {
+        self.slack_margin
     }
 
     /// The snapshot's epoch (increases by one per publish).
