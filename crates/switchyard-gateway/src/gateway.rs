@@ -848,7 +848,14 @@ impl Gateway {
             settings: s.clone(),
             charge,
         };
-        if let Err(e) = self.inner.dispatcher.submit(task, ctx) {
+        let route_inline = s.route_inline;
+        let d = &self.inner.dispatcher;
+        let submitted = if route_inline {
+            d.submit_inline(task, ctx)
+        } else {
+            d.submit(task, ctx)
+        };
+        if let Err(e) = submitted {
             shared.metrics.queue_full.fetch_add(1, Ordering::Relaxed);
             let msg = match e {
                 SubmitError::Full(_) => "the gateway queue is full",

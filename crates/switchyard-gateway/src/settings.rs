@@ -52,6 +52,10 @@ pub struct GatewaySettings {
     pub reload_interval_ms: u64,
     /// Dispatcher worker threads (the per-core queues). Read once.
     pub workers: usize,
+    /// Route a request on the I/O thread that received it while the dispatcher has nothing
+    /// queued and nothing waiting for room (`Dispatcher::submit_inline`), instead of waking a
+    /// worker; off: every request goes through the workers' queues. Reloadable.
+    pub route_inline: bool,
     /// Tokio I/O threads (0: one per core). Read once; used by the binary.
     pub io_threads: usize,
     /// Requests queued in the dispatcher before new ones get 503. Read once.
@@ -78,6 +82,7 @@ impl Default for GatewaySettings {
             ttft_timeout_ms: 30_000,
             idle_timeout_ms: 30_000,
             total_timeout_ms: 600_000,
+            route_inline: true,
             max_body_bytes: 4 << 20,
             max_response_bytes: 64 << 20,
             default_max_tokens: 256,

@@ -30,8 +30,18 @@ async fn until_hit(h: &Harness, mock: &Mock, body: &str, max: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_streaming_and_streaming_pass_through_intact() {
+    pass_through_intact("").await;
+}
+
+/// The same through the dispatcher's queues only (no routing on the I/O threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_streaming_and_streaming_pass_through_intact_through_the_queues() {
+    pass_through_intact("route_inline = false").await;
+}
+
+async fn pass_through_intact(gateway_extra: &str) {
     let a = Mock::start("a").await;
-    let h = Harness::start(&fleet_toml(&[&a], "", "")).await;
+    let h = Harness::start(&fleet_toml(&[&a], gateway_extra, "")).await;
 
     let r = h
         .post(

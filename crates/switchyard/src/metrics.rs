@@ -11,6 +11,8 @@
 //!
 //! # Orderings
 //! Single writer per histogram, so `load(Relaxed)` + `store(Relaxed)` loses no increment.
+//! The histograms of `Dispatcher::submit_inline`'s callers may have several writers; they
+//! record with `fetch_add(Relaxed)` (`record_shared`), which loses none either.
 //! Readers use `Relaxed` loads: each bucket is read whole; a reader racing the writer may see
 //! a count that is at most the in-progress decision behind, which a report tolerates.
 use hdrhistogram::Histogram;
@@ -72,6 +74,13 @@ impl AtomicHistogram {
     pub(crate) fn record(&self, ns: u64) {
         let b = &self.buckets[index(ns)];
         b.store(b.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Records one value from any thread (an atomic increment: several writers lose nothing).
+    #[inline]
+    pub(crate) fn record_shared(&self, ns: u64) {
+        // Relaxed: a count read whole by reports; nothing is published through it.
+        self.buckets[index(ns)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds every bucket into `into`, at the bucket's midpoint.

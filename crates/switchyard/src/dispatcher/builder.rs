@@ -134,6 +134,12 @@ impl DispatcherBuilder {
             stats: (0..self.workers)
                 .map(|_| CachePadded::new(WorkerStats::new()))
                 .collect(),
+            callers: (0..self.workers.max(1) * 2)
+                .map(|_| CachePadded::new(WorkerStats::new()))
+                .collect(),
+            saturated: CachePadded::new(AtomicUsize::new(0)),
+            stopwatch: crate::clock::Stopwatch::new(),
+            id: crate::sync::unique_id(),
             refused: AtomicU64::new(0),
             spin_rounds: self.spin_rounds,
             saturation_wait: self.saturation_wait,

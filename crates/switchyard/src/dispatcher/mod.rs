@@ -54,6 +54,8 @@
 //! 4. The control thread stops; all threads are joined. Tickets still out complete later as
 //!    usual and release their leases; [`Dispatcher::wait_for_tickets`] waits for them.
 mod builder;
+#[cfg(not(switchyard_loom))]
+mod inline;
 mod worker;
 
 pub use builder::DispatcherBuilder;
@@ -149,6 +151,18 @@ pub(crate) struct Shared<B: Backend> {
     pub(crate) capacity: usize,
     pub(crate) shutdown: AtomicBool,
     pub(crate) stats: Box<[CachePadded<WorkerStats>]>,
+    /// Figures of the decisions `submit_inline` made on callers' threads: a slot per
+    /// caller number modulo their count, so that callers mostly write lines of their own.
+    pub(crate) callers: Box<[CachePadded<WorkerStats>]>,
+    /// Tasks held in the workers' waiting lists (saturated: waiting for room). Written only
+    /// when a list grows or shrinks; read by `submit_inline`.
+    pub(crate) saturated: CachePadded<AtomicUsize>,
+    /// Times decisions (read-only after construction).
+    pub(crate) stopwatch: crate::clock::Stopwatch,
+    /// Distinguishes this dispatcher in callers' thread-local readers (none under loom,
+    /// where `submit_inline` is `submit`).
+    #[cfg_attr(switchyard_loom, allow(dead_code))]
+    pub(crate) id: u64,
     refused: AtomicU64,
     pub(crate) spin_rounds: u32,
     /// How long a saturated task of each class may wait for capacity before it is shed.
@@ -158,6 +172,11 @@ pub(crate) struct Shared<B: Backend> {
 }
 
 impl<B: Backend> Shared<B> {
+    /// The workers' figures and the inline callers'.
+    fn all_stats(&self) -> impl Iterator<Item = &WorkerStats> {
+        self.stats.iter().chain(self.callers.iter()).map(|w| &**w)
+    }
+
     /// Wakes one parked worker, if any announced itself.
     fn notify_one(&self) {
         // SeqCst: the other half of the store-buffering pair with the worker's announce
@@ -286,6 +305,86 @@ impl<B: Backend> Dispatcher<B> {
         Ok(())
     }
 
+    /// As [`submit`](Self::submit), but while no task is queued and none waits for room the
+    /// calling thread routes the task itself and hands it to the backend before returning,
+    /// instead of waking a worker to do it.
+    ///
+    /// A queued task costs two hand-offs between threads (the submitter wakes a worker, the
+    /// worker hands the task back to the caller's I/O runtime), each a wake-up of tens of
+    /// microseconds on an idle machine: most of what a gateway adds to a request at light
+    /// load. While the queue is empty it has nothing to order, balance or hold back, so the
+    /// decision is the same one a worker would make: the same plan and reserve on the same
+    /// snapshot, its latency recorded and its outcome counted in [`metrics`](Self::metrics).
+    /// Once tasks queue up (a burst, or a fleet saturated so that tasks wait for room), this
+    /// is `submit`, and the workers keep their order, fairness and priorities.
+    ///
+    /// `Backend::dispatch` (or `reject`) then runs on the calling thread: from an async
+    /// runtime's thread it should spawn, not block, as it should on a worker. A task the
+    /// fleet has no room for right now is queued as by `submit`, to wait for room in a
+    /// worker's waiting list. The first call from a thread allocates that thread's reader.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    /// ```
+    /// use switchyard::{Backend, Completion, Dispatcher, NodeSpec, RouteOptions, Router, Task, Ticket};
+    ///
+    /// struct Done;
+    /// impl Backend for Done {
+    ///     type Payload = ();
+    ///     fn dispatch(&self, _: Task, _: (), _: &RouteOptions, ticket: Ticket) {
+    ///         ticket.complete(Completion::success(1.0, 10));
+    ///     }
+    /// }
+    ///
+    /// let router = Router::builder().node(NodeSpec::new("a")).build()?;
+    /// let d = Dispatcher::builder(router).workers(1).build(Done)?;
+    /// d.submit_inline(Task::new(1, 100, 10), ()).expect("room in the queue");
+    /// // Nothing was queued, so the task was routed and handed over on this thread.
+    /// assert_eq!(d.metrics().dispatched, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit_inline(
+        &self,
+        task: Task,
+        payload: B::Payload,
+    ) -> Result<(), SubmitError<(Task, B::Payload)>> {
+        #[cfg(switchyard_loom)]
+        return self.submit(task, payload);
+        #[cfg(not(switchyard_loom))]
+        {
+            let s = &*self.shared;
+            // Acquire on `shutdown`: pairs with its SeqCst store, so a caller that sees it
+            // refuses through `submit`. A caller that misses a concurrent shutdown serves its
+            // task here before returning, as a worker drains a task submitted just before.
+            // Relaxed on the two counts: hints only (nothing is read through them); a stale
+            // reading routes one task here that the queue would have taken, or the reverse.
+            if s.shutdown.load(Ordering::Acquire)
+                || s.queued.load(Ordering::Relaxed) != 0
+                || s.saturated.load(Ordering::Relaxed) != 0
+            {
+                return self.submit(task, payload);
+            }
+            let mut routes = RouteOptions::default();
+            let Some((slot, routed)) = inline::route_here(s, &task, &mut routes) else {
+                return self.submit(task, payload);
+            };
+            let ctx = worker::Ctx {
+                shared: s,
+                stats: &s.callers[slot],
+                many_writers: true,
+            };
+            match routed {
+                Ok(lease) => ctx.hand_over(lease, Job { task, payload }, &routes),
+                // No room now: wait for it in a worker's list, like a submitted task.
+                Err(RouteError::Saturated) => return self.submit(task, payload),
+                Err(e) => ctx.reject(Job { task, payload }, e),
+            }
+            Ok(())
+        }
+    }
+
     /// The router.
     pub fn router(&self) -> &Router {
         &self.shared.router
@@ -297,10 +396,9 @@ impl<B: Backend> Dispatcher<B> {
     }
 
     fn dispatched(&self) -> u64 {
-        // Relaxed: single-writer counters; see `in_flight` for how they pair with outcomes.
+        // Relaxed: report counters; see `in_flight` for how they pair with outcomes.
         self.shared
-            .stats
-            .iter()
+            .all_stats()
             .map(|w| w.dispatched.load(Ordering::Relaxed))
             .sum()
     }
@@ -367,7 +465,7 @@ impl<B: Backend> Dispatcher<B> {
         let mut no_route = [0u64; RouteError::ALL.len()];
         let mut shed = [0u64; 4];
         let mut admitted = [0u64; 4];
-        for w in s.stats.iter() {
+        for w in s.all_stats() {
             for (i, c) in w.admitted.iter().enumerate() {
                 // Relaxed: report counters (single writer each).
                 admitted[i] += c.load(Ordering::Relaxed);
@@ -424,7 +522,7 @@ impl<B: Backend> Dispatcher<B> {
     /// allocates the histogram.
     pub fn decision_histogram(&self) -> hdrhistogram::Histogram<u64> {
         let mut h = new_histogram();
-        for w in self.shared.stats.iter() {
+        for w in self.shared.all_stats() {
             w.latency.merge_into(&mut h);
         }
         h
@@ -438,8 +536,7 @@ impl<B: Backend> Dispatcher<B> {
     /// Panics caught inside `Backend::dispatch`.
     pub fn backend_panics(&self) -> u64 {
         self.shared
-            .stats
-            .iter()
+            .all_stats()
             .map(|w| w.panics.load(Ordering::Relaxed))
             .sum()
     }

@@ -3,7 +3,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::{bump, Backend, Job, Shared};
-use crate::clock::Stopwatch;
 use crate::error::RouteError;
 use crate::fairness::{token_work, FairQueue};
 use crate::lease::ticket::new_ticket;
@@ -24,7 +23,6 @@ pub(super) fn run<B: Backend>(
         let _ = core_affinity::set_for_current(core);
     }
     let mut reader = shared.router.reader();
-    let stopwatch = Stopwatch::new();
     let mut rng = Rng::new(0x5157_C4A2 ^ index as u64);
     let stats = &shared.stats[index];
     let mut waiting = Waiting::new(&shared);
@@ -37,15 +35,12 @@ pub(super) fn run<B: Backend>(
             // SeqCst: the task has left the queues; ordered with the exit check and the
             // parking re-check (module docs).
             shared.queued.fetch_sub(1, Ordering::SeqCst);
-            let ctx = Ctx {
-                shared: &shared,
-                stats,
-                stopwatch: &stopwatch,
-            };
+            let ctx = Ctx::worker(&shared, stats);
             ctx.admit(&mut reader, &mut waiting, job);
             if waiting.due() {
                 ctx.retry(&mut reader, &mut waiting);
             }
+            waiting.publish(&shared);
             continue;
         }
         // Nothing found: poll a little with back-off before parking.
@@ -58,22 +53,20 @@ pub(super) fn run<B: Backend>(
                 break;
             }
         }
-        let ctx = Ctx {
-            shared: &shared,
-            stats,
-            stopwatch: &stopwatch,
-        };
+        let ctx = Ctx::worker(&shared, stats);
         if let Some(job) = found {
             napped = false;
             // SeqCst: as for the task found above.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
             ctx.admit(&mut reader, &mut waiting, job);
+            waiting.publish(&shared);
             continue;
         }
         if !waiting.is_empty() {
             // Tasks wait for capacity: retry them, then nap briefly instead of parking for
             // good (capacity frees when other threads complete tickets; nothing wakes us).
             ctx.retry(&mut reader, &mut waiting);
+            waiting.publish(&shared);
             if !waiting.is_empty() {
                 parker.park_timeout(WAIT_POLL);
                 napped = true;
@@ -104,6 +97,8 @@ struct Waiting<P> {
     /// Each task (with its payload) and the instant its class's wait runs out.
     queues: [FairQueue<(Job<P>, Instant)>; 4],
     last_retry: Option<Instant>,
+    /// What this worker last added to `Shared::saturated`.
+    published: usize,
 }
 
 impl<P> Waiting<P> {
@@ -118,6 +113,30 @@ impl<P> Waiting<P> {
         Self {
             queues,
             last_retry: None,
+            published: 0,
+        }
+    }
+
+    /// Brings this worker's share of `Shared::saturated` up to date. The counter is written
+    /// only when the waiting list grows or shrinks, that is while the fleet is saturated,
+    /// never on the common path where a task is routed at once.
+    #[inline]
+    fn publish<B: Backend>(&mut self, shared: &Shared<B>) {
+        let n = self.len();
+        if n != self.published {
+            // Relaxed: a hint for `submit_inline` (whether any task waits for room); nothing
+            // is published through it, and a stale reading only routes one task through the
+            // queue, or one inline, that could have gone the other way.
+            if n > self.published {
+                shared
+                    .saturated
+                    .fetch_add(n - self.published, Ordering::Relaxed);
+            } else {
+                shared
+                    .saturated
+                    .fetch_sub(self.published - n, Ordering::Relaxed);
+            }
+            self.published = n;
         }
     }
 
@@ -153,35 +172,62 @@ impl<P> Waiting<P> {
     }
 }
 
-/// What routing a task needs from the worker.
-struct Ctx<'a, B: Backend> {
-    shared: &'a Shared<B>,
-    stats: &'a super::WorkerStats,
-    stopwatch: &'a Stopwatch,
+/// What routing a task needs: the dispatcher, and where its figures go.
+pub(super) struct Ctx<'a, B: Backend> {
+    pub(super) shared: &'a Shared<B>,
+    pub(super) stats: &'a super::WorkerStats,
+    /// Whether other threads write `stats` too (a caller's slot of `submit_inline`): then
+    /// its counters take atomic increments instead of the single writer's plain ones.
+    pub(super) many_writers: bool,
 }
 
-impl<B: Backend> Ctx<'_, B> {
+impl<'a, B: Backend> Ctx<'a, B> {
+    /// A worker's context: its own figures, one writer.
+    pub(super) fn worker(shared: &'a Shared<B>, stats: &'a super::WorkerStats) -> Self {
+        Self {
+            shared,
+            stats,
+            many_writers: false,
+        }
+    }
+
+    #[inline]
+    fn count(&self, c: &crate::sync::AtomicU64) {
+        if self.many_writers {
+            // Relaxed: a report counter; the slot may have other writers.
+            c.fetch_add(1, Ordering::Relaxed);
+        } else {
+            bump(c);
+        }
+    }
+
     /// Plans and reserves a route for `task` (the decision whose latency is recorded).
     #[inline]
-    fn try_route(
+    pub(super) fn try_route(
         &self,
         reader: &mut crate::router::RouteReader,
         task: &Task,
         routes: &mut RouteOptions,
     ) -> Result<Lease, RouteError> {
-        let t0 = self.stopwatch.start();
+        let sw = &self.shared.stopwatch;
+        let t0 = sw.start();
         let routed = reader.route_into(task, routes);
-        self.stats.latency.record(self.stopwatch.elapsed_ns(t0));
+        let ns = sw.elapsed_ns(t0);
+        if self.many_writers {
+            self.stats.latency.record_shared(ns);
+        } else {
+            self.stats.latency.record(ns);
+        }
         routed
     }
 
     /// Hands a routed task, its payload and its ticket to the backend.
     #[inline]
-    fn hand_over(&self, lease: Lease, job: Job<B::Payload>, routes: &RouteOptions) {
+    pub(super) fn hand_over(&self, lease: Lease, job: Job<B::Payload>, routes: &RouteOptions) {
         let Job { task, payload } = job;
         // Counted before the ticket exists, so before it can finish (see `in_flight`).
-        bump(&self.stats.dispatched);
-        bump(&self.stats.admitted[task.constraints.priority.index()]);
+        self.count(&self.stats.dispatched);
+        self.count(&self.stats.admitted[task.constraints.priority.index()]);
         let ticket = new_ticket(lease, task);
         // A panicking backend must not take the worker (and the queue) down with it. The
         // ticket is dropped during unwinding and counted as abandoned.
@@ -190,7 +236,7 @@ impl<B: Backend> Ctx<'_, B> {
         }))
         .is_err()
         {
-            bump(&self.stats.panics);
+            self.count(&self.stats.panics);
         }
     }
 
@@ -248,18 +294,18 @@ impl<B: Backend> Ctx<'_, B> {
         class.max(Duration::from_millis(u64::from(budget / 2)))
     }
 
-    fn reject(&self, job: Job<B::Payload>, e: RouteError) {
+    pub(super) fn reject(&self, job: Job<B::Payload>, e: RouteError) {
         let Job { task, payload } = job;
-        bump(&self.stats.no_route[e.index()]);
+        self.count(&self.stats.no_route[e.index()]);
         if e == RouteError::Saturated {
-            bump(&self.stats.shed[task.constraints.priority.index()]);
+            self.count(&self.stats.shed[task.constraints.priority.index()]);
         }
         if catch_unwind(AssertUnwindSafe(|| {
             self.shared.backend.reject(task, payload, e)
         }))
         .is_err()
         {
-            bump(&self.stats.panics);
+            self.count(&self.stats.panics);
         }
     }
 

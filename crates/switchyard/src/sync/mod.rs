@@ -33,3 +33,11 @@ where
 pub(crate) fn park_timeout(timeout: std::time::Duration) {
     thread::park_timeout(timeout)
 }
+
+/// A number no earlier call returned (a dispatcher's id, the key of its callers' readers).
+/// A std atomic under loom too: a static cannot hold loom's, and no model reads these.
+pub(crate) fn unique_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // Relaxed: only distinct values are needed.
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
