@@ -575,32 +575,45 @@ pub async fn closed_loop(
     requests: usize,
     max_time: Duration,
 ) -> ClosedReport {
+    let sides = [urls.to_vec()];
+    let [r] = closed_loop_sides(&sides, model, concurrency, requests, max_time).await;
+    r
+}
+
+/// A closed loop as [`closed_loop`], its requests taking turns between the sides (request
+/// `i` goes to side `i mod N`, and to that side's urls in turn): each side's report then
+/// covers the same stretch of time under the same load on the machine, so the difference
+/// of two sides' percentiles is what one adds to the other, not how the machine drifted
+/// between two runs. `requests` counts all sides together.
+pub async fn closed_loop_sides<const N: usize>(
+    sides: &[Vec<String>; N],
+    model: &str,
+    concurrency: usize,
+    requests: usize,
+    max_time: Duration,
+) -> [ClosedReport; N] {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let client = client(concurrency.max(1) * 2);
     let next = Arc::new(AtomicUsize::new(0));
-    let urls: Arc<Vec<String>> = Arc::new(
-        urls.iter()
-            .map(|u| format!("{}/v1/chat/completions", u.trim_end_matches('/')))
-            .collect(),
-    );
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "ping ping"}],
-                      "max_tokens": 4})
-    .to_string();
+    let sides = Arc::new(chat_urls(sides));
+    let body = ping_body(model);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (client, next, urls, body) = (client.clone(), next.clone(), urls.clone(), body.clone());
+        let (client, next, sides, body) =
+            (client.clone(), next.clone(), sides.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0;
+            let mut lat: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+            let mut errors = [0; N];
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests || start.elapsed() > max_time {
                     break;
                 }
+                let Some(url) = pick(&sides, i) else { break };
                 let o = send(
                     &client,
-                    &urls[i % urls.len()],
+                    url,
                     body.clone(),
                     &[],
                     Duration::from_secs(10),
@@ -608,23 +621,49 @@ pub async fn closed_loop(
                 )
                 .await;
                 if o.error.is_none() {
-                    lat.push(o.e2e_ms * 1000.0);
+                    lat[i % N].push(o.e2e_ms * 1000.0);
                 } else {
-                    errors += 1;
+                    errors[i % N] += 1;
                 }
             }
             (lat, errors)
         }));
     }
-    let mut lat = Vec::new();
-    let mut errors = 0;
+    let mut lat: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let mut errors = [0; N];
     for t in tasks {
         if let Ok((l, e)) = t.await {
-            lat.extend(l);
-            errors += e;
+            for (k, l) in l.into_iter().enumerate() {
+                lat[k].extend(l);
+                errors[k] += e[k];
+            }
         }
     }
-    ClosedReport::new(lat, errors, start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    let mut lat = lat.into_iter();
+    std::array::from_fn(|k| ClosedReport::new(lat.next().unwrap_or_default(), errors[k], secs))
+}
+
+/// Each side's urls with the chat path.
+fn chat_urls<const N: usize>(sides: &[Vec<String>; N]) -> [Vec<Arc<str>>; N] {
+    std::array::from_fn(|k| {
+        sides[k]
+            .iter()
+            .map(|u| format!("{}/v1/chat/completions", u.trim_end_matches('/')).into())
+            .collect()
+    })
+}
+
+/// Request `i`'s url: side `i mod N`, that side's urls in turn (`None`: the side has none).
+fn pick<const N: usize>(sides: &[Vec<Arc<str>>; N], i: usize) -> Option<&str> {
+    let side = &sides[i % N];
+    (!side.is_empty()).then(|| &*side[(i / N) % side.len()])
+}
+
+fn ping_body(model: &str) -> String {
+    json!({"model": model, "messages": [{"role": "user", "content": "ping ping"}],
+           "max_tokens": 4})
+    .to_string()
 }
 
 /// An open loop at a fixed rate: `requests` small non-streaming chat requests, one every
@@ -632,42 +671,54 @@ pub async fn closed_loop(
 /// The report's `rps` is the completed requests over the time from the first send to the
 /// last answer.
 pub async fn fixed_rate(urls: &[String], model: &str, rps: f64, requests: usize) -> ClosedReport {
+    let [r] = fixed_rate_sides(&[urls.to_vec()], model, rps, requests).await;
+    r
+}
+
+/// An open loop as [`fixed_rate`] on each side at once, `requests` per side at `rps` each,
+/// interleaved: side `k`'s requests leave `k / N` of a period after side 0's, so that every
+/// side meets the same machine at the same moments (see [`closed_loop_sides`]).
+pub async fn fixed_rate_sides<const N: usize>(
+    sides: &[Vec<String>; N],
+    model: &str,
+    rps: f64,
+    requests: usize,
+) -> [ClosedReport; N] {
     let rps = if rps.is_finite() && rps > 0.0 {
         rps
     } else {
         1.0
     };
     let client = client(256);
-    let urls: Vec<Arc<str>> = urls
-        .iter()
-        .map(|u| format!("{}/v1/chat/completions", u.trim_end_matches('/')).into())
-        .collect();
-    if urls.is_empty() {
-        return ClosedReport::default();
-    }
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "ping ping"}],
-                      "max_tokens": 4})
-    .to_string();
+    let sides = chat_urls(sides);
+    let body = ping_body(model);
     let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(requests);
-    for i in 0..requests {
-        let (client, url, body) = (client.clone(), urls[i % urls.len()].clone(), body.clone());
-        let at = start + Duration::from_secs_f64(i as f64 / rps);
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
-            let o = send(&client, &url, body, &[], Duration::from_secs(10), false).await;
-            o.error.is_none().then_some(o.e2e_ms * 1000.0)
-        }));
+    let mut tasks = Vec::with_capacity(requests * N);
+    for i in 0..requests * N {
+        let Some(url) = pick(&sides, i) else { continue };
+        let (client, url, body): (_, Arc<str>, _) = (client.clone(), url.into(), body.clone());
+        // Request i is side i mod N's (i / N)-th: at (i / N) periods plus (i mod N) / N of one.
+        let at = start + Duration::from_secs_f64(i as f64 / N as f64 / rps);
+        tasks.push((
+            i % N,
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let o = send(&client, &url, body, &[], Duration::from_secs(10), false).await;
+                o.error.is_none().then_some(o.e2e_ms * 1000.0)
+            }),
+        ));
     }
-    let mut lat = Vec::with_capacity(requests);
-    let mut errors = 0;
-    for t in tasks {
+    let mut lat: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(requests));
+    let mut errors = [0; N];
+    for (k, t) in tasks {
         match t.await {
-            Ok(Some(l)) => lat.push(l),
-            _ => errors += 1,
+            Ok(Some(l)) => lat[k].push(l),
+            _ => errors[k] += 1,
         }
     }
-    ClosedReport::new(lat, errors, start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    let mut lat = lat.into_iter();
+    std::array::from_fn(|k| ClosedReport::new(lat.next().unwrap_or_default(), errors[k], secs))
 }
 
 #[cfg(test)]

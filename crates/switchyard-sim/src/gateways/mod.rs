@@ -11,12 +11,14 @@
 //!   replay, `cpu_s_per_1k` the gateway process's user + system CPU seconds (`/proc/PID/stat`)
 //!   per 1000 requests over the replays, `rss_mb` its peak resident memory (`VmHWM`);
 //! * **overhead** — the servers are switched to zero latency and a closed loop of small
-//!   non-streaming requests runs at a fixed concurrency, once straight to the servers (in
-//!   turn) and right after through the gateway; `overhead_p50_us` / `overhead_p99_us` are
-//!   the differences of the latency percentiles (noise can make a small one negative), and
-//!   `max_rps` the throughput of a second, more concurrent closed loop through the gateway;
-//!   `overhead_1k_p50_us` / `overhead_1k_p99_us` are the same differences for an open loop at
-//!   a fixed 1000 req/s (direct, then through the gateway);
+//!   non-streaming requests runs at a fixed concurrency, its requests taking turns between
+//!   going straight to the servers (in turn) and going through the gateway, so that both
+//!   sides meet the same machine at the same moments; `overhead_p50_us` / `overhead_p99_us`
+//!   are the differences of the two sides' latency percentiles (noise can make a small one
+//!   negative), and `max_rps` the throughput of a second, more concurrent closed loop through
+//!   the gateway; `overhead_1k_p50_us` / `overhead_1k_p99_us` are the same differences for an
+//!   open loop sending 1000 req/s through the gateway and, interleaved half a period later,
+//!   1000 req/s straight to the servers;
 //! * **kill** — the servers' speed restored, the start of the first trace is replayed again
 //!   and a third of the way through one server is killed (its port refuses connections, its
 //!   open connections close without an answer) and stays down to the end: the figures say
@@ -762,19 +764,15 @@ fn overhead(
 ) {
     let base = base.to_string();
     servers.set_speed(f64::INFINITY);
-    let direct = rt.block_on(loadgen::closed_loop(
-        urls,
+    // Paired: the clients' requests take turns between the servers and the gateway, so both
+    // sides meet the same machine at the same moments (see `loadgen::closed_loop_sides`).
+    let sides = [urls.to_vec(), vec![base.clone()]];
+    let [direct, through] = rt.block_on(loadgen::closed_loop_sides(
+        &sides,
         model,
         opts.overhead_concurrency,
-        opts.overhead_requests,
-        Duration::from_secs(60),
-    ));
-    let through = rt.block_on(loadgen::closed_loop(
-        std::slice::from_ref(&base),
-        model,
-        opts.overhead_concurrency,
-        opts.overhead_requests,
-        Duration::from_secs(60),
+        2 * opts.overhead_requests,
+        Duration::from_secs(120),
     ));
     let max = rt.block_on(loadgen::closed_loop(
         std::slice::from_ref(&base),
@@ -789,14 +787,8 @@ fn overhead(
     fig.direct_p99_us = direct.p99_us;
     fig.max_rps = max.rps;
     if opts.fixed_requests > 0 {
-        let direct = rt.block_on(loadgen::fixed_rate(
-            urls,
-            model,
-            opts.fixed_rps,
-            opts.fixed_requests,
-        ));
-        let through = rt.block_on(loadgen::fixed_rate(
-            std::slice::from_ref(&base),
+        let [direct, through] = rt.block_on(loadgen::fixed_rate_sides(
+            &sides,
             model,
             opts.fixed_rps,
             opts.fixed_requests,
