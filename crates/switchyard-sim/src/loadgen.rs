@@ -726,6 +726,24 @@ mod test {
     use super::*;
 
     #[test]
+    fn paired_sides_take_turns_and_each_side_its_urls_in_turn() {
+        let sides = chat_urls(&[
+            vec!["http://a".to_string(), "http://b/".to_string()],
+            vec!["http://g".to_string()],
+        ]);
+        let got: Vec<&str> = (0..6).map(|i| pick(&sides, i).unwrap()).collect();
+        let (a, b, g) = (
+            "http://a/v1/chat/completions",
+            "http://b/v1/chat/completions",
+            "http://g/v1/chat/completions",
+        );
+        assert_eq!(got, [a, g, b, g, a, g]);
+        let empty = chat_urls(&[vec![], vec!["http://g".to_string()]]);
+        assert_eq!(pick(&empty, 0), None);
+        assert_eq!(pick(&empty, 1), Some(g));
+    }
+
+    #[test]
     fn quantiles_and_content_detection() {
         let mut v = vec![5.0, 1.0, 3.0, 2.0, 4.0];
         assert_eq!(quantile(&mut v, 0.5), 3.0);
