@@ -848,9 +848,8 @@ impl Gateway {
             settings: s.clone(),
             charge,
         };
-        let route_inline = s.route_inline;
         let d = &self.inner.dispatcher;
-        let submitted = if route_inline {
+        let submitted = if s.route_inline {
             d.submit_inline(task, ctx)
         } else {
             d.submit(task, ctx)

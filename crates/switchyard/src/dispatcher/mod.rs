@@ -321,7 +321,9 @@ impl<B: Backend> Dispatcher<B> {
     /// `Backend::dispatch` (or `reject`) then runs on the calling thread: from an async
     /// runtime's thread it should spawn, not block, as it should on a worker. A task the
     /// fleet has no room for right now is queued as by `submit`, to wait for room in a
-    /// worker's waiting list. The first call from a thread allocates that thread's reader.
+    /// worker's waiting list (its decision is then timed twice in the decision histogram:
+    /// here, and again by the worker). The first call from a thread allocates that thread's
+    /// reader.
     ///
     /// # Errors
     /// As [`submit`](Self::submit).
@@ -467,15 +469,15 @@ impl<B: Backend> Dispatcher<B> {
         let mut admitted = [0u64; 4];
         for w in s.all_stats() {
             for (i, c) in w.admitted.iter().enumerate() {
-                // Relaxed: report counters (single writer each).
+                // Relaxed: report counters (each read whole; nothing is published through them).
                 admitted[i] += c.load(Ordering::Relaxed);
             }
             for (i, c) in w.shed.iter().enumerate() {
-                // Relaxed: report counters (single writer each).
+                // Relaxed: report counters (each read whole; nothing is published through them).
                 shed[i] += c.load(Ordering::Relaxed);
             }
             w.latency.merge_into(&mut h);
-            // Relaxed: report counters (single writer each).
+            // Relaxed: report counters (each read whole; nothing is published through them).
             dispatched += w.dispatched.load(Ordering::Relaxed);
             for (i, c) in w.no_route.iter().enumerate() {
                 no_route[i] += c.load(Ordering::Relaxed);
