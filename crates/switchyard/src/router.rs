@@ -615,7 +615,7 @@ impl RouteReader {
     ) -> Result<Lease, RouteError> {
         let table = self.cache.load();
         select::plan(table, task, &mut self.rng, options)?;
-        reserve::allocate(table, options, task)
+        reserve::allocate_planned(table, options, task)
     }
 
     /// The router this reader reads.

@@ -24,7 +24,7 @@
 //! no two reservations can both take the last unit. Nothing else is published through the
 //! ledger (a lease carries its own amounts). Readers that only report load use `Relaxed` loads.
 use crate::model::{NodeId, Outcome};
-use crate::sync::{AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, CachePadded, Ordering};
 
 use super::rate::{gcra_allows, gcra_refund, gcra_settle, gcra_take};
 
@@ -99,18 +99,25 @@ pub(crate) struct NodeLive {
     ledger: CachePadded<Ledger>,
     /// Written by completions only.
     stats: CachePadded<NodeStats>,
-    /// Affinity keys and sampled prefix keys of recently routed tasks, direct-mapped (see
-    /// `remember`).
-    recent: Box<[AtomicU64]>,
+    /// Tags of the affinity keys and sampled prefix keys of recently routed tasks,
+    /// direct-mapped (see `remember`).
+    recent: [AtomicU32; RECENT_SLOTS],
 }
 
-/// Slots of a node's recent-affinity table: 128 keys, 1 KiB (a prefix brings up to
-/// [`crate::PREFIX_DEPTHS`] keys, most of them shared with the prompts before it).
+/// Slots of a node's recent-affinity table: 128 keys of 32-bit tags, 512 bytes (a prefix
+/// brings up to [`crate::PREFIX_DEPTHS`] keys, most of them shared with the prompts before
+/// it).
 const RECENT_SLOTS: usize = if cfg!(switchyard_loom) { 2 } else { 128 };
 
+/// A key's slot (the top 7 bits of its Fibonacci hash) and its tag (the 32 bits below
+/// them, with the lowest forced to 1 so that no tag is the empty slot's 0). Slot and tag
+/// come from disjoint bits, so two keys sharing a slot still differ in their tags unless
+/// they agree on 31 more bits: a false recall is a 2^-31 event per probe, and it only costs
+/// a misjudged affinity credit.
 #[inline]
-fn recent_slot(key: u64) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize % RECENT_SLOTS
+fn recent_slot(key: u64) -> (usize, u32) {
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 57) as usize % RECENT_SLOTS, (h >> 25) as u32 | 1)
 }
 
 #[derive(Debug, Default)]
@@ -156,7 +163,7 @@ impl NodeLive {
             id,
             ledger: CachePadded::new(Ledger::default()),
             stats: CachePadded::new(NodeStats::default()),
-            recent: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            recent: std::array::from_fn(|_| AtomicU32::new(0)),
         }
     }
 
@@ -165,17 +172,19 @@ impl NodeLive {
     /// per slot, like a tiny cache tag array).
     #[inline]
     pub(crate) fn remember(&self, key: u64) {
-        let slot = &self.recent[recent_slot(key)];
+        let (at, tag) = recent_slot(key);
+        let slot = &self.recent[at];
         // Relaxed: a hint read by pickers; a lost or late update only costs an affinity miss.
-        if slot.load(Ordering::Relaxed) != key {
-            slot.store(key, Ordering::Relaxed);
+        if slot.load(Ordering::Relaxed) != tag {
+            slot.store(tag, Ordering::Relaxed);
         }
     }
 
     /// Whether a task with affinity `key` was routed here recently (relaxed: a hint).
     #[inline]
     pub(crate) fn recalls(&self, key: u64) -> bool {
-        self.recent[recent_slot(key)].load(Ordering::Relaxed) == key
+        let (at, tag) = recent_slot(key);
+        self.recent[at].load(Ordering::Relaxed) == tag
     }
 
     /// Notes every sampled key of a prefix routed here.

@@ -15,15 +15,7 @@ pub(crate) fn allocate(
     options: &RouteOptions,
     task: &Task,
 ) -> Result<Lease, RouteError> {
-    // A tenant over its token rate has nowhere else to go: refuse before reserving.
-    let tenant = table.tenant_limit(task);
-    if let (Some((shared, limit)), Some(t)) = (tenant, task.tenant) {
-        let tat = &shared.tenants.tat[t.0 as usize];
-        let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
-        if !crate::node::gcra_allows(tat, table.now_ns(), cost, limit.burst_ns) {
-            return Err(RouteError::TenantRateLimited);
-        }
-    }
+    let tenant = tenant_allows(table, task)?;
     let mut stale = true;
     for (rank, choice) in options.choices().iter().enumerate() {
         // The planned slot is only trusted when it still holds the planned route: an epoch
@@ -65,6 +57,46 @@ pub(crate) fn allocate(
     })
 }
 
+/// As [`allocate`], for `options` that `select::plan` has just written from this same
+/// `table` (`RouteReader::route_into`): every planned slot holds its planned route, so the
+/// checks that options from another snapshot or router are not stale are skipped.
+pub(crate) fn allocate_planned(
+    table: &RoutingTable,
+    options: &RouteOptions,
+    task: &Task,
+) -> Result<Lease, RouteError> {
+    let tenant = tenant_allows(table, task)?;
+    for (rank, choice) in options.choices().iter().enumerate() {
+        debug_assert_eq!(
+            table.routes[choice.route.slot as usize].id,
+            choice.route.route
+        );
+        match reserve_route(table, choice.route.slot, task, choice, rank, tenant) {
+            Err(RouteError::Saturated) => {}
+            done => return done,
+        }
+    }
+    Err(RouteError::Saturated)
+}
+
+/// The task's tenant rate limit, if it has one; `TenantRateLimited` when the tenant is over
+/// its rate: it has nowhere else to go, so it is refused before anything is reserved.
+#[inline]
+fn tenant_allows<'t>(
+    table: &'t RoutingTable,
+    task: &Task,
+) -> Result<Option<(&'t Arc<LeaseShared>, crate::tenant::TenantLimit)>, RouteError> {
+    let tenant = table.tenant_limit(task);
+    if let (Some((shared, limit)), Some(t)) = (tenant, task.tenant) {
+        let tat = &shared.tenants.tat[t.0 as usize];
+        let cost = task.total_tokens().saturating_mul(limit.ns_per_token);
+        if !crate::node::gcra_allows(tat, table.now_ns(), cost, limit.burst_ns) {
+            return Err(RouteError::TenantRateLimited);
+        }
+    }
+    Ok(tenant)
+}
+
 /// Reserves `choice` (route `slot`) for `task`: `Saturated` when a stage, the lease slab or
 /// a node rate has no room (try the next route), `TenantRateLimited` when the tenant's rate
 /// refuses (stop). `rank` is the choice's place in the plan (above 0: a spillover).
@@ -93,54 +125,16 @@ fn reserve_route(
         priority: task.constraints.priority,
         slo_ms: task.constraints.max_latency_ms,
     };
-    for (i, &s) in r.stages().iter().enumerate() {
-        let n = &table.nodes[s as usize];
-        if !n.eligible {
-            return fail(lease, task, RouteError::Saturated);
+    if let [s] = *r.stages() {
+        // The common single-stage route, straight-line (see `select::evaluate`).
+        if let Err(e) = reserve_stage(table, &table.nodes[s as usize], 0, task, &mut lease) {
+            return fail(lease, task, e);
         }
-        let (d0, d1) = demand(n, task);
-        let cap0 = n.cap0_class[task.constraints.priority.index()];
-        if !n.live.try_reserve(d0, d1, cap0, n.cap1) {
-            return fail(lease, task, RouteError::Saturated);
-        }
-        let rate_cost = task.total_tokens().saturating_mul(n.ns_per_token);
-        if n.ns_per_token > 0 && !n.live.rate_take(table.now_ns(), rate_cost, n.burst_ns) {
-            n.live.release(d0, d1);
-            return fail(lease, task, RouteError::Saturated);
-        }
-        if let Some(key) = task.affinity_key {
-            n.live.remember(key);
-            if i == 0 {
-                if let Some(hints) = &table.hints {
-                    hints.set(key, n.id);
-                }
+    } else {
+        for (i, &s) in r.stages().iter().enumerate() {
+            if let Err(e) = reserve_stage(table, &table.nodes[s as usize], i, task, &mut lease) {
+                return fail(lease, task, e);
             }
-        } else if !task.prefix.is_empty() {
-            n.live.remember_prefix(&task.prefix);
-            if i == 0 {
-                if let Some(hints) = &table.hints {
-                    for k in task.prefix.keys() {
-                        hints.set(k, n.id);
-                    }
-                }
-            }
-        }
-        lease.parts[i] = Some(Part {
-            live: Arc::clone(&n.live),
-            d0,
-            d1,
-            ns_per_token: n.ns_per_token,
-        });
-        let d = Amounts::unpack(d0, d1);
-        let a = &mut lease.allocated;
-        a.memory_mb = a.memory_mb.saturating_add(d.memory_mb as u32);
-        a.cpu_millis = a.cpu_millis.saturating_add(d.cpu_millis as u32);
-        a.gpu_millis = a.gpu_millis.saturating_add(d.gpu_millis as u32);
-        a.tokens = a.tokens.max(d.tokens as u32);
-        if i == 0 {
-            let cap = Amounts::unpack(n.cap0, n.cap1);
-            lease.head_memory_mb = cap.memory_mb as u32;
-            lease.head_cpu_millis = cap.cpu_millis as u32;
         }
     }
     if let Some((shared, slab)) = table
@@ -193,6 +187,66 @@ fn reserve_route(
         }
     }
     Ok(lease)
+}
+
+/// Reserves stage `i` (node `n`) of a route into `lease`: `Saturated` when the node has no
+/// room or its token rate refuses (nothing of this stage is then held).
+#[inline(always)]
+fn reserve_stage(
+    table: &RoutingTable,
+    n: &crate::routing::table::NodeEntry,
+    i: usize,
+    task: &Task,
+    lease: &mut Lease,
+) -> Result<(), RouteError> {
+    if !n.eligible {
+        return Err(RouteError::Saturated);
+    }
+    let (d0, d1) = demand(n, task);
+    let cap0 = n.cap0_class[task.constraints.priority.index()];
+    if !n.live.try_reserve(d0, d1, cap0, n.cap1) {
+        return Err(RouteError::Saturated);
+    }
+    let rate_cost = task.total_tokens().saturating_mul(n.ns_per_token);
+    if n.ns_per_token > 0 && !n.live.rate_take(table.now_ns(), rate_cost, n.burst_ns) {
+        n.live.release(d0, d1);
+        return Err(RouteError::Saturated);
+    }
+    if let Some(key) = task.affinity_key {
+        n.live.remember(key);
+        if i == 0 {
+            if let Some(hints) = &table.hints {
+                hints.set(key, n.id);
+            }
+        }
+    } else if !task.prefix.is_empty() {
+        n.live.remember_prefix(&task.prefix);
+        if i == 0 {
+            if let Some(hints) = &table.hints {
+                for k in task.prefix.keys() {
+                    hints.set(k, n.id);
+                }
+            }
+        }
+    }
+    lease.parts[i] = Some(Part {
+        live: Arc::clone(&n.live),
+        d0,
+        d1,
+        ns_per_token: n.ns_per_token,
+    });
+    let d = Amounts::unpack(d0, d1);
+    let a = &mut lease.allocated;
+    a.memory_mb = a.memory_mb.saturating_add(d.memory_mb as u32);
+    a.cpu_millis = a.cpu_millis.saturating_add(d.cpu_millis as u32);
+    a.gpu_millis = a.gpu_millis.saturating_add(d.gpu_millis as u32);
+    a.tokens = a.tokens.max(d.tokens as u32);
+    if i == 0 {
+        let cap = Amounts::unpack(n.cap0, n.cap1);
+        lease.head_memory_mb = cap.memory_mb as u32;
+        lease.head_cpu_millis = cap.cpu_millis as u32;
+    }
+    Ok(())
 }
 
 /// A reservation that fails part-way: gives back the node token rate every stage reserved so

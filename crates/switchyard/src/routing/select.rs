@@ -174,6 +174,89 @@ fn held_share(task: &Task, n: &NodeEntry, hint: Option<(NodeId, f64)>) -> f64 {
     }
 }
 
+/// What the stages of one route add up to (see `evaluate`).
+struct Sums {
+    latency: f64,
+    memory: f64,
+    cpu: f64,
+    price: f64,
+    /// The pressure term (see the module docs).
+    pressure: f64,
+    price_rel: f64,
+    confidence: f64,
+    full: bool,
+}
+
+/// The task's figures every stage reads, taken once per evaluation.
+struct Demand<'a> {
+    task: &'a Task,
+    input: f64,
+    output: f64,
+    tokens: u64,
+    req_len: usize,
+    hint: Option<(NodeId, f64)>,
+}
+
+/// Adds one stage (node `n`) of a route to `sums`. `single`: the route has this one stage
+/// (so it offers every required capability).
+#[inline(always)]
+fn add_stage(
+    table: &RoutingTable,
+    n: &NodeEntry,
+    t: &Demand<'_>,
+    single: bool,
+    sums: &mut Sums,
+) -> Result<(), Miss> {
+    let task = t.task;
+    // The live failure streak takes a node out before the next tick does (health.rs).
+    if !n.eligible || n.live.consecutive_failures() >= n.eject_after {
+        return Err(Miss::Unhealthy);
+    }
+    let w = &table.weights;
+    let (d0, d1) = demand(n, task);
+    let (w0, w1) = n.live.load_for(d1 != 0);
+    let cap0 = n.cap0_class[task.constraints.priority.index()];
+    sums.full |= !(fits0(w0, d0, cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
+    if n.ns_per_token > 0 {
+        // A node at its token rate counts as full: routing prefers others.
+        let cost = t.tokens.saturating_mul(n.ns_per_token);
+        sums.full |= !n.live.rate_allows(table.now_ns(), cost, n.burst_ns);
+    }
+    if n.probe_only && Amounts::unpack(w0, 0).inflight >= n.probe_limit {
+        return Err(Miss::Unhealthy); // half-open: its probes are out
+    }
+    let u = utilization(n, w0, n.ext_util);
+    // Prefix affinity: a node that recently served this key, or the leading blocks of
+    // this prompt, likely holds them in KV cache, so that share of the prefill is
+    // predicted saved (discounted by `w.affinity`, the odds it is still cached).
+    let mut prefill = t.input * n.prefill_ms_per_token;
+    if w.affinity > 0.0 {
+        let held = held_share(task, n, t.hint);
+        if held > 0.0 {
+            prefill *= 1.0 - w.affinity * held;
+        }
+    }
+    let latency = (n.base_ms + prefill + t.output * n.decode_ms_per_token)
+        * (1.0 + n.batch_slowdown * u)
+        * n.latency_factor;
+    let cap = capability_score(table, n, &task.constraints.required, t.req_len, single);
+    let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
+    // The weight is not in the score: it shapes which candidates are drawn (see `plan`),
+    // so a node at 10 % weight gets about 10 % of a share instead of losing every pair.
+    // The pressure term: latency inflated by load, deflated by capability quality.
+    sums.pressure += latency * (1.0 + w.load * u) / cap_factor;
+    sums.price_rel += n.price_rel;
+    sums.latency += latency;
+    sums.memory += f(Amounts::unpack(d0, 0).memory_mb);
+    sums.cpu = fmax(sums.cpu, n.cpu_share_per_task);
+    sums.price += f(t.tokens) * n.price_per_token;
+    let c = n.success_rate * cap;
+    if c < sums.confidence {
+        sums.confidence = c;
+    }
+    Ok(())
+}
+
 /// Evaluates one route for one task against the live ledgers, writing the candidate into
 /// `out` (left partially written on a miss).
 #[inline]
@@ -186,86 +269,62 @@ fn evaluate(
     out: &mut RouteChoice,
 ) -> Result<(), Miss> {
     let r: &RouteEntry = &table.routes[slot as usize];
-    let req = &task.constraints.required;
-    if !r.caps.contains_all(req) {
+    if !r.caps.contains_all(&task.constraints.required) {
         return Err(Miss::NotCapable);
     }
-    let w = &table.weights;
-    let (input, output) = (task.input_tokens as f64, task.output_tokens as f64);
-    let tokens = task.total_tokens();
-    let (mut latency_sum, mut memory, mut cpu, mut price) = (0.0, 0.0, 0.0, 0.0);
-    let (mut score, mut confidence, mut full) = (0.0, 1.0f64, false);
-    let mut price_rel = 0.0;
+    let t = Demand {
+        task,
+        input: task.input_tokens as f64,
+        output: task.output_tokens as f64,
+        tokens: task.total_tokens(),
+        req_len,
+        hint,
+    };
+    let mut sums = Sums {
+        latency: 0.0,
+        memory: 0.0,
+        cpu: 0.0,
+        price: 0.0,
+        pressure: 0.0,
+        price_rel: 0.0,
+        confidence: 1.0,
+        full: false,
+    };
     out.route.route = r.id;
     out.route.epoch = table.epoch;
     out.route.slot = slot;
     out.route.len = r.len;
-    for (i, &s) in r.stages().iter().enumerate() {
+    if let [s] = *r.stages() {
+        // The common single-stage route, straight-line: the stage loop's set-up (every
+        // invariant hoisted out of it, most spilled to the stack) cost more than the stage.
         let n = &table.nodes[s as usize];
-        // The live failure streak takes a node out before the next tick does (health.rs).
-        if !n.eligible || n.live.consecutive_failures() >= n.eject_after {
-            return Err(Miss::Unhealthy);
-        }
-        out.route.stages[i] = n.id;
-        let (d0, d1) = demand(n, task);
-        let (w0, w1) = n.live.load_for(d1 != 0);
-        let cap0 = n.cap0_class[task.constraints.priority.index()];
-        full |= !(fits0(w0, d0, cap0) && (d1 == 0 || fits1(w1, d1, n.cap1)));
-        if n.ns_per_token > 0 {
-            // A node at its token rate counts as full: routing prefers others.
-            let cost = tokens.saturating_mul(n.ns_per_token);
-            full |= !n.live.rate_allows(table.now_ns(), cost, n.burst_ns);
-        }
-        if n.probe_only && Amounts::unpack(w0, 0).inflight >= n.probe_limit {
-            return Err(Miss::Unhealthy); // half-open: its probes are out
-        }
-        let u = utilization(n, w0, n.ext_util);
-        // Prefix affinity: a node that recently served this key, or the leading blocks of
-        // this prompt, likely holds them in KV cache, so that share of the prefill is
-        // predicted saved (discounted by `w.affinity`, the odds it is still cached).
-        let mut prefill = input * n.prefill_ms_per_token;
-        if w.affinity > 0.0 {
-            let held = held_share(task, n, hint);
-            if held > 0.0 {
-                prefill *= 1.0 - w.affinity * held;
-            }
-        }
-        let latency = (n.base_ms + prefill + output * n.decode_ms_per_token)
-            * (1.0 + n.batch_slowdown * u)
-            * n.latency_factor;
-        let cap = capability_score(table, n, req, req_len, r.len == 1);
-        let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
-        // The weight is not in the score: it shapes which candidates are drawn (see `plan`),
-        // so a node at 10 % weight gets about 10 % of a share instead of losing every pair.
-        // The pressure term: latency inflated by load, deflated by capability quality.
-        score += latency * (1.0 + w.load * u) / cap_factor;
-        price_rel += n.price_rel;
-        latency_sum += latency;
-        memory += f(Amounts::unpack(d0, 0).memory_mb);
-        cpu = fmax(cpu, n.cpu_share_per_task);
-        price += f(tokens) * n.price_per_token;
-        let c = n.success_rate * cap;
-        if c < confidence {
-            confidence = c;
+        add_stage(table, n, &t, true, &mut sums)?;
+        out.route.stages[0] = n.id;
+    } else {
+        for (i, &s) in r.stages().iter().enumerate() {
+            let n = &table.nodes[s as usize];
+            add_stage(table, n, &t, false, &mut sums)?;
+            out.route.stages[i] = n.id;
         }
     }
     let c = &task.constraints;
-    if latency_sum > c.max_latency_ms as f64 || memory > c.max_memory_mb as f64 {
+    if sums.latency > c.max_latency_ms as f64 || sums.memory > c.max_memory_mb as f64 {
         return Err(Miss::Constraint);
     }
-    if full {
+    if sums.full {
         return Err(Miss::Full);
     }
+    let mut confidence = sums.confidence;
     if c.max_latency_ms != u32::MAX {
-        let x = latency_sum / c.max_latency_ms.max(1) as f64;
+        let x = sums.latency / c.max_latency_ms.max(1) as f64;
         confidence *= 1.0 - 0.5 * x * x;
     }
     out.cost = ResourceCost {
-        memory_mb: memory,
-        cpu_utilization: cpu,
-        expected_latency_ms: latency_sum,
-        estimated_tokens: tokens,
-        price,
+        memory_mb: sums.memory,
+        cpu_utilization: sums.cpu,
+        expected_latency_ms: sums.latency,
+        estimated_tokens: t.tokens,
+        price: sums.price,
     };
     out.confidence = confidence.clamp(0.0, 1.0);
     // Cost at slack: below `slack_margin × max_latency_ms` the pressure term is held at
@@ -278,8 +337,9 @@ fn evaluate(
     } else {
         0.0
     };
-    out.score =
-        (fmax(score, floor) + TIE * score) * (1.0 + w.cost * price_rel / f(r.len.max(1) as u64));
+    let score = sums.pressure;
+    out.score = (fmax(score, floor) + TIE * score)
+        * (1.0 + table.weights.cost * sums.price_rel / f(r.len.max(1) as u64));
     Ok(())
 }
 
@@ -294,8 +354,8 @@ pub(crate) fn plan(
     if table.routes.is_empty() {
         return Err(RouteError::EmptyFleet);
     }
-    let pool = table
-        .pool(&task.constraints.required)
+    let (pool, req_len) = table
+        .pool_counted(&task.constraints.required)
         .ok_or(RouteError::NoCapableRoute)?;
     if pool.is_empty() {
         return Err(RouteError::NoCapableRoute);
@@ -319,8 +379,6 @@ pub(crate) fn plan(
                     .caps
                     .contains_all(&task.constraints.required)
         });
-    // Counted once per decision, not per candidate.
-    let req_len = task.constraints.required.len();
     let mut best_miss = Miss::NotCapable;
     let mut consider = |slot: u32, out: &mut RouteOptions| {
         let Some(next) = out.next_slot() else { return };
@@ -388,19 +446,20 @@ pub(crate) fn plan(
     if n >= 2 {
         let found = out.choices_mut();
         // Power of two choices between two distinct feasible candidates, drawn in proportion
-        // to their weights (sampled candidates already are; this matters for small pools,
-        // which are evaluated whole).
-        let weight = |c: &RouteChoice| {
-            if exhaustive {
-                table.routes[c.route.slot as usize].weight
-            } else {
-                1.0 // drawn in proportion already
-            }
-        };
+        // to their weights. Sampled candidates were drawn in proportion already, so two
+        // uniform indices do; small pools, evaluated whole, draw by weight.
         // The hinted node, when feasible, is one of the pair (and competes on score).
         let hinted = hint_slot.and_then(|s| found.iter().position(|c| c.route.slot == s));
-        let a = hinted.unwrap_or_else(|| weighted_index(found, usize::MAX, &weight, rng));
-        let b = weighted_index(found, a, &weight, rng);
+        let (a, b) = if exhaustive {
+            let weight = |c: &RouteChoice| table.routes[c.route.slot as usize].weight;
+            let a = hinted.unwrap_or_else(|| weighted_index(found, usize::MAX, &weight, rng));
+            (a, weighted_index(found, a, &weight, rng))
+        } else {
+            let a = hinted.unwrap_or_else(|| rng.below(n));
+            // Uniform over the other n − 1 indices.
+            let b = rng.below(n - 1);
+            (a, if b >= a { b + 1 } else { b })
+        };
         debug_assert_ne!(a, b, "p2c needs two distinct candidates");
         let winner = if found[b].score < found[a].score {
             b

@@ -637,8 +637,17 @@ impl RoutingTable {
     /// required capability has no route at all.
     #[inline]
     pub(crate) fn pool(&self, required: &CapSet) -> Option<&[u32]> {
+        self.pool_counted(required).map(|(pool, _)| pool)
+    }
+
+    /// As [`pool`](Self::pool), with the number of required capabilities counted on the way
+    /// (the decision needs both; the baseline x86-64 target has no popcount instruction).
+    #[inline]
+    pub(crate) fn pool_counted(&self, required: &CapSet) -> Option<(&[u32], usize)> {
         let mut best: &[u32] = &self.all;
+        let mut count = 0;
         for bit in required.iter() {
+            count += 1;
             let list = self.by_cap.get(bit).map(|b| &**b).unwrap_or(&[]);
             if list.is_empty() {
                 return None;
@@ -647,7 +656,7 @@ impl RoutingTable {
                 best = list;
             }
         }
-        Some(best)
+        Some((best, count))
     }
 
     /// Checks the snapshot's internal invariants; returns the first broken one.

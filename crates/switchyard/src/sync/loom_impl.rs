@@ -3,7 +3,7 @@
 //! linearizable, so a model failure points at our protocol, not at theirs.
 pub(crate) use loom::sync::atomic::Ordering;
 pub(crate) use loom::sync::{Arc, Mutex};
-pub(crate) use seq_cst::{AtomicBool, AtomicU64, AtomicUsize};
+pub(crate) use seq_cst::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 /// loom's atomics, born with a `SeqCst` store of their initial value.
 ///
@@ -50,6 +50,7 @@ mod seq_cst {
 
     atomic!(AtomicBool, bool);
     atomic!(AtomicUsize, usize);
+    atomic!(AtomicU32, u32);
     atomic!(AtomicU64, u64);
 }
 

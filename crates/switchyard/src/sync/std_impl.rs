@@ -34,6 +34,11 @@ newtype!(
     std::sync::atomic::AtomicBool
 );
 newtype!(
+    /// `std::sync::atomic::AtomicU32`.
+    AtomicU32,
+    std::sync::atomic::AtomicU32
+);
+newtype!(
     /// `std::sync::atomic::AtomicU64`.
     AtomicU64,
     std::sync::atomic::AtomicU64
@@ -58,6 +63,13 @@ impl AtomicBool {
     #[inline(always)]
     pub(crate) const fn new(v: bool) -> Self {
         Self(std::sync::atomic::AtomicBool::new(v))
+    }
+}
+
+impl AtomicU32 {
+    #[inline(always)]
+    pub(crate) const fn new(v: u32) -> Self {
+        Self(std::sync::atomic::AtomicU32::new(v))
     }
 }
 
