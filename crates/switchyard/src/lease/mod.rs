@@ -57,6 +57,27 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A lease for `task` that holds nothing yet (reservation fills it in place).
+    #[inline]
+    pub(crate) fn empty(task: &crate::model::Task) -> Lease {
+        Lease {
+            est_output: task.output_tokens,
+            shared: None,
+            slot: SlotRef::NONE,
+            start_ns: 0,
+            tenant: 0,
+            tenant_ns_per_token: 0,
+            head_memory_mb: 0,
+            head_cpu_millis: 0,
+            parts: Default::default(),
+            route: ModelChain::default(),
+            predicted_ms: 0.0,
+            allocated: ResourceMap::default(),
+            priority: task.constraints.priority,
+            slo_ms: task.constraints.max_latency_ms,
+        }
+    }
+
     /// The route the lease holds.
     pub fn route(&self) -> &ModelChain {
         &self.route

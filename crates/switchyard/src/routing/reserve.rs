@@ -1,9 +1,9 @@
 //! Reserving a planned route: one CAS per ledger word per stage, primary first then the
 //! alternatives (spillover), plus the node and tenant token rates and the lease slab.
 use crate::error::RouteError;
-use crate::lease::slab::{LeaseShared, SlotRef, StageAmounts};
+use crate::lease::slab::{LeaseShared, StageAmounts};
 use crate::lease::{Lease, Part};
-use crate::model::{ResourceMap, RouteChoice, RouteOptions, Task, MAX_STAGES};
+use crate::model::{RouteChoice, RouteOptions, Task, MAX_STAGES};
 use crate::node::Amounts;
 use crate::routing::select::demand;
 use crate::routing::table::RoutingTable;
@@ -16,6 +16,9 @@ pub(crate) fn allocate(
     task: &Task,
 ) -> Result<Lease, RouteError> {
     let tenant = tenant_allows(table, task)?;
+    // One lease, filled in place by each attempt and emptied by a failed one: built once and
+    // moved once, on the way out (a lease is too large to move in registers).
+    let mut lease = Lease::empty(task);
     let mut stale = true;
     for (rank, choice) in options.choices().iter().enumerate() {
         // The planned slot is only trusted when it still holds the planned route: an epoch
@@ -43,11 +46,10 @@ pub(crate) fn allocate(
             continue;
         }
         stale = false;
-        // Returned straight through (no rebinding), so the lease is built in the caller's
-        // return slot instead of being copied on the way out.
-        match reserve_route(table, slot, task, choice, rank, tenant) {
+        match reserve_route(table, slot, task, choice, rank, tenant, &mut lease) {
+            Ok(()) => return Ok(lease),
             Err(RouteError::Saturated) => {}
-            done => return done,
+            Err(e) => return Err(e),
         }
     }
     Err(if stale {
@@ -66,14 +68,24 @@ pub(crate) fn allocate_planned(
     task: &Task,
 ) -> Result<Lease, RouteError> {
     let tenant = tenant_allows(table, task)?;
+    let mut lease = Lease::empty(task);
     for (rank, choice) in options.choices().iter().enumerate() {
         debug_assert_eq!(
             table.routes[choice.route.slot as usize].id,
             choice.route.route
         );
-        match reserve_route(table, choice.route.slot, task, choice, rank, tenant) {
+        match reserve_route(
+            table,
+            choice.route.slot,
+            task,
+            choice,
+            rank,
+            tenant,
+            &mut lease,
+        ) {
+            Ok(()) => return Ok(lease),
             Err(RouteError::Saturated) => {}
-            done => return done,
+            Err(e) => return Err(e),
         }
     }
     Err(RouteError::Saturated)
@@ -97,9 +109,10 @@ fn tenant_allows<'t>(
     Ok(tenant)
 }
 
-/// Reserves `choice` (route `slot`) for `task`: `Saturated` when a stage, the lease slab or
-/// a node rate has no room (try the next route), `TenantRateLimited` when the tenant's rate
-/// refuses (stop). `rank` is the choice's place in the plan (above 0: a spillover).
+/// Reserves `choice` (route `slot`) for `task` into `lease`, which holds nothing on entry:
+/// `Saturated` when a stage, the lease slab or a node rate has no room (try the next route),
+/// `TenantRateLimited` when the tenant's rate refuses (stop). On an error `lease` holds
+/// nothing again. `rank` is the choice's place in the plan (above 0: a spillover).
 fn reserve_route(
     table: &RoutingTable,
     slot: u32,
@@ -107,32 +120,19 @@ fn reserve_route(
     choice: &RouteChoice,
     rank: usize,
     tenant: Option<(&Arc<LeaseShared>, crate::tenant::TenantLimit)>,
-) -> Result<Lease, RouteError> {
+    lease: &mut Lease,
+) -> Result<(), RouteError> {
     let r = &table.routes[slot as usize];
-    let mut lease = Lease {
-        est_output: task.output_tokens,
-        shared: None,
-        slot: SlotRef::NONE,
-        start_ns: 0,
-        tenant: 0,
-        tenant_ns_per_token: 0,
-        head_memory_mb: 0,
-        head_cpu_millis: 0,
-        parts: Default::default(),
-        route: choice.route,
-        predicted_ms: choice.cost.expected_latency_ms,
-        allocated: ResourceMap::default(),
-        priority: task.constraints.priority,
-        slo_ms: task.constraints.max_latency_ms,
-    };
+    lease.route = choice.route;
+    lease.predicted_ms = choice.cost.expected_latency_ms;
     if let [s] = *r.stages() {
         // The common single-stage route, straight-line (see `select::evaluate`).
-        if let Err(e) = reserve_stage(table, &table.nodes[s as usize], 0, task, &mut lease) {
+        if let Err(e) = reserve_stage(table, &table.nodes[s as usize], 0, task, lease) {
             return fail(lease, task, e);
         }
     } else {
         for (i, &s) in r.stages().iter().enumerate() {
-            if let Err(e) = reserve_stage(table, &table.nodes[s as usize], i, task, &mut lease) {
+            if let Err(e) = reserve_stage(table, &table.nodes[s as usize], i, task, lease) {
                 return fail(lease, task, e);
             }
         }
@@ -186,7 +186,7 @@ fn reserve_route(
             live.count_spillover();
         }
     }
-    Ok(lease)
+    Ok(())
 }
 
 /// Reserves stage `i` (node `n`) of a route into `lease`: `Saturated` when the node has no
@@ -254,13 +254,14 @@ fn reserve_stage(
 /// lease, which returns the ledgers. Without the refund a saturated chain retried every few
 /// microseconds drained its head node's rate with no task served.
 #[cold]
-fn fail(lease: Lease, task: &Task, e: RouteError) -> Result<Lease, RouteError> {
+fn fail(lease: &mut Lease, task: &Task, e: RouteError) -> Result<(), RouteError> {
     for p in lease.parts.iter().flatten() {
         if p.ns_per_token > 0 {
             p.live
                 .rate_refund(task.total_tokens().saturating_mul(p.ns_per_token));
         }
     }
-    drop(lease);
+    // The old lease is dropped here: its drop returns the ledgers and ends its slab record.
+    *lease = Lease::empty(task);
     Err(e)
 }

@@ -466,8 +466,18 @@ pub(crate) fn plan(
         } else {
             a
         };
-        found.swap(0, winner);
-        found[1..].sort_unstable_by(|x, y| x.score.total_cmp(&y.score));
+        if winner != 0 {
+            found.swap(0, winner);
+        }
+        // The alternatives, best first; two of them (the default) need one compare.
+        match &mut found[1..] {
+            [x, y] => {
+                if y.score.total_cmp(&x.score).is_lt() {
+                    std::mem::swap(x, y);
+                }
+            }
+            rest => rest.sort_unstable_by(|x, y| x.score.total_cmp(&y.score)),
+        }
     }
     out.truncate(1 + table.weights.alternatives);
     Ok(())
