@@ -187,7 +187,7 @@ struct Sums {
     full: bool,
 }
 
-/// The task's figures every stage reads, taken once per evaluation.
+/// The task's figures every stage reads, taken once per decision.
 struct Demand<'a> {
     task: &'a Task,
     input: f64,
@@ -195,6 +195,28 @@ struct Demand<'a> {
     tokens: u64,
     req_len: usize,
     hint: Option<(NodeId, f64)>,
+    /// Affinity is on and the task has a key or a prefix to match.
+    affinity: bool,
+}
+
+impl<'a> Demand<'a> {
+    fn new(
+        table: &RoutingTable,
+        task: &'a Task,
+        req_len: usize,
+        hint: Option<(NodeId, f64)>,
+    ) -> Self {
+        Demand {
+            task,
+            input: task.input_tokens as f64,
+            output: task.output_tokens as f64,
+            tokens: task.total_tokens(),
+            req_len,
+            hint,
+            affinity: table.weights.affinity > 0.0
+                && (task.affinity_key.is_some() || !task.prefix.is_empty()),
+        }
+    }
 }
 
 /// Adds one stage (node `n`) of a route to `sums`. `single`: the route has this one stage
@@ -230,7 +252,7 @@ fn add_stage(
     // this prompt, likely holds them in KV cache, so that share of the prefill is
     // predicted saved (discounted by `w.affinity`, the odds it is still cached).
     let mut prefill = t.input * n.prefill_ms_per_token;
-    if w.affinity > 0.0 {
+    if t.affinity {
         let held = held_share(task, n, t.hint);
         if held > 0.0 {
             prefill *= 1.0 - w.affinity * held;
@@ -263,23 +285,14 @@ fn add_stage(
 fn evaluate(
     table: &RoutingTable,
     slot: u32,
-    task: &Task,
-    req_len: usize,
-    hint: Option<(NodeId, f64)>,
+    t: &Demand<'_>,
     out: &mut RouteChoice,
 ) -> Result<(), Miss> {
+    let task = t.task;
     let r: &RouteEntry = &table.routes[slot as usize];
     if !r.caps.contains_all(&task.constraints.required) {
         return Err(Miss::NotCapable);
     }
-    let t = Demand {
-        task,
-        input: task.input_tokens as f64,
-        output: task.output_tokens as f64,
-        tokens: task.total_tokens(),
-        req_len,
-        hint,
-    };
     let mut sums = Sums {
         latency: 0.0,
         memory: 0.0,
@@ -379,10 +392,11 @@ pub(crate) fn plan(
                     .caps
                     .contains_all(&task.constraints.required)
         });
+    let demand = Demand::new(table, task, req_len, hint);
     let mut best_miss = Miss::NotCapable;
     let mut consider = |slot: u32, out: &mut RouteOptions| {
         let Some(next) = out.next_slot() else { return };
-        match evaluate(table, slot, task, req_len, hint, next) {
+        match evaluate(table, slot, &demand, next) {
             Ok(()) => out.commit_slot(),
             Err(m) => {
                 if m > best_miss {
@@ -515,16 +529,8 @@ fn weighted_index(
 pub(crate) fn validate(table: &RoutingTable, route: &ModelChain, task: &Task) -> bool {
     match table.route_slot(route.route) {
         Some(slot) => {
-            let req_len = task.constraints.required.len();
-            evaluate(
-                table,
-                slot,
-                task,
-                req_len,
-                None,
-                &mut RouteChoice::default(),
-            )
-            .is_ok()
+            let demand = Demand::new(table, task, task.constraints.required.len(), None);
+            evaluate(table, slot, &demand, &mut RouteChoice::default()).is_ok()
         }
         None => false,
     }
