@@ -311,12 +311,12 @@ fn evaluate(
         // The common single-stage route, straight-line: the stage loop's set-up (every
         // invariant hoisted out of it, most spilled to the stack) cost more than the stage.
         let n = &table.nodes[s as usize];
-        add_stage(table, n, &t, true, &mut sums)?;
+        add_stage(table, n, t, true, &mut sums)?;
         out.route.stages[0] = n.id;
     } else {
         for (i, &s) in r.stages().iter().enumerate() {
             let n = &table.nodes[s as usize];
-            add_stage(table, n, &t, false, &mut sums)?;
+            add_stage(table, n, t, false, &mut sums)?;
             out.route.stages[i] = n.id;
         }
     }
