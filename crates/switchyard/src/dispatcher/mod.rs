@@ -185,8 +185,13 @@ impl<B: Backend> Shared<B> {
             return;
         }
         for (i, s) in self.sleeping.iter().enumerate() {
-            // SeqCst: claims the sleeper exactly once against its own clearing swap.
-            if s.swap(false, Ordering::SeqCst) {
+            // Relaxed first, so that a scan does not write the flag line of every busy worker
+            // it passes: a worker stores its flag before its `sleepers` increment (both
+            // SeqCst), and the SeqCst load above that saw the increment synchronises with it,
+            // so that worker's `true` is visible here unless another notifier (or the worker
+            // itself) has cleared it since. SeqCst swap: claims the sleeper exactly once
+            // against its own clearing swap.
+            if s.load(Ordering::Relaxed) && s.swap(false, Ordering::SeqCst) {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
                 self.unparkers[i].unpark();
                 return;
