@@ -220,13 +220,15 @@ impl<'a> Demand<'a> {
 }
 
 /// Adds one stage (node `n`) of a route to `sums`. `single`: the route has this one stage
-/// (so it offers every required capability).
+/// (so it offers every required capability). `pre`: its capability score, when the table
+/// has it precomputed (`RoutingTable::by_cap_score`).
 #[inline(always)]
 fn add_stage(
     table: &RoutingTable,
     n: &NodeEntry,
     t: &Demand<'_>,
     single: bool,
+    pre: Option<f64>,
     sums: &mut Sums,
 ) -> Result<(), Miss> {
     let task = t.task;
@@ -261,7 +263,10 @@ fn add_stage(
     let latency = (n.base_ms + prefill + t.output * n.decode_ms_per_token)
         * (1.0 + n.batch_slowdown * u)
         * n.latency_factor;
-    let cap = capability_score(table, n, &task.constraints.required, t.req_len, single);
+    let cap = match pre {
+        Some(c) => c,
+        None => capability_score(table, n, &task.constraints.required, t.req_len, single),
+    };
     let cap_factor = fmax(1.0 - w.capability * (1.0 - cap), 0.05);
     // The weight is not in the score: it shapes which candidates are drawn (see `plan`),
     // so a node at 10 % weight gets about 10 % of a share instead of losing every pair.
@@ -286,6 +291,7 @@ fn evaluate(
     table: &RoutingTable,
     slot: u32,
     t: &Demand<'_>,
+    cap: Option<f64>,
     out: &mut RouteChoice,
 ) -> Result<(), Miss> {
     let task = t.task;
@@ -311,12 +317,12 @@ fn evaluate(
         // The common single-stage route, straight-line: the stage loop's set-up (every
         // invariant hoisted out of it, most spilled to the stack) cost more than the stage.
         let n = &table.nodes[s as usize];
-        add_stage(table, n, t, true, &mut sums)?;
+        add_stage(table, n, t, true, cap, &mut sums)?;
         out.route.stages[0] = n.id;
     } else {
         for (i, &s) in r.stages().iter().enumerate() {
             let n = &table.nodes[s as usize];
-            add_stage(table, n, t, false, &mut sums)?;
+            add_stage(table, n, t, false, None, &mut sums)?;
             out.route.stages[i] = n.id;
         }
     }
@@ -367,7 +373,7 @@ pub(crate) fn plan(
     if table.routes.is_empty() {
         return Err(RouteError::EmptyFleet);
     }
-    let (pool, req_len) = table
+    let (pool, req_len, pool_scores) = table
         .pool_counted(&task.constraints.required)
         .ok_or(RouteError::NoCapableRoute)?;
     if pool.is_empty() {
@@ -394,9 +400,12 @@ pub(crate) fn plan(
         });
     let demand = Demand::new(table, task, req_len, hint);
     let mut best_miss = Miss::NotCapable;
-    let mut consider = |slot: u32, out: &mut RouteOptions| {
+    // `at`: the candidate's index in the pool (for its precomputed capability score), or
+    // `usize::MAX` for the hinted node.
+    let mut consider = |at: usize, slot: u32, out: &mut RouteOptions| {
         let Some(next) = out.next_slot() else { return };
-        match evaluate(table, slot, &demand, next) {
+        let cap = pool_scores.get(at).map(|&s| s as f64);
+        match evaluate(table, slot, &demand, cap, next) {
             Ok(()) => out.commit_slot(),
             Err(m) => {
                 if m > best_miss {
@@ -409,14 +418,15 @@ pub(crate) fn plan(
     if exhaustive {
         let start = rng.below(pool.len());
         for k in 0..pool.len() {
-            consider(pool[(start + k) % pool.len()], out);
+            let at = (start + k) % pool.len();
+            consider(at, pool[at], out);
         }
     } else {
         let mut drawn = [u32::MAX; MAX_DRAWS];
         let first = match hint_slot {
             Some(s) => {
                 drawn[0] = s;
-                consider(s, out);
+                consider(usize::MAX, s, out);
                 1
             }
             None => 0,
@@ -425,7 +435,8 @@ pub(crate) fn plan(
             if out.len() >= want {
                 break;
             }
-            let slot = pool[rng.below(pool.len())];
+            let at = rng.below(pool.len());
+            let slot = pool[at];
             if drawn[..d].contains(&slot) {
                 continue;
             }
@@ -436,7 +447,7 @@ pub(crate) fn plan(
                 continue;
             }
             drawn[d] = slot;
-            consider(slot, out);
+            consider(at, slot, out);
         }
         if out.len() < 2 {
             // Feasible routes are rare here: scan, skipping what was already drawn.
@@ -445,11 +456,12 @@ pub(crate) fn plan(
                 if out.len() >= want {
                     break;
                 }
-                let slot = pool[(start + k) % pool.len()];
+                let at = (start + k) % pool.len();
+                let slot = pool[at];
                 if drawn.contains(&slot) {
                     continue;
                 }
-                consider(slot, out);
+                consider(at, slot, out);
             }
         }
     }
@@ -530,8 +542,58 @@ pub(crate) fn validate(table: &RoutingTable, route: &ModelChain, task: &Task) ->
     match table.route_slot(route.route) {
         Some(slot) => {
             let demand = Demand::new(table, task, task.constraints.required.len(), None);
-            evaluate(table, slot, &demand, &mut RouteChoice::default()).is_ok()
+            evaluate(table, slot, &demand, None, &mut RouteChoice::default()).is_ok()
         }
         None => false,
+    }
+}
+
+#[cfg(all(test, not(switchyard_loom)))]
+mod test {
+    use super::*;
+    use crate::{ChainSpec, NodeSpec, Router};
+
+    /// The capability scores precomputed beside each pool give every candidate the same
+    /// score, confidence and cost as computing them per candidate.
+    #[test]
+    fn precomputed_capability_scores_match_the_computed_ones() {
+        let router = Router::builder()
+            .capabilities(["chat", "code", "vision"])
+            .node(
+                NodeSpec::new("a")
+                    .capabilities(["chat", "code"])
+                    .capability_score("code", 0.5),
+            )
+            .node(
+                NodeSpec::new("b")
+                    .capabilities(["chat", "vision"])
+                    .capability_score("chat", 0.8)
+                    .capability_score("vision", 0.3),
+            )
+            .node(NodeSpec::new("c").capabilities(["code"]))
+            .chain(ChainSpec::new("ab", ["a", "b"]))
+            .build()
+            .unwrap();
+        let table = router.reader().snapshot().clone();
+        table.check_invariants().unwrap();
+        let mut compared = 0;
+        for name in ["chat", "code", "vision"] {
+            let task = Task::new(1, 200, 50)
+                .require(router.resolve(&[name]).unwrap())
+                .max_latency_ms(60_000);
+            let (pool, req_len, scores) = table.pool_counted(&task.constraints.required).unwrap();
+            assert_eq!((req_len, scores.len()), (1, pool.len()));
+            let demand = Demand::new(&table, &task, req_len, None);
+            for (at, &slot) in pool.iter().enumerate() {
+                let (mut pre, mut computed) = (RouteChoice::default(), RouteChoice::default());
+                let a = evaluate(&table, slot, &demand, Some(scores[at] as f64), &mut pre);
+                let b = evaluate(&table, slot, &demand, None, &mut computed);
+                assert_eq!(a, b);
+                assert_eq!(pre, computed, "{name}, slot {slot}");
+                compared += 1;
+            }
+        }
+        // chat: a, b, ab; code: a, c, ab; vision: b, ab.
+        assert_eq!(compared, 8);
     }
 }

@@ -275,6 +275,10 @@ pub struct RoutingTable {
     pub(crate) routes: Box<[RouteEntry]>,
     /// For each capability bit, the slots of the routes that offer it.
     pub(crate) by_cap: Box<[Box<[u32]>]>,
+    /// Beside each entry of `by_cap[bit]`: the route's capability score for a task that
+    /// requires `bit` alone (its node's score for `bit`, 1 when unscored), precomputed for
+    /// single-stage routes; NaN for chains, whose score depends on which stages offer what.
+    pub(crate) by_cap_score: Box<[Box<[f32]>]>,
     /// Every route slot, for tasks with no requirement.
     pub(crate) all: Box<[u32]>,
     /// Stable node id → node slot (`u32::MAX` when absent).
@@ -485,6 +489,25 @@ impl RoutingTable {
                 }
             }
         }
+        let by_cap_score = by_cap
+            .iter()
+            .enumerate()
+            .map(|(bit, list)| {
+                list.iter()
+                    .map(|&slot| match *routes[slot as usize].stages() {
+                        [node] => {
+                            let n = &entries[node as usize];
+                            let at = n.scores_at as usize;
+                            scores[at..at + n.scores_len as usize]
+                                .iter()
+                                .find(|&&(b, _)| b as usize == bit)
+                                .map_or(1.0, |&(_, s)| s)
+                        }
+                        _ => f32::NAN,
+                    })
+                    .collect()
+            })
+            .collect();
         let mut weights = weights;
         weights.alternatives = weights.alternatives.min(MAX_ALTERNATIVES);
         let max_weight = routes.iter().map(|r| r.weight).fold(0.0, f64::max);
@@ -500,6 +523,7 @@ impl RoutingTable {
             nodes: entries.into_boxed_slice(),
             routes: routes.into_boxed_slice(),
             by_cap: by_cap.into_iter().map(Vec::into_boxed_slice).collect(),
+            by_cap_score,
             node_slot: node_slot.into_boxed_slice(),
             chain_slot: chain_slot.into_boxed_slice(),
             slack_margin: weights.slack,
@@ -637,14 +661,17 @@ impl RoutingTable {
     /// required capability has no route at all.
     #[inline]
     pub(crate) fn pool(&self, required: &CapSet) -> Option<&[u32]> {
-        self.pool_counted(required).map(|(pool, _)| pool)
+        self.pool_counted(required).map(|(pool, ..)| pool)
     }
 
     /// As [`pool`](Self::pool), with the number of required capabilities counted on the way
-    /// (the decision needs both; the baseline x86-64 target has no popcount instruction).
+    /// (the decision needs both; the baseline x86-64 target has no popcount instruction),
+    /// and, when exactly one capability is required, its precomputed scores beside the pool
+    /// (`by_cap_score`; empty otherwise).
     #[inline]
-    pub(crate) fn pool_counted(&self, required: &CapSet) -> Option<(&[u32], usize)> {
+    pub(crate) fn pool_counted(&self, required: &CapSet) -> Option<(&[u32], usize, &[f32])> {
         let mut best: &[u32] = &self.all;
+        let mut best_bit = usize::MAX;
         let mut count = 0;
         for bit in required.iter() {
             count += 1;
@@ -652,11 +679,18 @@ impl RoutingTable {
             if list.is_empty() {
                 return None;
             }
-            if list.len() < best.len() {
+            // A capability's list as long as `all` holds the same slots in the same order:
+            // prefer it, for its scores.
+            if list.len() < best.len() || (best_bit == usize::MAX && list.len() == best.len()) {
                 best = list;
+                best_bit = bit;
             }
         }
-        Some((best, count))
+        let scores = match self.by_cap_score.get(best_bit) {
+            Some(s) if count == 1 => &**s,
+            _ => &[],
+        };
+        Some((best, count, scores))
     }
 
     /// Checks the snapshot's internal invariants; returns the first broken one.
@@ -701,6 +735,29 @@ impl RoutingTable {
         }
         if self.all.len() != self.routes.len() {
             return Err("route list length".into());
+        }
+        if self.by_cap_score.len() != self.by_cap.len() {
+            return Err("capability score index length".into());
+        }
+        for (bit, (list, scores)) in self.by_cap.iter().zip(self.by_cap_score.iter()).enumerate() {
+            if list.len() != scores.len() {
+                return Err(format!("capability score index length at bit {bit}"));
+            }
+            for (&slot, &pre) in list.iter().zip(scores.iter()) {
+                let expected = match *self.routes[slot as usize].stages() {
+                    [node] => self
+                        .scores_of(&self.nodes[node as usize])
+                        .iter()
+                        .find(|&&(b, _)| b as usize == bit)
+                        .map_or(1.0, |&(_, s)| s),
+                    _ => f32::NAN,
+                };
+                if pre.to_bits() != expected.to_bits() {
+                    return Err(format!(
+                        "route {slot}: precomputed score {pre} for bit {bit}, expected {expected}"
+                    ));
+                }
+            }
         }
         Ok(())
     }
