@@ -250,6 +250,85 @@ pub fn load_for_utilization(w: &Workload, cfg: &SimConfig, target: f64) -> Optio
     Some(0.5 * (lo + hi))
 }
 
+/// Probes [`calibrate_load`] makes at most.
+pub const CALIBRATION_PROBES: usize = 5;
+/// How close to the target the measured median must come for [`calibrate_load`] to stop.
+pub const CALIBRATION_TOLERANCE: f64 = 0.025;
+
+/// What [`calibrate_load`] chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibratedLoad {
+    /// The load chosen (rounded to hundredths, as `--load` would be written).
+    pub load: f64,
+    /// The compared policies' median measured busy share there (`arrival_utilization`).
+    pub median_busy: f64,
+    /// Replays it took (each runs every policy once).
+    pub probes: usize,
+}
+
+/// The load at which the compared `policies` measure, as their median, `target` busy while
+/// the requests arrive: starting from `first` (the fluid model's estimate, see
+/// [`load_for_utilization`]), each probe replays every policy at the load (`build` makes the
+/// workload for a config) and scales the load by target / measured, until the median is
+/// within [`CALIBRATION_TOLERANCE`] or [`CALIBRATION_PROBES`] replays are spent; the probe
+/// closest to the target wins. The fluid model leaves out batching, prefix hits and how
+/// each policy places work, so on a trace whose long requests only some nodes can serve the
+/// fleet it promises 65 % busy measures 40 %.
+///
+/// # Errors
+/// Whatever `build` or the replay returns.
+pub fn calibrate_load(
+    first: f64,
+    policies: &[&str],
+    cfg: &SimConfig,
+    target: f64,
+    build: &mut dyn FnMut(&SimConfig) -> Result<Workload, String>,
+) -> Result<CalibratedLoad, String> {
+    let round = |l: f64| ((l * 100.0).round() / 100.0).max(0.01);
+    let mut load = round(first);
+    let mut best = CalibratedLoad {
+        load,
+        median_busy: f64::NAN,
+        probes: 0,
+    };
+    for probe in 1..=CALIBRATION_PROBES {
+        best.probes = probe;
+        let at = SimConfig {
+            load,
+            spike: None,
+            ..cfg.clone()
+        };
+        let w = build(&at)?;
+        let outcomes = crate::event::compare_outcomes(&w, policies, &at, &mut |_, _| {})
+            .map_err(|e| e.to_string())?;
+        let mut busy: Vec<f64> = outcomes
+            .iter()
+            .map(|o| o.report.arrival_utilization)
+            .collect();
+        busy.sort_by(f64::total_cmp);
+        let median = match busy.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => busy[n / 2],
+            n => 0.5 * (busy[n / 2 - 1] + busy[n / 2]),
+        };
+        // The first probe, or one closer to the target.
+        if best.median_busy.is_nan() || (median - target).abs() < (best.median_busy - target).abs()
+        {
+            best.load = load;
+            best.median_busy = median;
+        }
+        if (median - target).abs() <= CALIBRATION_TOLERANCE || median.is_nan() || median <= 0.0 {
+            break;
+        }
+        let next = round(load * target / median);
+        if next == load {
+            break;
+        }
+        load = next;
+    }
+    Ok(best)
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -28,7 +28,8 @@ mod workload;
 
 pub use cache::{PrefixCache, BLOCK_TOKENS};
 pub use capacity::{
-    fluid_capacity, load_for_utilization, FluidCapacity, DEFAULT_TARGET_UTILIZATION,
+    calibrate_load, fluid_capacity, load_for_utilization, CalibratedLoad, FluidCapacity,
+    CALIBRATION_PROBES, CALIBRATION_TOLERANCE, DEFAULT_TARGET_UTILIZATION,
 };
 pub use error::{SimError, POLICY_NAMES};
 pub use event::{compare, compare_outcomes, run_policy, run_policy_with_progress, PROGRESS_EVERY};

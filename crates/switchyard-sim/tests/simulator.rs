@@ -477,8 +477,8 @@ fn simulate_rejects_bad_input_cleanly() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Without `--load` the comparison picks the load at which the modelled fleet is 65 % busy,
-/// from the fleet and the trace, and says so; the rule scales with the trace's rate.
+/// Without `--load` the comparison starts from the load at which the modelled fleet is 65 %
+/// busy, from the fleet and the trace (the rule scales with the trace's rate), and says so.
 #[test]
 fn the_default_load_keeps_the_modelled_fleet_busy() {
     use switchyard_sim::{fluid_capacity, load_for_utilization, DEFAULT_TARGET_UTILIZATION};
@@ -546,8 +546,62 @@ fn the_default_load_keeps_the_modelled_fleet_busy() {
         text.contains(", the default: the arrival rate scaled"),
         "{text}"
     );
-    assert!(text.contains("65 % busy"), "{text}");
+    assert!(text.contains("median busy share is 65 %"), "{text}");
+    assert!(text.contains("from the fluid model's x"), "{text}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The default load is then corrected by measurement: replays of the compared policies
+/// move it until their median busy share is near the target, and the probe closest to it
+/// is the one chosen.
+#[test]
+fn the_default_load_is_calibrated_by_replaying_the_policies() {
+    use switchyard_sim::{
+        calibrate_load, load_for_utilization, CALIBRATION_PROBES, CALIBRATION_TOLERANCE,
+    };
+    let rows = synthetic_rows(400);
+    let cfg = SimConfig::default();
+    let mut build =
+        |c: &SimConfig| Workload::new("t", &rows, default_fleet(), c).map_err(|e| e.to_string());
+    let w = build(&cfg).unwrap();
+    let policies = ["round_robin", "least_in_flight", "switchyard"];
+    let median_at = |load: f64| {
+        let at = SimConfig {
+            load,
+            ..cfg.clone()
+        };
+        let w = Workload::new("t", &rows, default_fleet(), &at).unwrap();
+        let mut busy: Vec<f64> = compare(&w, &policies, &at)
+            .unwrap()
+            .policies
+            .iter()
+            .map(|p| p.arrival_utilization)
+            .collect();
+        busy.sort_by(f64::total_cmp);
+        busy[1]
+    };
+    for target in [0.4, 0.65] {
+        let first = load_for_utilization(&w, &cfg, target).unwrap();
+        let chosen = calibrate_load(first, &policies, &cfg, target, &mut build).unwrap();
+        assert!(
+            (1..=CALIBRATION_PROBES).contains(&chosen.probes),
+            "{chosen:?}"
+        );
+        // What it reports is what a replay at that load measures.
+        assert!((median_at(chosen.load) - chosen.median_busy).abs() < 1e-9);
+        // At least as close as the fluid model's estimate, and within tolerance unless it
+        // ran out of probes.
+        let fluid = median_at(((first * 100.0).round() / 100.0).max(0.01));
+        assert!(
+            (chosen.median_busy - target).abs() <= (fluid - target).abs() + 1e-9,
+            "{chosen:?} against {fluid} at x{first}"
+        );
+        assert!(
+            (chosen.median_busy - target).abs() <= CALIBRATION_TOLERANCE
+                || chosen.probes == CALIBRATION_PROBES,
+            "{chosen:?}"
+        );
+    }
 }
 
 /// Routing accuracy is taken over the tasks some capable node could have served within

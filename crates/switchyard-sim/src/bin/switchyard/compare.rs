@@ -6,8 +6,9 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use switchyard_sim::{
-    compare_outcomes, load_for_utilization, open_trace, GatewayModel, Report, SimConfig, Spike,
-    SpikeReport, Workload, DEFAULT_TARGET_UTILIZATION, POLICY_NAMES, SPIKE_HEADER,
+    calibrate_load, compare_outcomes, load_for_utilization, open_trace, GatewayModel, Report,
+    SimConfig, Spike, SpikeReport, Workload, DEFAULT_TARGET_UTILIZATION, POLICY_NAMES,
+    SPIKE_HEADER,
 };
 
 use crate::progress::Progress;
@@ -72,7 +73,8 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         })
     };
     let mut workload = build(&cfg)?;
-    // Without --load: the load at which the modelled fleet is DEFAULT_TARGET_UTILIZATION busy.
+    // Without --load: the load at which the compared policies measure, as their median,
+    // DEFAULT_TARGET_UTILIZATION busy, starting from the fluid model's estimate.
     let load_rule = if args.load.is_none() {
         let flat = SimConfig {
             spike: None,
@@ -80,13 +82,31 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
         };
         match load_for_utilization(&workload, &flat, DEFAULT_TARGET_UTILIZATION) {
             Some(l) => {
-                cfg.load = ((l * 100.0).round() / 100.0).max(0.01);
+                // Under the shared gateway model whatever `--gateway` says, so that both
+                // models replay a trace at the same default load.
+                let shared = SimConfig {
+                    gateway: GatewayModel::default(),
+                    ..cfg.clone()
+                };
+                let chosen = calibrate_load(
+                    l,
+                    &policies,
+                    &shared,
+                    DEFAULT_TARGET_UTILIZATION,
+                    &mut |c: &SimConfig| build(c),
+                )?;
+                cfg.load = chosen.load;
                 workload = build(&cfg)?;
                 format!(
-                    ", the default: the arrival rate scaled so the offered work, inflated by \
-                     the batch slowdown, keeps the modelled fleet {:.0} % busy, the middle of \
-                     50-80 %, where routing matters; --load L to choose",
-                    100.0 * DEFAULT_TARGET_UTILIZATION
+                    ", the default: the arrival rate scaled so the compared policies' median \
+                     busy share is {:.0} % while the requests arrive ({:.0} % measured in {} \
+                     replay{} from the fluid model's x{:.2}), the middle of 50-80 %, where \
+                     routing matters; --load L to choose",
+                    100.0 * DEFAULT_TARGET_UTILIZATION,
+                    100.0 * chosen.median_busy,
+                    chosen.probes,
+                    if chosen.probes == 1 { "" } else { "s" },
+                    l
                 )
             }
             None => ", the trace's own rate: the default rule needs an arrival span".into(),
