@@ -15,37 +15,47 @@ pub(crate) fn allocate(
     options: &RouteOptions,
     task: &Task,
 ) -> Result<Lease, RouteError> {
+    allocate_on(table, options, task, true)
+}
+
+/// As [`allocate`], for `options` that `select::plan` has just written from this same
+/// `table` (`RouteReader::route_into`): every planned slot holds its planned route, so the
+/// checks that options from another snapshot or router are not stale are skipped.
+pub(crate) fn allocate_planned(
+    table: &RoutingTable,
+    options: &RouteOptions,
+    task: &Task,
+) -> Result<Lease, RouteError> {
+    allocate_on(table, options, task, false)
+}
+
+/// [`allocate`]; `check`: whether the options may come from another snapshot or router.
+#[inline(always)]
+fn allocate_on(
+    table: &RoutingTable,
+    options: &RouteOptions,
+    task: &Task,
+    check: bool,
+) -> Result<Lease, RouteError> {
     let tenant = tenant_allows(table, task)?;
     // One lease, filled in place by each attempt and emptied by a failed one: built once and
     // moved once, on the way out (a lease is too large to move in registers).
     let mut lease = Lease::empty(task);
-    let mut stale = true;
+    let mut stale = check;
     for (rank, choice) in options.choices().iter().enumerate() {
-        // The planned slot is only trusted when it still holds the planned route: an epoch
-        // alone does not identify a snapshot (options planned on another router share it).
-        let same_slot = table
-            .routes
-            .get(choice.route.slot as usize)
-            .is_some_and(|r| r.id == choice.route.route);
-        let slot = if choice.route.epoch == table.epoch && same_slot {
-            Some(choice.route.slot)
+        let slot = if check {
+            let Some(slot) = current_slot(table, choice) else {
+                continue;
+            };
+            stale = false;
+            slot
         } else {
-            table.route_slot(choice.route.route)
+            debug_assert_eq!(
+                table.routes[choice.route.slot as usize].id,
+                choice.route.route
+            );
+            choice.route.slot
         };
-        let Some(slot) = slot else { continue };
-        // A chain re-created under the same name may have other stages now: then the plan
-        // is stale, not a plan for the new chain.
-        let r = &table.routes[slot as usize];
-        let same_stages = r
-            .stages()
-            .iter()
-            .zip(choice.route.stages())
-            .all(|(&s, id)| table.nodes[s as usize].id == *id)
-            && r.len == choice.route.len;
-        if !same_stages {
-            continue;
-        }
-        stale = false;
         match reserve_route(table, slot, task, choice, rank, tenant, &mut lease) {
             Ok(()) => return Ok(lease),
             Err(RouteError::Saturated) => {}
@@ -59,36 +69,30 @@ pub(crate) fn allocate(
     })
 }
 
-/// As [`allocate`], for `options` that `select::plan` has just written from this same
-/// `table` (`RouteReader::route_into`): every planned slot holds its planned route, so the
-/// checks that options from another snapshot or router are not stale are skipped.
-pub(crate) fn allocate_planned(
-    table: &RoutingTable,
-    options: &RouteOptions,
-    task: &Task,
-) -> Result<Lease, RouteError> {
-    let tenant = tenant_allows(table, task)?;
-    let mut lease = Lease::empty(task);
-    for (rank, choice) in options.choices().iter().enumerate() {
-        debug_assert_eq!(
-            table.routes[choice.route.slot as usize].id,
-            choice.route.route
-        );
-        match reserve_route(
-            table,
-            choice.route.slot,
-            task,
-            choice,
-            rank,
-            tenant,
-            &mut lease,
-        ) {
-            Ok(()) => return Ok(lease),
-            Err(RouteError::Saturated) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(RouteError::Saturated)
+/// The slot of `table` that holds `choice`'s route with the same stages; `None` when the
+/// plan is stale there.
+fn current_slot(table: &RoutingTable, choice: &RouteChoice) -> Option<u32> {
+    // The planned slot is only trusted when it still holds the planned route: an epoch
+    // alone does not identify a snapshot (options planned on another router share it).
+    let same_slot = table
+        .routes
+        .get(choice.route.slot as usize)
+        .is_some_and(|r| r.id == choice.route.route);
+    let slot = if choice.route.epoch == table.epoch && same_slot {
+        choice.route.slot
+    } else {
+        table.route_slot(choice.route.route)?
+    };
+    // A chain re-created under the same name may have other stages now: then the plan is
+    // stale, not a plan for the new chain.
+    let r = &table.routes[slot as usize];
+    let same_stages = r
+        .stages()
+        .iter()
+        .zip(choice.route.stages())
+        .all(|(&s, id)| table.nodes[s as usize].id == *id)
+        && r.len == choice.route.len;
+    same_stages.then_some(slot)
 }
 
 /// The task's tenant rate limit, if it has one; `TenantRateLimited` when the tenant is over
