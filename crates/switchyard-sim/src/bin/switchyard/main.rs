@@ -82,8 +82,9 @@ pub struct SimArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Scale the arrival rate (2 = arrival times halved). Default in the virtual-time
-    /// comparison: the load at which the fleet's modelled capacity is 65 % busy (see the
-    /// header); in the real-time replay, 1.
+    /// comparison: the load at which the compared policies' median measured busy share is
+    /// 65 %, found by replaying them from the fluid model's estimate (see the header); in
+    /// the real-time replay, 1.
     #[arg(long)]
     pub load: Option<f64>,
     /// Replay in real time through a real dispatcher, compressing time by X (200 replays
