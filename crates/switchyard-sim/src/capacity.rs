@@ -273,7 +273,7 @@ pub struct CalibratedLoad {
 /// within [`CALIBRATION_TOLERANCE`] or [`CALIBRATION_PROBES`] replays are spent; the probe
 /// closest to the target wins. The fluid model leaves out batching, prefix hits and how
 /// each policy places work, so on a trace whose long requests only some nodes can serve the
-/// fleet it promises 65 % busy measures 40 %.
+/// fleet it promises 65 % busy measures 37-66 % by policy (median 45 %).
 ///
 /// # Errors
 /// Whatever `build` or the replay returns.
