@@ -244,7 +244,7 @@ pub(crate) fn fleet_utilization(nodes: &[NodeMetrics]) -> crate::model::Resource
 pub struct RoutingMetrics {
     /// Decision latency (plan + reserve), from every worker's histogram.
     pub decision_latency: LatencySummary,
-    /// Tasks accepted by `submit` (dispatched + no route + queued).
+    /// Tasks accepted by `submit` (dispatched + no route + queued + waiting).
     pub submitted: u64,
     /// Tasks refused at `submit` (full or shut down).
     pub refused: u64,
@@ -277,6 +277,8 @@ pub struct RoutingMetrics {
     pub in_flight: u64,
     /// Tasks waiting in the queues.
     pub queued: u64,
+    /// Tasks taken by workers and held waiting for room (see `Dispatcher::waiting`).
+    pub waiting: u64,
     /// Per-node figures (current nodes, then draining ones).
     pub nodes: Vec<NodeMetrics>,
     /// See [`balance_deviation`], over current nodes.

@@ -15,7 +15,7 @@
 //! | `switchyard_no_route_total` | counter | `reason` |
 //! | `switchyard_shed_total` | counter | `class` |
 //! | `switchyard_submit_refused_total` | counter | |
-//! | `switchyard_in_flight`, `switchyard_queued` | gauge | |
+//! | `switchyard_in_flight`, `switchyard_queued`, `switchyard_waiting` | gauge | |
 //! | `switchyard_balance_deviation`, `switchyard_snapshot_epoch` | gauge | |
 //! | `switchyard_node_in_flight`, `switchyard_node_tokens_in_flight` | gauge | `node` |
 //! | `switchyard_node_utilization`, `switchyard_node_latency_ewma_seconds` | gauge | `node` |
@@ -222,7 +222,7 @@ pub fn render(m: &RoutingMetrics, decision_ns: Option<&Histogram<u64>>) -> Strin
         Value::Int(m.refused),
     );
 
-    let gauges: [(&str, &str, Value); 4] = [
+    let gauges: [(&str, &str, Value); 5] = [
         (
             "switchyard_in_flight",
             "Tickets out with the backend.",
@@ -232,6 +232,11 @@ pub fn render(m: &RoutingMetrics, decision_ns: Option<&Histogram<u64>>) -> Strin
             "switchyard_queued",
             "Tasks waiting in the dispatcher's queues.",
             Value::Int(m.queued),
+        ),
+        (
+            "switchyard_waiting",
+            "Tasks held by workers waiting for room (every feasible route was full).",
+            Value::Int(m.waiting),
         ),
         (
             "switchyard_balance_deviation",

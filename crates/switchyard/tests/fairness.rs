@@ -214,7 +214,7 @@ fn expired_tasks_are_shed_from_every_tenant_on_time() {
     submit(B);
     wait_until("B's first task", || backend.held() == 1);
     submit(B);
-    wait_until("B's second task to wait", || d.queued() == 0);
+    wait_until("B's second task to wait", || d.waiting() == 1);
     std::thread::sleep(Duration::from_millis(5));
     backend.complete_all();
     wait_until("B's second task", || backend.held() == 1);

@@ -190,13 +190,19 @@ fn a_task_with_no_room_waits_in_a_worker_list_and_holds_back_later_ones() {
     d.submit_inline(Task::new(1, 50, 10), ()).unwrap();
     assert_eq!(d.backend().thread_of(1), Some(me), "room: routed here");
     // No room for task 2: queued, and held in the worker's waiting list.
+    // (`waiting`, not `queued`: a task taken off the queue is counted as waiting only once
+    // its worker has tried it, and a caller in between may route beside it.)
     d.submit_inline(Task::new(2, 50, 10), ()).unwrap();
-    wait_until("task 2 is taken off the queue", || d.queued() == 0);
+    wait_until("task 2 waits in the worker's list", || d.waiting() == 1);
+    assert_eq!(d.queued(), 0);
     assert_eq!(d.backend().seen().len(), 1);
     // While it waits, task 3 goes through the queue too and waits behind it, though the
     // caller would have found room for it.
     d.submit_inline(Task::new(3, 5, 5), ()).unwrap();
-    wait_until("task 3 is taken off the queue", || d.queued() == 0);
+    wait_until("task 3 waits behind it", || d.waiting() == 2);
+    let m = d.metrics();
+    assert_eq!((m.waiting, m.queued, m.dispatched), (2, 0, 1));
+    assert_eq!(m.submitted, 3, "the waiting tasks count as submitted");
     thread::sleep(Duration::from_millis(5));
     assert_eq!(
         d.backend().seen().len(),
@@ -216,6 +222,7 @@ fn a_task_with_no_room_waits_in_a_worker_list_and_holds_back_later_ones() {
         t.complete(Completion::success(1.0, 5));
     }
     // Nothing waits any more: the caller routes again.
+    wait_until("the worker's list is empty", || d.waiting() == 0);
     d.submit_inline(Task::new(4, 5, 5), ()).unwrap();
     assert_eq!(d.backend().thread_of(4), Some(me));
     for t in d.backend().held.lock().unwrap().drain(..) {

@@ -432,6 +432,7 @@ fn check_against(ex: &Exposition, m: &RoutingMetrics) {
         ("switchyard_submit_refused_total", "counter"),
         ("switchyard_in_flight", "gauge"),
         ("switchyard_queued", "gauge"),
+        ("switchyard_waiting", "gauge"),
         ("switchyard_balance_deviation", "gauge"),
         ("switchyard_snapshot_epoch", "gauge"),
         ("switchyard_node_in_flight", "gauge"),
@@ -472,6 +473,7 @@ fn check_against(ex: &Exposition, m: &RoutingMetrics) {
     assert_eq!(v("switchyard_submit_refused_total", &[]), m.refused as f64);
     assert_eq!(v("switchyard_in_flight", &[]), m.in_flight as f64);
     assert_eq!(v("switchyard_queued", &[]), m.queued as f64);
+    assert_eq!(v("switchyard_waiting", &[]), m.waiting as f64);
     assert_eq!(v("switchyard_balance_deviation", &[]), m.balance_deviation);
     assert_eq!(v("switchyard_snapshot_epoch", &[]), m.epoch as f64);
 

@@ -402,6 +402,16 @@ impl<B: Backend> Dispatcher<B> {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
+    /// Tasks taken by workers and held in their waiting lists: every feasible route was full
+    /// when they were tried, and they wait for room (or their class's `saturation_wait`).
+    ///
+    /// A worker publishes its count after it has tried a task it took from the queue, so a
+    /// task just taken shows in neither [`queued`](Self::queued) nor here for that moment.
+    pub fn waiting(&self) -> usize {
+        // Relaxed: a gauge; see `Waiting::publish`.
+        self.shared.saturated.load(Ordering::Relaxed)
+    }
+
     fn dispatched(&self) -> u64 {
         // Relaxed: report counters; see `in_flight` for how they pair with outcomes.
         self.shared
@@ -495,6 +505,7 @@ impl<B: Backend> Dispatcher<B> {
             .map(|n| n.utilization)
             .collect();
         let queued = self.queued() as u64;
+        let waiting = self.waiting() as u64;
         let (reclaimed_leases, late_completions) = s.router.lease_counts();
         RoutingMetrics {
             admitted_by_class: admitted.into(),
@@ -505,7 +516,7 @@ impl<B: Backend> Dispatcher<B> {
             late_completions,
             utilization: crate::metrics::fleet_utilization(&nodes),
             decision_latency: LatencySummary::of(&h),
-            submitted: dispatched + no_route.iter().sum::<u64>() + queued,
+            submitted: dispatched + no_route.iter().sum::<u64>() + queued + waiting,
             // Relaxed: a report counter.
             refused: s.refused.load(Ordering::Relaxed),
             dispatched,
@@ -517,6 +528,7 @@ impl<B: Backend> Dispatcher<B> {
             shed_by_class: shed.into(),
             outcomes,
             queued,
+            waiting,
             balance_deviation: balance_deviation(&utils),
             nodes,
             epoch: s.router.snapshot().epoch(),
