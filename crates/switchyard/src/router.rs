@@ -208,9 +208,10 @@ impl RouterBuilder {
         }
         self.retry.validate()?;
         let cell = SnapshotCell::new(Arc::new(RoutingTable::build(
+            Default::default(),
             0,
             Arc::new(ctl.registry().clone()),
-            &[],
+            std::iter::empty(),
             &[],
             ScoringWeights::default(),
             Default::default(),

@@ -32,7 +32,7 @@ use crate::lease::slab::LeaseShared;
 use crate::model::{HealthStatus, NodeId, Outcome};
 use crate::node::{Amounts, ChainSpec, NodeLive, NodeSpec, Resolved};
 use crate::routing::table::{
-    ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights,
+    ChainInput, Headroom, HealthView, NodeInput, RoutingTable, ScoringWeights, Spare,
 };
 use crate::sync::{arc_from_std, Arc, SnapshotCell};
 use crate::tenant::TenantLimit;
@@ -123,6 +123,8 @@ pub(crate) struct Controller {
     /// thread drops them once nobody else does, so a worker never pays for freeing a table.
     current: Option<Arc<RoutingTable>>,
     old_tables: Vec<Arc<RoutingTable>>,
+    /// The emptied buffers of one snapshot nobody holds any more, for the next publish.
+    spare: Option<Spare>,
 }
 
 impl Controller {
@@ -154,6 +156,7 @@ impl Controller {
             dirty: true,
             current: None,
             old_tables: Vec::new(),
+            spare: None,
         })
     }
 
@@ -261,7 +264,7 @@ impl Controller {
         changed |= panic != self.panic;
         self.panic = panic;
         // Old snapshots first: they may be what still holds a removed node.
-        self.old_tables.retain(|t| Arc::strong_count(t) > 1);
+        self.reclaim_tables();
         // A removed node leaves the report once nothing but us holds it: then no lease or
         // ticket can still record on it, and its counts move into the retired totals.
         let totals = &mut self.retired_totals;
@@ -345,26 +348,22 @@ impl Controller {
     /// Builds and stores a snapshot of the desired fleet.
     pub(crate) fn publish(&mut self, cell: &SnapshotCell<RoutingTable>) -> TickReport {
         self.epoch += 1;
-        let nodes: Vec<NodeInput> = self
-            .nodes
-            .iter()
-            .map(|n| NodeInput {
-                id: n.id,
-                name: n.name.clone(),
-                live: n.live.clone(),
-                res: n.res.clone(),
-                status: n.status,
-                latency_factor: n.latency_factor,
-                balance: n.balance,
-                success_rate: n.success_rate,
-                eligible: n.verdict.eligible,
-                pinned_out: n.health.manual == Some(HealthStatus::Failed),
-                probe_only: n.verdict.probe_only,
-                health_weight: n.verdict.weight,
-                quality: n.quality,
-                external: n.external,
-            })
-            .collect();
+        let nodes = self.nodes.iter().map(|n| NodeInput {
+            id: n.id,
+            name: &n.name,
+            live: &n.live,
+            res: &n.res,
+            status: n.status,
+            latency_factor: n.latency_factor,
+            balance: n.balance,
+            success_rate: n.success_rate,
+            eligible: n.verdict.eligible,
+            pinned_out: n.health.manual == Some(HealthStatus::Failed),
+            probe_only: n.verdict.probe_only,
+            health_weight: n.verdict.weight,
+            quality: n.quality,
+            external: n.external,
+        });
         let chains: Vec<ChainInput> = self
             .chains
             .iter()
@@ -380,10 +379,17 @@ impl Controller {
                 caps: c.caps,
             })
             .collect();
+        // The registry only grows (names are interned, never renamed or removed), so the
+        // last snapshot's copy is still exact while the count matches.
+        let registry = match &self.current {
+            Some(t) if t.registry.len() == self.registry.len() => Arc::clone(&t.registry),
+            _ => Arc::new(self.registry.clone()),
+        };
         let table = RoutingTable::build(
+            self.spare.take().unwrap_or_default(),
             self.epoch,
-            Arc::new(self.registry.clone()),
-            &nodes,
+            registry,
+            nodes,
             &chains,
             self.weights,
             HealthView {
@@ -405,9 +411,89 @@ impl Controller {
         if let Some(prev) = self.current.replace(table) {
             self.old_tables.push(prev);
         }
-        // Dropped here, on the control thread, once no reader holds them any more.
-        self.old_tables.retain(|t| Arc::strong_count(t) > 1);
+        self.reclaim_tables();
         self.dirty = false;
         self.report(true)
+    }
+
+    /// Drops the old snapshots no reader holds any more, here on the control thread, and
+    /// keeps the buffers of one for the next publish (emptied: the `Arc`s its entries held,
+    /// removed nodes' among them, are released now).
+    fn reclaim_tables(&mut self) {
+        // Backwards, so that what `swap_remove` moves into place was already looked at.
+        for i in (0..self.old_tables.len()).rev() {
+            if Arc::strong_count(&self.old_tables[i]) > 1 {
+                continue;
+            }
+            let table = self.old_tables.swap_remove(i);
+            // `try_unwrap` confirms we hold the last reference, with Acquire ordering
+            // against the Release of the reader that dropped the one before it; a reader
+            // cannot take a new one, since the cell holds a newer table.
+            match Arc::try_unwrap(table) {
+                Ok(table) if self.spare.is_none() => self.spare = Some(Spare::from_table(table)),
+                Ok(_) => {}
+                Err(table) => self.old_tables.push(table),
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(switchyard_loom)))]
+mod test {
+    use crate::sync::Arc;
+    use crate::{NodeSpec, Router, ScoringWeights};
+
+    /// Publishes a new snapshot (a weight change, then a tick).
+    fn republish(router: &Router, load: f64) {
+        let w = ScoringWeights {
+            load,
+            ..ScoringWeights::default()
+        };
+        router.set_weights(w).unwrap();
+        assert!(router.tick().published);
+    }
+
+    #[test]
+    fn a_publish_fills_the_buffers_of_a_table_nobody_holds_and_never_of_a_held_one() {
+        let router = Router::builder()
+            .nodes((0..8).map(|i| NodeSpec::new(format!("n{i}"))))
+            .build()
+            .unwrap();
+        let a = router.snapshot();
+        let a_nodes = a.nodes.as_ptr();
+        drop(a);
+        // B retires A, which nobody holds: its buffers are kept, emptied, and C is built in
+        // them.
+        republish(&router, 2.0);
+        {
+            let ctl = router.control();
+            let spare = ctl.spare.as_ref().expect("A's buffers are kept");
+            assert_eq!(spare.nodes.as_ptr(), a_nodes);
+            assert!(spare.nodes.is_empty() && spare.nodes.capacity() == 8);
+            assert!(spare.routes.is_empty() && spare.all.is_empty());
+        }
+        republish(&router, 3.0);
+        let c = router.snapshot();
+        assert_eq!(c.nodes.as_ptr(), a_nodes, "C is built in A's node buffer");
+        assert_eq!(c.weights.load, 3.0);
+        let names: Vec<_> = c.nodes.iter().map(|n| n.name.to_string()).collect();
+        assert_eq!(names, (0..8).map(|i| format!("n{i}")).collect::<Vec<_>>());
+        assert_eq!(c.routes.len(), 8);
+        assert_eq!(&*c.all, &[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert!(c.check_invariants().is_ok());
+        // Held: C stays intact while D and E are published, and neither is built in it.
+        republish(&router, 4.0);
+        republish(&router, 5.0);
+        let e = router.snapshot();
+        assert!(router
+            .control()
+            .old_tables
+            .iter()
+            .any(|t| Arc::ptr_eq(t, &c)));
+        assert_ne!(e.nodes.as_ptr(), c.nodes.as_ptr());
+        assert_eq!(c.weights.load, 3.0);
+        assert_eq!(c.nodes.len(), 8);
+        assert_eq!(&*c.nodes[7].name, "n7");
+        assert_eq!(e.weights.load, 5.0);
     }
 }

@@ -162,13 +162,14 @@ impl RouteEntry {
     }
 }
 
-/// Inputs the control thread hands to [`RoutingTable::build`].
+/// Inputs the control thread hands to [`RoutingTable::build`], one per node, borrowed from
+/// its own state (a tick copies nothing per node but the table's entries).
 #[derive(Debug, Clone)]
-pub(crate) struct NodeInput {
+pub(crate) struct NodeInput<'a> {
     pub(crate) id: NodeId,
-    pub(crate) name: Arc<str>,
-    pub(crate) live: Arc<NodeLive>,
-    pub(crate) res: Resolved,
+    pub(crate) name: &'a Arc<str>,
+    pub(crate) live: &'a Arc<NodeLive>,
+    pub(crate) res: &'a Resolved,
     pub(crate) status: HealthStatus,
     pub(crate) latency_factor: f64,
     pub(crate) balance: f64,
@@ -263,6 +264,47 @@ pub(crate) struct ChainInput {
     pub(crate) caps: CapSet,
 }
 
+/// The buffers of a snapshot no reader holds any more, emptied, for the next
+/// [`RoutingTable::build`] to fill: at steady state a control tick then allocates no table
+/// memory (a 4096-node table is about 1.6 MB, rebuilt on every tick that changes a weight).
+#[derive(Debug, Default)]
+pub(crate) struct Spare {
+    pub(crate) nodes: Vec<NodeEntry>,
+    pub(crate) routes: Vec<RouteEntry>,
+    pub(crate) by_cap: Vec<Vec<u32>>,
+    pub(crate) by_cap_score: Vec<Vec<f32>>,
+    pub(crate) all: Vec<u32>,
+    pub(crate) node_slot: Vec<u32>,
+    pub(crate) chain_slot: Vec<u32>,
+    pub(crate) scores: Vec<(u16, f32)>,
+}
+
+impl Spare {
+    /// Takes the buffers of `table`, dropping what they hold (the entries' `Arc`s).
+    pub(crate) fn from_table(table: RoutingTable) -> Self {
+        fn empty<T>(b: Box<[T]>) -> Vec<T> {
+            let mut v = b.into_vec();
+            v.clear();
+            v
+        }
+        Self {
+            nodes: empty(table.nodes),
+            routes: empty(table.routes),
+            by_cap: table.by_cap.into_vec().into_iter().map(empty).collect(),
+            by_cap_score: table
+                .by_cap_score
+                .into_vec()
+                .into_iter()
+                .map(empty)
+                .collect(),
+            all: empty(table.all),
+            node_slot: empty(table.node_slot),
+            chain_slot: empty(table.chain_slot),
+            scores: empty(table.scores),
+        }
+    }
+}
+
 /// An immutable view of the fleet at one epoch.
 ///
 /// Obtain one with [`Router::snapshot`](crate::Router::snapshot); it is what every routing
@@ -320,23 +362,40 @@ fn minus_external(cap0: u64, in_flight: u64, tokens: u64) -> u64 {
 }
 
 impl RoutingTable {
-    /// Builds a snapshot. Never panics: a chain naming a node that is not in `nodes` is left
-    /// out, and non-finite or non-positive factors are clamped to neutral values.
-    pub(crate) fn build(
+    /// Builds a snapshot in `spare`'s buffers (or new ones). Never panics: a chain naming a
+    /// node that is not in `nodes` is left out, and non-finite or non-positive factors are
+    /// clamped to neutral values.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build<'a>(
+        spare: Spare,
         epoch: u64,
         registry: Arc<CapabilityRegistry>,
-        nodes: &[NodeInput],
+        nodes: impl ExactSizeIterator<Item = NodeInput<'a>> + Clone,
         chains: &[ChainInput],
         weights: ScoringWeights,
         health: HealthView,
         headroom: Headroom,
     ) -> Self {
-        let max_id = nodes.iter().map(|n| n.id.0 as usize + 1).max().unwrap_or(0);
-        let mut node_slot = vec![ABSENT; max_id];
-        let mean_price = if nodes.is_empty() {
+        let Spare {
+            nodes: mut entries,
+            mut routes,
+            by_cap: by_cap_spare,
+            by_cap_score: mut by_cap_score_spare,
+            mut all,
+            mut node_slot,
+            mut chain_slot,
+            mut scores,
+        } = spare;
+        let max_id = nodes
+            .clone()
+            .map(|n| n.id.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
+        node_slot.resize(max_id, ABSENT);
+        let mean_price = if nodes.len() == 0 {
             0.0
         } else {
-            nodes.iter().map(|n| n.res.price_per_token).sum::<f64>() / nodes.len() as f64
+            nodes.clone().map(|n| n.res.price_per_token).sum::<f64>() / nodes.len() as f64
         };
         let sane = |v: f64, lo: f64, hi: f64, default: f64| {
             if v.is_finite() {
@@ -345,8 +404,7 @@ impl RoutingTable {
                 default
             }
         };
-        let mut entries = Vec::with_capacity(nodes.len());
-        let mut scores: Vec<(u16, f32)> = Vec::new();
+        entries.reserve_exact(nodes.len());
         for n in nodes {
             if node_slot[n.id.0 as usize] != ABSENT {
                 continue; // duplicate id: first wins
@@ -429,28 +487,25 @@ impl RoutingTable {
                 ext_util,
             });
         }
-        let mut routes: Vec<RouteEntry> = entries
-            .iter()
-            .enumerate()
-            .map(|(slot, e)| RouteEntry {
-                id: RouteId::node(e.id),
-                name: e.name.clone(),
-                caps: e.caps,
-                stages: {
-                    let mut s = [0u32; MAX_STAGES];
-                    s[0] = slot as u32;
-                    s
-                },
-                len: 1,
-                weight: e.weight,
-            })
-            .collect();
+        routes.reserve_exact(entries.len() + chains.len());
+        routes.extend(entries.iter().enumerate().map(|(slot, e)| RouteEntry {
+            id: RouteId::node(e.id),
+            name: e.name.clone(),
+            caps: e.caps,
+            stages: {
+                let mut s = [0u32; MAX_STAGES];
+                s[0] = slot as u32;
+                s
+            },
+            len: 1,
+            weight: e.weight,
+        }));
         let max_chain = chains
             .iter()
             .map(|c| c.number as usize + 1)
             .max()
             .unwrap_or(0);
-        let mut chain_slot = vec![ABSENT; max_chain];
+        chain_slot.resize(max_chain, ABSENT);
         'chains: for c in chains {
             if c.stages.is_empty()
                 || c.stages.len() > MAX_STAGES
@@ -481,7 +536,8 @@ impl RoutingTable {
             });
         }
         let ncaps = registry.len();
-        let mut by_cap: Vec<Vec<u32>> = vec![Vec::new(); ncaps];
+        let mut by_cap = by_cap_spare;
+        by_cap.resize_with(ncaps, Vec::new);
         for (slot, r) in routes.iter().enumerate() {
             for bit in r.caps.iter() {
                 if bit < ncaps {
@@ -489,23 +545,27 @@ impl RoutingTable {
                 }
             }
         }
+        by_cap_score_spare.resize_with(ncaps, Vec::new);
         let by_cap_score = by_cap
             .iter()
+            .zip(by_cap_score_spare)
             .enumerate()
-            .map(|(bit, list)| {
-                list.iter()
-                    .map(|&slot| match *routes[slot as usize].stages() {
-                        [node] => {
-                            let n = &entries[node as usize];
-                            let at = n.scores_at as usize;
-                            scores[at..at + n.scores_len as usize]
-                                .iter()
-                                .find(|&&(b, _)| b as usize == bit)
-                                .map_or(1.0, |&(_, s)| s)
-                        }
-                        _ => f32::NAN,
-                    })
-                    .collect()
+            .map(|(bit, (list, mut out))| {
+                out.extend(
+                    list.iter()
+                        .map(|&slot| match *routes[slot as usize].stages() {
+                            [node] => {
+                                let n = &entries[node as usize];
+                                let at = n.scores_at as usize;
+                                scores[at..at + n.scores_len as usize]
+                                    .iter()
+                                    .find(|&&(b, _)| b as usize == bit)
+                                    .map_or(1.0, |&(_, s)| s)
+                            }
+                            _ => f32::NAN,
+                        }),
+                );
+                out.into_boxed_slice()
             })
             .collect();
         let mut weights = weights;
@@ -519,7 +579,10 @@ impl RoutingTable {
             hints: None,
             epoch,
             registry,
-            all: (0..routes.len() as u32).collect(),
+            all: {
+                all.extend(0..routes.len() as u32);
+                all.into_boxed_slice()
+            },
             nodes: entries.into_boxed_slice(),
             routes: routes.into_boxed_slice(),
             by_cap: by_cap.into_iter().map(Vec::into_boxed_slice).collect(),
