@@ -295,8 +295,9 @@ async fn a_429_pauses_that_node() {
     let h = Harness::start(&fleet_toml(&[&busy, &calm], "", "")).await;
     until_hit(&h, &busy, CHAT, 60).await;
     assert_eq!(busy.hits(), 1);
-    // The pause takes effect on the next control tick (10 ms).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The pause was recorded before the request failed over; it takes effect on the next
+    // control tick, run here rather than waited for.
+    h.gw.router().tick();
     for _ in 0..30 {
         let r = h.post("/v1/chat/completions", CHAT, &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -772,7 +773,7 @@ async fn a_429_without_retry_after_pauses_for_the_default() {
     busy.set(Mode::RateLimit(0));
     let h = Harness::start(&fleet_toml(&[&busy, &calm], "default_pause_ms = 60000", "")).await;
     until_hit(&h, &busy, CHAT, 60).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.gw.router().tick(); // the pause recorded with the 429, in force
     for _ in 0..20 {
         let r = h.post("/v1/chat/completions", CHAT, &[]).await;
         assert_eq!(r.status(), StatusCode::OK);

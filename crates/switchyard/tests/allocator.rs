@@ -246,7 +246,8 @@ fn tickets_of_a_hung_backend_are_reclaimed_and_capacity_comes_back() {
     for i in 12..16 {
         d.submit(Task::new(i, 10, 10), ()).unwrap();
     }
-    while d.metrics().dispatched < 12 {
+    // The backend's list, not `dispatched`: that is counted before the ticket reaches it.
+    while d.backend().0.lock().unwrap().len() < 12 {
         std::thread::yield_now();
     }
     // The backend wakes up and completes the old tickets: counted late, nothing released.

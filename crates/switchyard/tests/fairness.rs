@@ -206,27 +206,34 @@ fn expired_tasks_are_shed_from_every_tenant_on_time() {
         .build(shared)
         .unwrap();
     let mut id = 0u64;
-    let mut submit = |tenant| {
-        d.submit(Task::new(id, 100, 50).tenant(tenant), ()).unwrap();
+    // A patient task may wait 30 s (half its latency limit) instead of the class's 50 ms.
+    let mut submit_as = |tenant, patient: bool| {
+        let task = Task::new(id, 100, 50).tenant(tenant);
+        let task = if patient {
+            task.max_latency_ms(60_000)
+        } else {
+            task
+        };
+        d.submit(task, ()).unwrap();
         id += 1;
     };
-    // B is served once from the queue, so it has the older lane (first on ties) ...
-    submit(B);
+    // B is served once from the queue, so it has the older lane (first on ties) ... (its
+    // second task is patient, so that a stalled test thread cannot see it shed)
+    submit_as(B, false);
     wait_until("B's first task", || backend.held() == 1);
-    submit(B);
+    submit_as(B, true);
     wait_until("B's second task to wait", || d.waiting() == 1);
-    std::thread::sleep(Duration::from_millis(5));
     backend.complete_all();
     wait_until("B's second task", || backend.held() == 1);
     // ... then A floods, and B keeps a fresh task at its head: B is next in fair order, its
     // head is still within its wait and does not fit, so retries stop at B every time. A's
     // tasks expire behind A's head all the same and must be shed on time.
     for _ in 0..50 {
-        submit(A);
+        submit_as(A, false);
     }
     let trickle = Instant::now();
     while trickle.elapsed() < 20 * WAIT {
-        submit(B);
+        submit_as(B, false);
         std::thread::sleep(WAIT / 10);
     }
     let shed_a = backend
@@ -237,9 +244,10 @@ fn expired_tasks_are_shed_from_every_tenant_on_time() {
         .filter(|(t, e)| t.tenant == Some(A) && *e == RouteError::Saturated)
         .count();
     assert_eq!(shed_a, 50, "A's expired tasks were still waiting");
+    // Counted once the worker is done: B's last tasks are still being shed until then.
+    d.shutdown();
     let rejected = backend.rejected.lock().unwrap().len() as u64;
     assert_eq!(d.metrics().shed_by_class.total(), rejected);
-    d.shutdown();
     backend.complete_all();
     each_ended_once(&backend, id);
     assert!(r.ledgers_are_zero());

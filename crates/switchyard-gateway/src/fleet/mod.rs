@@ -57,7 +57,8 @@ pub struct FleetStatus {
     pub replica: String,
     /// How limits are enforced now.
     pub mode: FleetMode,
-    /// Whether the last sync reached Redis.
+    /// Whether Redis is taken as reachable: false once syncs have failed for three intervals
+    /// since the last good one (or the first one failed), true from the next good sync.
     pub redis_up: bool,
     /// Whether the first sync (warm start) has been attempted.
     pub ready: bool,
@@ -281,7 +282,7 @@ impl FleetShared {
         };
         gauge(
             "switchyard_fleet_redis_up",
-            "Whether the last fleet sync reached Redis.",
+            "Whether Redis is reachable (0 once syncs have failed for three intervals).",
             "gauge",
             f64::from(u8::from(self.redis_up.load(Relaxed))),
         );

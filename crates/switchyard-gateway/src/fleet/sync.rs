@@ -458,8 +458,17 @@ fn up(fleet: &FleetShared, st: &mut State) {
 
 fn down(sh: &Shared, fleet: &FleetShared, st: &mut State, error: &str) {
     fleet.syncs_failed.fetch_add(1, Relaxed);
-    fleet.redis_up.store(false, Relaxed);
     let s = &fleet.settings;
+    // One slow or failed sync is not an outage: within three intervals of the last good one
+    // the slices in hand are still valid (they live four) and the others' load has not
+    // expired, so nothing changes yet and the replica does not flap between modes on a
+    // loaded host. A replica that never reached Redis falls back at once.
+    let grace = Duration::from_millis(3 * s.sync_interval_ms);
+    if st.last_ok.is_some_and(|t| t.elapsed() <= grace) {
+        tracing::debug!(replica = %s.replica, error, "fleet: a sync failed; within the grace");
+        return;
+    }
+    fleet.redis_up.store(false, Relaxed);
     if fleet.mode() == FleetMode::Shared {
         let replicas = fleet.replicas.load(Relaxed).max(1);
         let share = s.local_share.unwrap_or(1.0 / replicas as f64);
@@ -482,17 +491,13 @@ fn down(sh: &Shared, fleet: &FleetShared, st: &mut State, error: &str) {
         tracing::warn!(replica = %s.replica, error, "fleet: Redis still unreachable");
         st.down_logged = true;
     }
-    // The others' load expires as it would in Redis (three intervals); health stays as is.
-    let expired = st
-        .last_ok
-        .is_none_or(|t| t.elapsed() > Duration::from_millis(3 * s.sync_interval_ms));
-    if expired {
-        for (node, v) in st.external.iter_mut() {
-            if *v != (0, 0) && sh.router.set_external_load(node, 0, 0).is_ok() {
-                *v = (0, 0);
-            }
+    // The others' load expires as it would in Redis (three intervals, past by now); health
+    // stays as is.
+    for (node, v) in st.external.iter_mut() {
+        if *v != (0, 0) && sh.router.set_external_load(node, 0, 0).is_ok() {
+            *v = (0, 0);
         }
-        fleet.view_ts_ms.store(0, Relaxed);
-        fleet.remote_in_flight.store(0, Relaxed);
     }
+    fleet.view_ts_ms.store(0, Relaxed);
+    fleet.remote_in_flight.store(0, Relaxed);
 }
