@@ -331,7 +331,9 @@ async fn a_silent_server_times_out_before_the_first_token_and_fails_over() {
     let slow = Mock::start("slow").await;
     let quick = Mock::start("quick").await;
     slow.set(Mode::HangAfterHead);
-    let h = Harness::start(&fleet_toml(&[&slow, &quick], "ttft_timeout_ms = 1000", "")).await;
+    // 3 s: a healthy request on a loaded host never takes that long to its first token, so
+    // exactly one timeout is counted.
+    let h = Harness::start(&fleet_toml(&[&slow, &quick], "ttft_timeout_ms = 3000", "")).await;
     for _ in 0..60 {
         let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -581,7 +583,7 @@ async fn a_server_that_never_answers_is_failed_over_for_streams_and_times_out_al
     let hung = Mock::start("hung").await;
     let ok = Mock::start("ok").await;
     hung.set(Mode::Hang);
-    let h = Harness::start(&fleet_toml(&[&hung, &ok], "ttft_timeout_ms = 1000", "")).await;
+    let h = Harness::start(&fleet_toml(&[&hung, &ok], "ttft_timeout_ms = 3000", "")).await;
     for _ in 0..60 {
         let r = h.post("/v1/chat/completions", CHAT_STREAM, &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
