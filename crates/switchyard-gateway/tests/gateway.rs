@@ -271,6 +271,11 @@ async fn a_killed_server_is_failed_over_and_clients_see_200() {
     assert_eq!(r.status(), StatusCode::OK);
     let _ = read_all(r).await;
     dead.kill();
+    // The kill reaches the mock's tasks asynchronously: wait until its port refuses.
+    assert!(
+        wait_until(|| std::net::TcpStream::connect(dead.addr).is_err()).await,
+        "the killed mock still accepts connections"
+    );
     let served = live.hits() + dead.hits();
     // Until the dead node's connect errors eject it, some requests try it first.
     for _ in 0..40 {
