@@ -754,6 +754,39 @@ fn price_decides_at_slack_and_latency_when_the_limit_is_near() {
 }
 
 #[test]
+fn cost_at_slack_adds_at_most_twice_the_typical_latency() {
+    use switchyard::Outcome;
+    let r = fast_and_cheap(0.4);
+    let big = Task::new(1, 1_000, 100).max_latency_ms(10_000);
+    let head = |r: &Router| {
+        let routes = r.reader().calculate_routes(&big).unwrap();
+        name(r, routes.primary().route.route)
+    };
+    // Nothing completed yet: the floor is 40 % of 10 s, and "cheap" (2.1 s) wins on price.
+    assert_eq!(head(&r), "cheap");
+    // Small tasks complete as predicted ("cheap", 230 ms): the typical latency is 230 ms, so
+    // cost at slack may add up to 460 ms. The big task's 2.1 s on "cheap" is far past that,
+    // and latency decides it: "fast".
+    let mut reader = r.reader();
+    for i in 0..20 {
+        let (routes, lease) = reader
+            .route(&Task::new(i, 100, 10).max_latency_ms(10_000))
+            .unwrap();
+        let predicted = routes.primary().cost.expected_latency_ms;
+        assert_eq!(name(&r, routes.primary().route.route), "cheap");
+        lease.complete(Outcome::Success, predicted);
+    }
+    r.tick();
+    assert_eq!(head(&r), "fast");
+    // The small tasks themselves still go to the cheaper node.
+    let routes = r
+        .reader()
+        .calculate_routes(&Task::new(2, 100, 10).max_latency_ms(10_000))
+        .unwrap();
+    assert_eq!(name(&r, routes.primary().route.route), "cheap");
+}
+
+#[test]
 fn misses_halve_the_slack_margin_and_clean_windows_restore_it() {
     use switchyard::Outcome;
     let r = fast_and_cheap(0.4);

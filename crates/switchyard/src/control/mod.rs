@@ -39,6 +39,13 @@ use crate::tenant::TenantLimit;
 
 pub use crate::limits::MAX_NODES;
 
+/// Cost at slack may add latency up to this many times the fleet's typical completed
+/// latency, and no more: slowing a task that is already long for a lower price is what makes
+/// the tail (p99 is set by the longest tasks), while the body of the distribution can be
+/// moved to cheaper nodes without moving it. Set from a 1.5 / 2 / 3 sweep over both bundled
+/// traces, seeds 1-5 (docs/simulator.md).
+pub(crate) const TAIL_CAP: f64 = 2.0;
+
 /// Completed tasks with a latency limit per adjustment of the cost-at-slack margin: at the
 /// default 99 % target, one miss in a window is still on target.
 const SLO_WINDOW: u64 = 100;
@@ -102,6 +109,12 @@ pub(crate) struct Controller {
     /// limit completed (within it, not) since it was last adjusted.
     margin: f64,
     slo_window: (u64, u64),
+    /// The fleet's typical completed latency, ms (completion-weighted mean of the nodes'
+    /// latency EWMAs, smoothed over ticks; 0 before the first completion).
+    typical_ms: f64,
+    /// The cost-at-slack cap in force, ms (`TAIL_CAP` × `typical_ms`; infinite before any
+    /// completion).
+    slack_cap_ms: f64,
     policy: HealthPolicy,
     headroom: Headroom,
     /// The router's clock, handed to each snapshot for token-rate checks.
@@ -143,6 +156,8 @@ impl Controller {
             chain_numbers: HashMap::new(),
             margin: weights.slack,
             slo_window: (0, 0),
+            typical_ms: 0.0,
+            slack_cap_ms: f64::INFINITY,
             weights,
             policy: HealthPolicy::default(),
             headroom: Headroom::default(),
@@ -200,6 +215,7 @@ impl Controller {
             m.sort_by(f64::total_cmp);
             m.get(m.len() / 2).copied().unwrap_or(1.0)
         };
+        let (mut done, mut weighted) = (0u64, 0.0f64);
         for ((n, u), &slow) in self.nodes.iter_mut().zip(&utils).zip(&slows) {
             let (balance, factor, success) = (n.balance, n.latency_factor, n.success_rate);
             n.balance = 1.0 / (1.0 + (u - mean).max(0.0));
@@ -212,6 +228,11 @@ impl Controller {
             let prev = std::mem::replace(&mut n.prev_outcomes, o);
             let d = |k: Outcome| o[k.index()].saturating_sub(prev[k.index()]);
             let ok = d(Outcome::Success);
+            let seen = n.live.latency_ewma_ms();
+            if ok > 0 && seen.is_finite() && seen > 0.0 {
+                done += ok;
+                weighted += ok as f64 * seen;
+            }
             let failed = d(Outcome::ServerError) + d(Outcome::Timeout) + d(Outcome::Abandoned);
             if ok + failed > 0 {
                 let rate = ok as f64 / (ok + failed) as f64;
@@ -255,6 +276,7 @@ impl Controller {
                 || moved(success, n.success_rate);
         }
         changed |= self.adapt_margin();
+        changed |= self.adapt_cap(done, weighted);
         let serving = self
             .nodes
             .iter()
@@ -312,6 +334,27 @@ impl Controller {
             (old + 0.25 * max).min(max)
         };
         self.margin != old
+    }
+
+    /// Follows the fleet's typical completed latency and the cost-at-slack cap it sets;
+    /// returns whether the cap moved by more than a tenth (worth a new snapshot).
+    fn adapt_cap(&mut self, done: u64, weighted: f64) -> bool {
+        let now = weighted / done.max(1) as f64;
+        if done == 0 || !now.is_finite() || now <= 0.0 {
+            return false;
+        }
+        self.typical_ms = if self.typical_ms > 0.0 {
+            0.8 * self.typical_ms + 0.2 * now
+        } else {
+            now
+        };
+        let cap = TAIL_CAP * self.typical_ms;
+        let old = self.slack_cap_ms;
+        let moved = !old.is_finite() || (cap - old).abs() > 0.1 * old;
+        if moved {
+            self.slack_cap_ms = cap;
+        }
+        moved
     }
 
     /// Reclaims leases held past their timeout: returns their resources to the ledgers and
@@ -405,6 +448,7 @@ impl Controller {
             tenant_limits: self.tenant_limits.clone().into_boxed_slice(),
             hints: Some(Arc::clone(&self.hints)),
             slack_margin: self.margin,
+            slack_cap_ms: self.slack_cap_ms,
             ..table
         });
         cell.store(Arc::clone(&table));
@@ -451,6 +495,59 @@ mod test {
         };
         router.set_weights(w).unwrap();
         assert!(router.tick().published);
+    }
+
+    #[test]
+    fn cost_at_slack_is_capped_at_twice_the_typical_latency_once_tasks_complete() {
+        use crate::{Outcome, Task};
+        let router = Router::builder()
+            .nodes((0..2).map(|i| NodeSpec::new(format!("n{i}"))))
+            .build()
+            .unwrap();
+        assert_eq!(
+            router.snapshot().slack_cap_ms,
+            f64::INFINITY,
+            "no completion yet"
+        );
+        let mut reader = router.reader();
+        let mut finish = |latency_ms: f64, outcome: Outcome| {
+            let (_, lease) = reader.route(&Task::new(1, 10, 10)).unwrap();
+            lease.complete(outcome, latency_ms);
+        };
+        for _ in 0..4 {
+            finish(400.0, Outcome::Success);
+        }
+        router.tick();
+        let cap = router.snapshot().slack_cap_ms;
+        assert!((cap - 800.0).abs() < 1e-6, "cap {cap}");
+        // Failures and latencies that are not numbers change nothing.
+        finish(f64::NAN, Outcome::Success);
+        finish(f64::INFINITY, Outcome::Success);
+        finish(-1.0, Outcome::Success);
+        finish(5.0, Outcome::ServerError);
+        router.tick();
+        assert!((router.snapshot().slack_cap_ms - 800.0).abs() < 1e-6);
+        // A finite latency beyond `f32` is clamped, not an infinite EWMA that turns NaN.
+        finish(f64::MAX, Outcome::Success);
+        router.tick();
+        assert!(router.snapshot().slack_cap_ms.is_finite());
+        // Slower completions move it (smoothed over ticks: a fifth of the way per tick).
+        for _ in 0..20 {
+            for _ in 0..4 {
+                finish(2_000.0, Outcome::Success);
+            }
+            router.tick();
+        }
+        let cap = router.snapshot().slack_cap_ms;
+        assert!(cap > 2_000.0 && cap.is_finite(), "cap {cap}");
+        for m in router.node_metrics() {
+            assert!(
+                m.latency_ewma_ms.is_finite(),
+                "{}: {}",
+                m.name,
+                m.latency_ewma_ms
+            );
+        }
     }
 
     #[test]

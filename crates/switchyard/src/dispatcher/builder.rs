@@ -38,7 +38,7 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Most tasks queued at once before `submit` returns [`SubmitError::Full`] (default 65 536).
+    /// Most tasks queued at once before `submit` returns [`SubmitError::Full`](crate::SubmitError::Full) (default 65 536).
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n;
         self
@@ -52,7 +52,7 @@ impl DispatcherBuilder {
     }
 
     /// How long a task whose feasible routes are all full may wait for capacity, per class
-    /// (critical, high, normal, low), before it is shed with [`RouteError::Saturated`]
+    /// (critical, high, normal, low), before it is shed with [`RouteError::Saturated`](crate::RouteError::Saturated)
     /// (default 1 s, 500 ms, 200 ms, 50 ms; zero sheds at once). Waiting tasks are retried
     /// highest class first, so lower classes are shed first under a sustained overload. A
     /// task with a latency budget ([`Task::max_latency_ms`](crate::Task::max_latency_ms)) may

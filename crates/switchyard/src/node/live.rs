@@ -287,8 +287,11 @@ impl NodeLive {
         // dispatcher's count of the task as dispatched (`Dispatcher::in_flight`).
         counters[outcome.index()].fetch_add(1, Ordering::Release);
         if outcome == Outcome::Success && latency_ms.is_finite() && latency_ms >= 0.0 {
+            // Clamped into what an `f32` holds: a finite `f64` beyond it would become an
+            // infinite sample, and the EWMA would stay infinite (then NaN) for good.
+            let latency_ms = latency_ms.min(MAX_SAMPLE);
             let slow = if predicted_ms > 0.0 && predicted_ms.is_finite() {
-                latency_ms / predicted_ms
+                (latency_ms / predicted_ms).min(MAX_SAMPLE)
             } else {
                 0.0
             };
@@ -408,6 +411,10 @@ impl NodeLive {
         self.ewmas().1
     }
 }
+
+/// The largest latency (ms) or slowness sample the EWMAs take: about 11.6 days, far inside
+/// `f32`'s range.
+const MAX_SAMPLE: f64 = 1e9;
 
 /// Adds `add` to `word` if `ok(current)` holds, retrying on contention.
 #[inline]

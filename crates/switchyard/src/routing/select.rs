@@ -15,7 +15,8 @@
 //! 4. **Pick.** Power of two choices: two distinct feasible candidates drawn at random, the
 //!    lower score is the primary. The others follow as alternatives, best first.
 //!    Pressure per stage: `latency × (1 + w_load·u) / cap_factor`, summed over the stages;
-//!    score: `(max(pressure, margin × max_latency_ms) + pressure / 8) × (1 + w_cost·price_rel)`
+//!    score: `(max(pressure, floor) + pressure / 8) × (1 + w_cost·price_rel)`, with
+//!    `floor = min(margin × max_latency_ms, 2 × the fleet's typical completed latency)`
 //!    with `price_rel` the stages' mean (cost at slack: see `evaluate`). A node's weight
 //!    shapes which candidates are drawn, not the score.
 //! 5. **Reserve.** One CAS per ledger word per stage, primary first then alternatives, so the
@@ -98,6 +99,16 @@ pub(crate) fn demand(n: &NodeEntry, task: &Task) -> (u64, u64) {
 fn fmax(a: f64, b: f64) -> f64 {
     // Operands are finite here; a plain compare avoids `f64::max`'s NaN handling.
     if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+#[inline]
+fn fmin(a: f64, b: f64) -> f64 {
+    // As `fmax`: operands are not NaN here (an infinite cap is fine).
+    if a < b {
         a
     } else {
         b
@@ -350,9 +361,15 @@ fn evaluate(
     // that floor, so among routes that fit the limit with room to spare price decides (the
     // eighth of the pressure term kept beside the floor still prefers the less loaded of two
     // equally priced routes). Above it the pressure term rises and latency and load take over.
-    // With no limit, or a margin of 0, the floor is 0: the score is `pressure × price`.
+    // With no limit, or a margin of 0, the floor is 0: the score is `pressure × price`. The
+    // floor never exceeds `slack_cap_ms` (twice the fleet's typical completed latency, infinite
+    // until one completes): a task long in absolute terms is scored on latency, not moved to a
+    // slower node for its price, since such tasks make the tail.
     let floor = if c.max_latency_ms != u32::MAX {
-        table.slack_margin * c.max_latency_ms as f64
+        fmin(
+            table.slack_margin * c.max_latency_ms as f64,
+            table.slack_cap_ms,
+        )
     } else {
         0.0
     };

@@ -29,7 +29,9 @@ pub struct ScoringWeights {
     /// Cost at slack: the largest margin, as a share of a task's latency limit
     /// (`max_latency_ms`), below which predicted latency stops counting and price decides
     /// (0–1; 0 turns it off). The margin in use adapts between 0 and this value from the
-    /// measured SLO attainment (see [`slo_target`](Self::slo_target)).
+    /// measured SLO attainment (see [`slo_target`](Self::slo_target)). Whatever the margin,
+    /// the floor stays below twice the fleet's typical completed latency, so a long task is
+    /// not moved to a slower node for its price (see docs/architecture.md, "The decision").
     pub slack: f64,
     /// The SLO attainment the adaptive margin defends (0–1): over each window of completed
     /// tasks with a latency limit, attainment below it halves the margin, attainment at or
@@ -331,6 +333,9 @@ pub struct RoutingTable {
     /// The cost-at-slack margin in use (0..=`weights.slack`): a route predicted within this
     /// share of the task's latency limit is scored at the limit's share, so price decides.
     pub(crate) slack_margin: f64,
+    /// The most latency, ms, cost at slack may add to a route (the fleet's typical latency
+    /// times a factor; infinite until a task has completed).
+    pub(crate) slack_cap_ms: f64,
     /// Every node's capability scores, back to back (see `NodeEntry::scores_at`).
     pub(crate) scores: Box<[(u16, f32)]>,
     /// Too few nodes serve, so ejections are ignored.
@@ -590,6 +595,7 @@ impl RoutingTable {
             node_slot: node_slot.into_boxed_slice(),
             chain_slot: chain_slot.into_boxed_slice(),
             slack_margin: weights.slack,
+            slack_cap_ms: f64::INFINITY,
             weights,
             scores: scores.into_boxed_slice(),
             panic: health.panic,
