@@ -15,12 +15,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut reader = router.reader();
     let mut routes = switchyard::RouteOptions::default();
     let mut ok = 0u64;
+    let t0 = std::time::Instant::now();
     for t in tasks.iter().cycle().take(n) {
         if let Ok(lease) = reader.route_into(std::hint::black_box(t), &mut routes) {
             ok += 1;
             drop(lease);
         }
     }
-    println!("{ok} of {n} decisions routed");
+    let ns = t0.elapsed().as_nanos() as f64 / n.max(1) as f64;
+    println!("{ok} of {n} decisions routed, {ns:.1} ns each (mean, wall clock)");
     Ok(())
 }

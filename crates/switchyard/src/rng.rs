@@ -23,13 +23,13 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Uniform in `0..n` (n > 0), by multiply-shift.
     /// Uniform in `[0, 1)`.
     #[inline]
     pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// Uniform in `0..n` (n > 0), by multiply-shift.
     #[inline]
     pub(crate) fn below(&mut self, n: usize) -> usize {
         (((self.next_u64() >> 32) * n as u64) >> 32) as usize

@@ -208,6 +208,15 @@ struct Demand<'a> {
     hint: Option<(NodeId, f64)>,
     /// Affinity is on and the task has a key or a prefix to match.
     affinity: bool,
+    /// The task's latency and memory limits (infinite: none).
+    max_latency: f64,
+    max_memory: f64,
+    /// `1 / max_latency_ms` for the confidence (0: no latency limit).
+    inv_latency: f64,
+    /// The cost-at-slack floor of the score (see `evaluate`).
+    floor: f64,
+    /// The price of the task's tokens per unit of a node's price per token.
+    price_tokens: f64,
 }
 
 impl<'a> Demand<'a> {
@@ -217,6 +226,16 @@ impl<'a> Demand<'a> {
         req_len: usize,
         hint: Option<(NodeId, f64)>,
     ) -> Self {
+        let c = &task.constraints;
+        let has_latency = c.max_latency_ms != u32::MAX;
+        // `u32::MAX` means no limit: infinite, so no sum is above it.
+        let limit = |x: u32| {
+            if x == u32::MAX {
+                f64::INFINITY
+            } else {
+                x as f64
+            }
+        };
         Demand {
             task,
             input: task.input_tokens as f64,
@@ -226,6 +245,22 @@ impl<'a> Demand<'a> {
             hint,
             affinity: table.weights.affinity > 0.0
                 && (task.affinity_key.is_some() || !task.prefix.is_empty()),
+            max_latency: limit(c.max_latency_ms),
+            max_memory: limit(c.max_memory_mb),
+            inv_latency: if has_latency {
+                1.0 / c.max_latency_ms.max(1) as f64
+            } else {
+                0.0
+            },
+            floor: if has_latency {
+                fmin(
+                    table.slack_margin * c.max_latency_ms as f64,
+                    table.slack_cap_ms,
+                )
+            } else {
+                0.0
+            },
+            price_tokens: f(task.total_tokens()),
         }
     }
 }
@@ -287,7 +322,7 @@ fn add_stage(
     sums.latency += latency;
     sums.memory += f(Amounts::unpack(d0, 0).memory_mb);
     sums.cpu = fmax(sums.cpu, n.cpu_share_per_task);
-    sums.price += f(t.tokens) * n.price_per_token;
+    sums.price += t.price_tokens * n.price_per_token;
     let c = n.success_rate * cap;
     if c < sums.confidence {
         sums.confidence = c;
@@ -337,18 +372,15 @@ fn evaluate(
             out.route.stages[i] = n.id;
         }
     }
-    let c = &task.constraints;
-    if sums.latency > c.max_latency_ms as f64 || sums.memory > c.max_memory_mb as f64 {
+    if sums.latency > t.max_latency || sums.memory > t.max_memory {
         return Err(Miss::Constraint);
     }
     if sums.full {
         return Err(Miss::Full);
     }
-    let mut confidence = sums.confidence;
-    if c.max_latency_ms != u32::MAX {
-        let x = sums.latency / c.max_latency_ms.max(1) as f64;
-        confidence *= 1.0 - 0.5 * x * x;
-    }
+    // With no latency limit `inv_latency` is 0 and the factor 1.
+    let x = sums.latency * t.inv_latency;
+    let confidence = sums.confidence * (1.0 - 0.5 * x * x);
     out.cost = ResourceCost {
         memory_mb: sums.memory,
         cpu_utilization: sums.cpu,
@@ -365,17 +397,14 @@ fn evaluate(
     // floor never exceeds `slack_cap_ms` (twice the fleet's typical completed latency, infinite
     // until one completes): a task long in absolute terms is scored on latency, not moved to a
     // slower node for its price, since such tasks make the tail.
-    let floor = if c.max_latency_ms != u32::MAX {
-        fmin(
-            table.slack_margin * c.max_latency_ms as f64,
-            table.slack_cap_ms,
-        )
-    } else {
-        0.0
-    };
+    // (`floor` is taken once per decision, in `Demand::new`.)
     let score = sums.pressure;
-    out.score = (fmax(score, floor) + TIE * score)
-        * (1.0 + table.weights.cost * sums.price_rel / f(r.len.max(1) as u64));
+    let price_rel = if r.len <= 1 {
+        sums.price_rel
+    } else {
+        sums.price_rel / f(r.len as u64)
+    };
+    out.score = (fmax(score, t.floor) + TIE * score) * (1.0 + table.weights.cost * price_rel);
     Ok(())
 }
 
