@@ -114,6 +114,12 @@ pub struct PolicyReport {
     /// Mean over nodes of utilisation while the trace's requests arrive (from the first
     /// arrival to the last; `utilization` also counts the drain after the last arrival).
     pub arrival_utilization: f64,
+    /// Each node's utilisation while the trace's requests arrive, in fleet order.
+    pub arrival_node_utilization: Vec<f64>,
+    /// `balance_deviation` over the arrival window: the balance of the load while there is
+    /// load to route. The whole-run figure also counts the drain after the last arrival,
+    /// when no decision is made and a node finishing one long request alone looks busiest.
+    pub arrival_balance_deviation: f64,
     /// Prefix blocks found in a node's cache over blocks looked up.
     pub prefix_hit_rate: f64,
     /// Routing accuracy: of the routable tasks (those some capable node could have started

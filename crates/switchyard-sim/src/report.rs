@@ -42,6 +42,11 @@ fn num(x: f64) -> String {
     }
 }
 
+/// A JSON array of numbers.
+fn list(xs: &[f64]) -> String {
+    xs.iter().map(|&x| num(x)).collect::<Vec<_>>().join(",")
+}
+
 /// A JSON string literal.
 fn string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -84,8 +89,9 @@ impl Report {
     /// `{"trace", "tasks", "load", "gateway_model": "shared" | "per-policy",
     /// "offered_utilization", "balance_bound", "policies": {NAME: {"completed", "failed",
     /// "shed", "slo_attainment", "ttft_p99_ms", "e2e_p50_ms", "e2e_p99_ms",
-    /// "balance_deviation", "balance_bound", "utilization", "arrival_utilization",
-    /// "prefix_hit_rate",
+    /// "balance_deviation", "balance_bound", "utilization", "node_utilization": [per node, in
+    /// fleet order], "arrival_utilization", "arrival_balance_deviation",
+    /// "arrival_node_utilization": [per node], "prefix_hit_rate",
     /// "routing_accuracy", "routable", "cost", "decision_ns": {"p50", "p99", "p999"}}},
     /// "throughput": {NAME: {"decisions", "router_ns", "router_decisions_per_s",
     /// "event_loop_ns", "event_loop_tasks_per_s"}}}`. The throughput figures are real time:
@@ -112,7 +118,8 @@ impl Report {
                 "{}:{{\"completed\":{},\"failed\":{},\"shed\":{},\"slo_attainment\":{},\
                  \"ttft_p99_ms\":{},\"e2e_p50_ms\":{},\"e2e_p99_ms\":{},\
                  \"balance_deviation\":{},\"balance_bound\":{},\"utilization\":{},\
-                 \"arrival_utilization\":{},\"prefix_hit_rate\":{},\"routing_accuracy\":{},\"routable\":{},\
+                 \"node_utilization\":[{}],\"arrival_utilization\":{},\
+                 \"arrival_balance_deviation\":{},\"arrival_node_utilization\":[{}],\"prefix_hit_rate\":{},\"routing_accuracy\":{},\"routable\":{},\
                  \"cost\":{},\"decision_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{}}}}}",
                 string(&p.policy),
                 p.completed,
@@ -125,7 +132,10 @@ impl Report {
                 num(p.balance_deviation),
                 num(self.balance_bound),
                 num(p.utilization),
+                list(&p.node_utilization),
                 num(p.arrival_utilization),
+                num(p.arrival_balance_deviation),
+                list(&p.arrival_node_utilization),
                 num(p.prefix_hit_rate),
                 num(p.routing_accuracy),
                 p.routable,
@@ -161,7 +171,7 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<16} {:>6} {:>5} {:>5} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>11} {:>6} {:>9} {:>16}",
+            "{:<16} {:>6} {:>5} {:>5} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>17} {:>6} {:>9} {:>16}",
             "policy",
             "done",
             "fail",
@@ -175,7 +185,7 @@ impl Report {
             "req/s",
             "util%",
             "busy%",
-            "bal/bound",
+            "bal run/arr/bnd",
             "hit%",
             "cost",
             "decide ns 50/99/999"
@@ -183,7 +193,7 @@ impl Report {
         for p in &self.policies {
             let _ = writeln!(
                 s,
-                "{:<16} {:>6} {:>5} {:>5} {:>6.1} {:>6.1} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>7.2} {:>6.1} {:>6.1} {:>11} {:>6.1} {:>9.0} {:>16}",
+                "{:<16} {:>6} {:>5} {:>5} {:>6.1} {:>6.1} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>7.2} {:>6.1} {:>6.1} {:>17} {:>6.1} {:>9.0} {:>16}",
                 p.policy,
                 p.completed,
                 p.failed,
@@ -197,7 +207,10 @@ impl Report {
                 p.throughput_per_s,
                 100.0 * p.utilization,
                 100.0 * p.arrival_utilization,
-                format!("{:.3}/{:.3}", p.balance_deviation, self.balance_bound),
+                format!(
+                    "{:.3}/{:.3}/{:.3}",
+                    p.balance_deviation, p.arrival_balance_deviation, self.balance_bound
+                ),
                 100.0 * p.prefix_hit_rate,
                 p.cost,
                 format!(
@@ -230,7 +243,8 @@ impl Report {
 
     /// One line on who won on what: SLO attainment, e2e p99, cost (the cheapest policy
     /// within 0.5 points of the best SLO attainment, since shedding work also saves cost),
-    /// prefix hits, routing accuracy and balance. `None` with fewer than two policies.
+    /// prefix hits, routing accuracy and balance (over the arrival window). `None` with fewer
+    /// than two policies.
     pub fn winners(&self) -> Option<String> {
         let ps = &self.policies;
         if ps.len() < 2 {
@@ -264,12 +278,12 @@ impl Report {
         let (p99, p99_w) = best(&|p| p.e2e_p99_ms, false, &all);
         let (hit, hit_w) = best(&|p| p.prefix_hit_rate, true, &all);
         let (acc, acc_w) = best(&|p| p.routing_accuracy, true, &all);
-        let (bal, bal_w) = best(&|p| p.balance_deviation, false, &all);
+        let (bal, bal_w) = best(&|p| p.arrival_balance_deviation, false, &all);
         Some(format!(
             "won: SLO {slo_w} ({:.1} %) · e2e p99 {p99_w} ({p99:.0} ms) · cost {cost_w} \
              ({cost:.0}, cheapest within 0.5 points of the best SLO) · prefix hits {hit_w} \
-             ({:.1} %) · routing accuracy {acc_w} ({:.1} %) · balance {bal_w} ({bal:.3}, \
-             bound {:.3})",
+             ({:.1} %) · routing accuracy {acc_w} ({:.1} %) · balance while requests arrive \
+             {bal_w} ({bal:.3}, bound {:.3})",
             100.0 * slo,
             100.0 * hit,
             100.0 * acc,
@@ -311,6 +325,8 @@ mod test {
                 utilization: 0.25,
                 node_utilization: vec![0.25],
                 arrival_utilization: 0.3,
+                arrival_node_utilization: vec![0.3],
+                arrival_balance_deviation: 0.0,
                 prefix_hit_rate: 0.0,
                 routing_accuracy: 0.75,
                 routable: 2,
@@ -336,7 +352,8 @@ mod test {
              \"offered_utilization\":0.5,\"balance_bound\":0.25,\"policies\":{\"x\":{\"completed\":2,\
              \"failed\":1,\"shed\":0,\"slo_attainment\":0.5,\"ttft_p99_ms\":2,\"e2e_p50_ms\":3,\
              \"e2e_p99_ms\":null,\"balance_deviation\":0,\"balance_bound\":0.25,\
-             \"utilization\":0.25,\"arrival_utilization\":0.3,\"prefix_hit_rate\":0,\"routing_accuracy\":0.75,\
+             \"utilization\":0.25,\"node_utilization\":[0.25],\"arrival_utilization\":0.3,\
+             \"arrival_balance_deviation\":0,\"arrival_node_utilization\":[0.3],\"prefix_hit_rate\":0,\"routing_accuracy\":0.75,\
              \"routable\":2,\"cost\":10,\"decision_ns\":{\"p50\":1,\"p99\":2,\"p999\":3}}},\
              \"throughput\":{\"x\":{\"decisions\":3,\"router_ns\":6,\
              \"router_decisions_per_s\":500000000,\"event_loop_ns\":2000,\

@@ -379,6 +379,10 @@ fn simulate_prints_a_table_and_writes_json() {
         "e2e_p99_ms",
         "balance_deviation",
         "utilization",
+        "node_utilization",
+        "arrival_utilization",
+        "arrival_balance_deviation",
+        "arrival_node_utilization",
         "prefix_hit_rate",
         "routing_accuracy",
         "routable",
@@ -397,7 +401,39 @@ fn simulate_prints_a_table_and_writes_json() {
     assert_eq!(j.matches("\"offered_utilization\":").count(), 1);
     assert_eq!(j.matches("\"balance_bound\":").count(), 4);
     assert!(stdout.contains("gateway model: shared"), "{stdout}");
-    assert!(stdout.contains("bal/bound"), "{stdout}");
+    assert!(stdout.contains("bal run/arr/bnd"), "{stdout}");
+    // Each policy's balance is its per-node utilisation's busiest over mean, minus one, in
+    // both windows, and the arrival window's mean is the busy share.
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    for (name, p) in v["policies"].as_object().unwrap() {
+        for (dev, nodes, mean) in [
+            ("balance_deviation", "node_utilization", "utilization"),
+            (
+                "arrival_balance_deviation",
+                "arrival_node_utilization",
+                "arrival_utilization",
+            ),
+        ] {
+            let us: Vec<f64> = p[nodes]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_f64().unwrap())
+                .collect();
+            assert_eq!(us.len(), 10, "{name} {nodes}");
+            let m = us.iter().sum::<f64>() / us.len() as f64;
+            let max = us.iter().cloned().fold(0.0, f64::max);
+            assert!(m > 0.0, "{name} {nodes}: {us:?}");
+            assert!(
+                (p[mean].as_f64().unwrap() - m).abs() < 1e-9,
+                "{name} {mean}"
+            );
+            assert!(
+                (p[dev].as_f64().unwrap() - (max / m - 1.0)).abs() < 1e-9,
+                "{name} {dev}"
+            );
+        }
+    }
     assert!(
         stdout.lines().any(|l| l.starts_with("won: SLO ")),
         "{stdout}"

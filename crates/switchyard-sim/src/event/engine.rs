@@ -491,16 +491,23 @@ impl Engine<'_> {
         let span = self
             .last_arrival
             .saturating_sub(self.w.tasks.first().map_or(0, |t| t.arrival_ns));
-        let arrival_utilization = if span == 0 || self.nodes.is_empty() {
+        // Busy time before the first arrival is zero, so dividing by the span is exact.
+        let arrival_node_utilization: Vec<f64> = self
+            .nodes
+            .iter()
+            .zip(&self.busy_arrivals)
+            .map(|(s, b)| {
+                if span == 0 {
+                    0.0
+                } else {
+                    b / (s.spec.max_concurrency.max(1) as f64 * span as f64)
+                }
+            })
+            .collect();
+        let arrival_utilization = if arrival_node_utilization.is_empty() {
             0.0
         } else {
-            // Busy time before the first arrival is zero, so dividing by the span is exact.
-            self.nodes
-                .iter()
-                .zip(&self.busy_arrivals)
-                .map(|(s, b)| b / (s.spec.max_concurrency.max(1) as f64 * span as f64))
-                .sum::<f64>()
-                / self.nodes.len() as f64
+            arrival_node_utilization.iter().sum::<f64>() / arrival_node_utilization.len() as f64
         };
         let sum = |f: fn(&ClassReport) -> u64| by_class.iter().map(f).sum::<u64>();
         let tasks = self.w.tasks.len();
@@ -536,6 +543,10 @@ impl Engine<'_> {
             },
             node_utilization,
             arrival_utilization,
+            arrival_balance_deviation: switchyard::metrics::balance_deviation(
+                &arrival_node_utilization,
+            ),
+            arrival_node_utilization,
             prefix_hit_rate: if self.lookups == 0 {
                 0.0
             } else {
