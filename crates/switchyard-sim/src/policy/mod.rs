@@ -1,7 +1,7 @@
 //! Routing policies for the discrete-event simulator, behind one trait.
 //!
 //! Each baseline follows the published behaviour and defaults of the system it stands for
-//! (see `FIELD.md`), restricted to the nodes that offer the task's required capabilities
+//! (the table below, and docs/simulator.md), restricted to the nodes that offer the task's required capabilities
 //! (the simulator passes only those as [`View::candidates`]), so every policy sees the same
 //! fleet:
 //!

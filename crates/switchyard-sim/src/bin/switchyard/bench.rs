@@ -383,7 +383,7 @@ fn time_dispatch(total: usize) -> Result<f64, Error> {
     Ok(total as f64 / elapsed.as_secs_f64())
 }
 
-/// Producer pinned to core 0, consumer to core 1 (as `LIMITS.md` measured it), both on
+/// Producer pinned to core 0, consumer to core 1 (a cross-core hand-off), both on
 /// threads of their own so the bench thread stays unpinned.
 fn time_raw_channel(total: usize) -> f64 {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
