@@ -476,34 +476,26 @@ impl Engine<'_> {
         }
         ttft.sort_by(f64::total_cmp);
         e2e.sort_by(f64::total_cmp);
-        let node_utilization: Vec<f64> = self
-            .nodes
-            .iter()
-            .zip(&self.busy)
-            .map(|(s, b)| {
-                if end == 0 {
-                    0.0
-                } else {
-                    b / (s.spec.max_concurrency.max(1) as f64 * end as f64)
-                }
-            })
-            .collect();
+        // Each node's busy sequence-time over its slots × `window` ns.
+        let per_node = |busy: &[f64], window: u64| -> Vec<f64> {
+            self.nodes
+                .iter()
+                .zip(busy)
+                .map(|(s, b)| {
+                    if window == 0 {
+                        0.0
+                    } else {
+                        b / (s.spec.max_concurrency.max(1) as f64 * window as f64)
+                    }
+                })
+                .collect()
+        };
+        let node_utilization = per_node(&self.busy, end);
         let span = self
             .last_arrival
             .saturating_sub(self.w.tasks.first().map_or(0, |t| t.arrival_ns));
         // Busy time before the first arrival is zero, so dividing by the span is exact.
-        let arrival_node_utilization: Vec<f64> = self
-            .nodes
-            .iter()
-            .zip(&self.busy_arrivals)
-            .map(|(s, b)| {
-                if span == 0 {
-                    0.0
-                } else {
-                    b / (s.spec.max_concurrency.max(1) as f64 * span as f64)
-                }
-            })
-            .collect();
+        let arrival_node_utilization = per_node(&self.busy_arrivals, span);
         let arrival_utilization = if arrival_node_utilization.is_empty() {
             0.0
         } else {
