@@ -564,8 +564,8 @@ impl Gateway {
     }
 
     /// Serves HTTP/1.1 on `listener` until `shutdown` resolves; then stops accepting, lets the
-    /// requests in flight finish for up to `shutdown_grace_ms`, stops the dispatcher, and
-    /// returns.
+    /// requests in flight finish for up to `shutdown_grace_ms` (every connection closed and
+    /// every lease returned, so no stream is cut), stops the dispatcher, and returns.
     ///
     /// # Errors
     /// None today; the signature leaves room for listener failures.
@@ -617,14 +617,33 @@ impl Gateway {
             grace_ms = grace.as_millis() as u64,
             "draining: no new connections"
         );
-        if tokio::time::timeout(grace, graceful.shutdown())
+        let deadline = tokio::time::Instant::now() + grace;
+        // Every connection finished (or the grace ran out) ...
+        let drained = tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
-            .is_err()
-        {
+            .is_ok()
+            // ... and no request still holds a lease: a response streams on its own task,
+            // so the runtime must outlive it whatever the connection's state says.
+            && self.leases_returned(deadline).await;
+        if !drained {
             tracing::warn!("shutdown deadline passed with requests still in flight");
         }
         self.close().await;
         Ok(())
+    }
+
+    /// Waits until no request holds a lease (every stream ended) or `deadline` passes;
+    /// whether it got there first.
+    async fn leases_returned(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.router().in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops the dispatcher (every queued request is routed or refused) and the file watch.

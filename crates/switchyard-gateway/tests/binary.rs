@@ -60,6 +60,39 @@ fn a_listen_address_in_use_exits_1() {
     let _ = std::fs::remove_file(path);
 }
 
+/// The signal handlers are in place once the readiness line is out: a SIGTERM at once drains
+/// (exit 0) instead of killing the process.
+#[cfg(unix)]
+#[test]
+fn sigterm_right_after_the_readiness_line_exits_0() {
+    let path = temp_file(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n\n[[node]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\n",
+    );
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("switchyard-gateway listening on "),
+        "{line:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let _ = std::fs::remove_file(path);
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_stream_in_flight_and_exits_0() {

@@ -871,6 +871,28 @@ async fn shutdown_gives_up_waiting_at_its_deadline() {
     assert!(h.gw.router().ledgers_are_zero());
 }
 
+/// The drain ends when every lease is back, not only when every connection has closed: a
+/// lease held with no connection open keeps `serve` from returning until it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_every_lease_not_only_the_connections() {
+    let a = Mock::start("a").await;
+    let mut h = Harness::start(&fleet_toml(&[&a], "", "")).await;
+    let router = h.gw.router().clone();
+    let caps = router.resolve(&["m"]).unwrap();
+    let (_, lease) = router
+        .reader()
+        .route(&switchyard::Task::new(1, 10, 10).require(caps))
+        .unwrap();
+    assert_eq!(router.in_flight(), 1);
+    h.signal_stop();
+    // Long enough for the accept loop to stop and every connection to close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!h.serve_returned(), "serve returned with a lease out");
+    drop(lease);
+    h.join().await;
+    assert!(router.ledgers_are_zero());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_raises_a_nodes_limit_and_the_next_request_fits() {
     let a = Mock::start("a").await;

@@ -18,27 +18,40 @@ struct Args {
     listen: Option<SocketAddr>,
 }
 
-async fn signal() {
+/// The shutdown signal: SIGTERM or SIGINT. The handlers are installed here, when it is
+/// called, not when the returned future is first polled, so a signal that comes at any time
+/// after start-up drains instead of killing the process.
+fn signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
+            (Some(mut term), Some(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
             }
-            Err(_) => {
+            (Some(mut one), None) | (None, Some(mut one)) => {
+                one.recv().await;
+            }
+            (None, None) => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown signal received");
 }
 
 fn main() -> ExitCode {
@@ -105,6 +118,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The signal handlers go in before we report ready (see `signal`).
+        let shutdown = signal();
         // Fleet mode: the shared health and load are loaded before we report ready.
         let _fleet = gw.start_fleet().await;
         let local = listener
@@ -124,7 +139,7 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().flush();
         }
         let _watch = gw.watch_config();
-        if let Err(e) = gw.serve(listener, signal()).await {
+        if let Err(e) = gw.serve(listener, shutdown).await {
             eprintln!("switchyard-gateway: {e}");
             return ExitCode::FAILURE;
         }

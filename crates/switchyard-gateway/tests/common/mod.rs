@@ -427,6 +427,11 @@ impl Harness {
         }
     }
 
+    /// Whether `serve` has returned.
+    pub fn serve_returned(&self) -> bool {
+        self.serve.as_ref().is_none_or(|j| j.is_finished())
+    }
+
     pub async fn join(&mut self) {
         if let Some(j) = self.serve.take() {
             tokio::time::timeout(LONG, j)
