@@ -1,9 +1,9 @@
 //! Routing policies for the discrete-event simulator, behind one trait.
 //!
 //! Each baseline follows the published behaviour and defaults of the system it stands for
-//! (the table below, and docs/simulator.md), restricted to the nodes that offer the task's required capabilities
-//! (the simulator passes only those as [`View::candidates`]), so every policy sees the same
-//! fleet:
+//! (the table below, and docs/simulator.md), restricted to the nodes that offer the task's
+//! required capabilities (the simulator passes only those as [`View::candidates`]), so every
+//! policy sees the same fleet:
 //!
 //! | name | stands for | picks |
 //! | --- | --- | --- |

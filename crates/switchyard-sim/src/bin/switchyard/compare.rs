@@ -167,7 +167,8 @@ pub fn run(args: &SimArgs) -> Result<(), Error> {
     writeln!(
         out,
         "offered work: {:.1} % of the fleet's modelled capacity; the best balance deviation \
-         its capability constraints allow: {:.3} (fluid water-filling; `bal run/arr/bnd` below: the whole run, the arrival window, the bound)",
+         its capability constraints allow: {:.3} (fluid water-filling; `bal run/arr/bnd` below: \
+         the whole run, the arrival window, the bound)",
         100.0 * report.offered_utilization,
         report.balance_bound,
     )?;
