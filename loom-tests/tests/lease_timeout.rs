@@ -89,8 +89,11 @@ fn adjustment_races_reclaim() {
 }
 
 /// Two owners on two threads take and complete leases on a two-record slab at once (the free
-/// stack's concurrent pop and push, and `high`). The records must come back exactly once each, so afterwards two leases can be held at once again, a third is
-/// refused (the slab is full), and an expired one is reclaimed by a tick.
+/// stacks' concurrent pops and pushes, and the scan bounds). Under loom the slab has two
+/// shards of one record each and the two readers have different lanes, so each pops its own
+/// shard, and afterwards one reader's second lease moves on to the other shard. The records
+/// must come back exactly once each, so afterwards two leases can be held at once again, a
+/// third is refused (the slab is full), and an expired one is reclaimed by a tick.
 #[test]
 fn two_owners_share_a_two_record_slab() {
     common::check(2, || {
@@ -129,5 +132,49 @@ fn two_owners_share_a_two_record_slab() {
         assert!(r.ledgers_are_zero());
         drop((l1, l2));
         assert_eq!(r.lease_counts(), (2, 2));
+    });
+}
+
+/// One owner holds a lease (its lane's shard is then empty) and asks for a second, which must
+/// move on to the other shard, while a second owner takes a lease from that shard, its own:
+/// three pops race for two records. Exactly one of the two racing pops wins the last record,
+/// nothing is reserved for the loser, and every record comes back once.
+#[test]
+fn a_pop_moving_on_to_another_shard_races_that_shards_owner() {
+    common::check(2, || {
+        let clock = ManualClock::new();
+        let r = Router::builder()
+            .headroom(Headroom { shares: [1.0; 4] })
+            .clock(std::sync::Arc::new(clock.clone()))
+            .lease_timeout_ms(10)
+            .lease_slots(2)
+            .node(NodeSpec::new("a").max_concurrency(4))
+            .build()
+            .expect("valid fleet");
+        let mut mine = r.reader();
+        let (_, held) = mine.route(&Task::new(1, 5, 5)).unwrap();
+        let other = {
+            let mut theirs = r.reader();
+            thread::spawn(move || theirs.route(&Task::new(2, 5, 5)).ok().map(|(_, l)| l))
+        };
+        let second = mine.route(&Task::new(3, 5, 5)).ok().map(|(_, l)| l);
+        let theirs = other.join().unwrap();
+        assert!(
+            second.is_some() != theirs.is_some(),
+            "exactly one of the racing pops takes the last record"
+        );
+        assert_eq!(r.in_flight(), 2);
+        drop((held, second, theirs));
+        assert!(r.ledgers_are_zero());
+        let mut reader = r.reader();
+        let both = (
+            reader.route(&Task::new(4, 5, 5)),
+            reader.route(&Task::new(5, 5, 5)),
+        );
+        assert!(
+            both.0.is_ok() && both.1.is_ok(),
+            "both records are free again"
+        );
+        assert_eq!(r.lease_counts(), (0, 0));
     });
 }

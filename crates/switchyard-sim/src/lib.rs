@@ -45,7 +45,8 @@ pub use report::Report;
 pub use series::{sample_interval_ns, Series};
 pub use spike::{SpikeReport, SPIKE_HEADER};
 pub use synthetic::{
-    node_capabilities, synthetic_fleet, synthetic_tasks, task_capabilities, SYNTHETIC_CAPABILITIES,
+    node_capabilities, synthetic_builder, synthetic_fleet, synthetic_tasks, task_capabilities,
+    SYNTHETIC_CAPABILITIES,
 };
 pub use trace::{
     bundled_trace, load_trace, open_trace, parse_trace, TraceError, TraceRow, BUNDLED_TRACES,

@@ -4,6 +4,7 @@ use switchyard::limits::{MAX_MEMORY_MB, MAX_TOKENS_IN_FLIGHT};
 use switchyard::ConfigError;
 use switchyard::NodeSpec;
 use switchyard::Router;
+use switchyard::RouterBuilder;
 use switchyard::Task;
 
 /// Capability names of the synthetic fleet.
@@ -54,6 +55,11 @@ pub fn task_capabilities(i: usize) -> &'static [&'static str] {
 /// # Errors
 /// Never for `n` ≤ [`MAX_NODES`](switchyard::limits::MAX_NODES); the `Result` is the builder's.
 pub fn synthetic_fleet(n: usize) -> Result<Router, ConfigError> {
+    synthetic_builder(n).build()
+}
+
+/// The builder of [`synthetic_fleet`], for variants of it (lease timeouts, tenant rates).
+pub fn synthetic_builder(n: usize) -> RouterBuilder {
     Router::builder()
         .capabilities(SYNTHETIC_CAPABILITIES)
         .nodes((0..n).map(|i| {
@@ -70,7 +76,6 @@ pub fn synthetic_fleet(n: usize) -> Result<Router, ConfigError> {
                 .cost_per_1k_tokens(0.2 + (i % 6) as f64 * 0.3)
                 .capability_score("chat", 0.6 + (i % 5) as f64 * 0.1)
         }))
-        .build()
 }
 
 /// `count` tasks with the [`task_capabilities`] mix and varied token counts.

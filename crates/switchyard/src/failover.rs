@@ -140,7 +140,8 @@ pub(crate) fn fail_over(
         if routes.is_empty() {
             return Err(FailoverReason::AllRoutesTried);
         }
-        reserve::allocate(table, &routes, &ticket.task).map_err(FailoverReason::NoRoute)
+        reserve::allocate(table, &routes, &ticket.task, reserve::thread_lane())
+            .map_err(FailoverReason::NoRoute)
     });
     match next {
         Ok(new_lease) => {

@@ -49,6 +49,16 @@ pub(crate) fn with_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
     RNG.with(|r| f(&mut r.borrow_mut()))
 }
 
+/// This thread's lane into the lease slab's shards, for callers without a reader (the
+/// `&Router` engine, failover): a hash of the thread's id, taken once per thread, so
+/// threads spread over the shards. Any lane is correct; distinct ones only spread writes.
+pub(crate) fn thread_lane() -> usize {
+    thread_local! {
+        static LANE: usize = thread_seed() as usize;
+    }
+    LANE.with(|l| *l)
+}
+
 /// A seed that differs between threads (a hash of the thread's id).
 fn thread_seed() -> u64 {
     use std::hash::{Hash, Hasher};

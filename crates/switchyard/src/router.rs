@@ -15,6 +15,16 @@ use crate::sync::{Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotReader}
 /// Lease records when timeouts are on and the builder names no number.
 const DEFAULT_LEASE_SLOTS: usize = 16_384;
 
+/// Shards of the lease slab: two per core, a power of two, at most 64 (two under loom, so
+/// its models reach the pop that moves on to another shard).
+fn slab_shards() -> usize {
+    if cfg!(switchyard_loom) {
+        return 2;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cores).next_power_of_two().min(64)
+}
+
 #[derive(Debug)]
 pub(crate) struct RouterInner {
     pub(crate) table: SnapshotCell<RoutingTable>,
@@ -181,6 +191,17 @@ impl RouterBuilder {
         for c in &self.capabilities {
             ctl.declare_capability(c)?;
         }
+        // Before the nodes: each node's live state keeps the router's lease state.
+        if self.lease_timeout_ms > 0 {
+            let slots = if self.lease_slots == 0 {
+                DEFAULT_LEASE_SLOTS
+            } else {
+                self.lease_slots
+            };
+            ctl.shared = Arc::new(crate::lease::slab::LeaseShared::new(Some(
+                crate::lease::slab::LeaseSlab::new(slots, self.lease_timeout_ms, slab_shards()),
+            )));
+        }
         for n in self.nodes {
             ctl.add_node(n)?;
         }
@@ -192,16 +213,6 @@ impl RouterBuilder {
             .clock
             .unwrap_or_else(|| std::sync::Arc::new(SystemClock::default()));
         ctl.clock = Some(clock.clone());
-        if self.lease_timeout_ms > 0 {
-            let slots = if self.lease_slots == 0 {
-                DEFAULT_LEASE_SLOTS
-            } else {
-                self.lease_slots
-            };
-            ctl.shared = Arc::new(crate::lease::slab::LeaseShared::new(Some(
-                crate::lease::slab::LeaseSlab::new(slots, self.lease_timeout_ms),
-            )));
-        }
         ctl.set_headroom(self.headroom)?;
         for (t, rate, burst) in self.tenant_rates {
             ctl.set_tenant_rate(t, crate::tenant::TenantLimit::new(t, rate, burst)?);
@@ -257,6 +268,7 @@ impl Router {
             router: self.clone(),
             cache: self.inner.table.reader(),
             rng: Rng::new(n),
+            lane: n as usize,
         }
     }
 
@@ -589,6 +601,9 @@ pub struct RouteReader {
     router: Router,
     pub(crate) cache: SnapshotReader<RoutingTable>,
     pub(crate) rng: Rng,
+    /// Which shard of the lease slab this reader records its leases in first (readers are
+    /// numbered as they are made, so readers on different threads use different shards).
+    pub(crate) lane: usize,
 }
 
 impl RouteReader {
@@ -616,7 +631,7 @@ impl RouteReader {
     ) -> Result<Lease, RouteError> {
         let table = self.cache.load();
         select::plan(table, task, &mut self.rng, options)?;
-        reserve::allocate_planned(table, options, task)
+        reserve::allocate_planned(table, options, task, self.lane)
     }
 
     /// The router this reader reads.

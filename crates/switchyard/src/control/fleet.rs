@@ -41,7 +41,7 @@ impl Controller {
         // A node re-added while its old leases drain gets its old live state back.
         let live = match self.retired.iter().position(|(_, l)| l.id == id) {
             Some(i) => self.retired.swap_remove(i).1,
-            None => Arc::new(NodeLive::new(id)),
+            None => Arc::new(NodeLive::new(id, Arc::clone(&self.shared))),
         };
         let prev_slo = live.slo_counts();
         self.nodes.push(NodeState {

@@ -43,10 +43,6 @@ pub struct Lease {
     pub(crate) priority: Priority,
     /// The task's latency limit, ms (`u32::MAX`: none), judged when the lease completes.
     pub(crate) slo_ms: u32,
-    /// The router's lease slab and tenant states, when the lease is recorded in the slab
-    /// or charged to a tenant's rate (one pointer: the lease stays small, so it moves in
-    /// registers rather than through `memcpy`).
-    pub(crate) shared: Option<Arc<LeaseShared>>,
     /// The lease's record in the slab, packed ([`SlotRef::NONE`]: not recorded).
     pub(crate) slot: u64,
     /// Clock ns when the lease was taken (0 when leases do not time out).
@@ -62,7 +58,6 @@ impl Lease {
     pub(crate) fn empty(task: &crate::model::Task) -> Lease {
         Lease {
             est_output: task.output_tokens,
-            shared: None,
             slot: SlotRef::NONE,
             start_ns: 0,
             tenant: 0,
@@ -97,8 +92,14 @@ impl Lease {
         }
     }
 
+    /// The router's lease slab and tenant states, reached through the head stage's node
+    /// (`None` once the lease holds nothing).
+    fn shared(&self) -> Option<&LeaseShared> {
+        self.parts[0].as_ref().map(|p| &*p.live.shared)
+    }
+
     fn slab(&self) -> Option<&LeaseSlab> {
-        self.shared.as_ref().and_then(|s| s.slab.as_ref())
+        self.shared().and_then(|s| s.slab.as_ref())
     }
 
     /// The registration, when the lease is recorded in the slab.
@@ -275,7 +276,7 @@ impl Lease {
                     .rate_settle(delta.saturating_mul(p.ns_per_token as i64));
             }
         }
-        if let (Some(shared), true) = (&self.shared, self.tenant_ns_per_token > 0) {
+        if let (Some(shared), true) = (self.shared(), self.tenant_ns_per_token > 0) {
             crate::node::gcra_settle(
                 &shared.tenants.tat[self.tenant as usize],
                 delta.saturating_mul(self.tenant_ns_per_token as i64),

@@ -29,7 +29,7 @@
 //! of the slot first needs the slot freed, which makes this CAS fail. The loom model
 //! `lease_timeout` checks a completion racing a reclamation.
 use crate::model::{NodeId, MAX_STAGES};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, CachePadded, Ordering};
 
 const FREE: u64 = 0;
 const ACTIVE: u64 = 1;
@@ -136,33 +136,52 @@ impl LeaseShared {
 
 /// The lease records of one router. Fixed capacity: when every slot is taken, leasing fails
 /// with `Saturated` (the router is at its limit of outstanding leases).
+///
+/// The records are split into shards of contiguous indices, each with its own free stack
+/// and scan bound on its own cache line. A lease takes a record from its lane's shard (a
+/// router reader's, see `reserve`), and its end gives the record back to the shard it came
+/// from, so threads routing at once pop and push different heads instead of all writing
+/// one. A shard found empty sends the pop on to the next: the slab is full only when every
+/// shard is.
 #[derive(Debug)]
 pub(crate) struct LeaseSlab {
     slots: Box<[Slot]>,
-    /// Free stack head: `tag << 32 | index` (`index == u32::MAX`: empty). The tag changes on
-    /// every pop and push, so a stale head cannot be swapped in (ABA).
-    head: AtomicU64,
+    shards: Box<[CachePadded<Shard>]>,
+    /// Records per shard (the last shard may hold fewer).
+    shard_len: usize,
     /// Leases the control thread reclaimed.
     reclaimed: AtomicU64,
     /// Owners that ended a lease after it had been reclaimed.
     late: AtomicU64,
-    /// One past the highest record index ever registered: the reclaim scan stops there. The
-    /// free stack is LIFO and starts in index order, so this is the peak number of leases
-    /// out at once, not the slab's size.
-    high: AtomicU64,
     timeout_ns: u64,
+}
+
+/// One shard's free stack and scan bound.
+#[derive(Debug)]
+struct Shard {
+    /// Free stack head: `tag << 32 | index` (`index == u32::MAX`: empty). The tag changes on
+    /// every pop and push, so a stale head cannot be swapped in (ABA).
+    head: AtomicU64,
+    /// One past the highest record index this shard ever registered: the reclaim scan of
+    /// the shard stops there. The free stack is LIFO and starts in index order, so this
+    /// follows the peak number of the shard's leases out at once, not its size.
+    high: AtomicU64,
 }
 
 const EMPTY_INDEX: u64 = u32::MAX as u64;
 
 impl LeaseSlab {
-    /// A slab of `capacity` records (at least 1, at most [`MAX_SLOTS`]) whose leases expire
-    /// `timeout_ms` after they are taken.
-    pub(crate) fn new(capacity: usize, timeout_ms: u64) -> Self {
+    /// A slab of `capacity` records (at least 1, at most [`MAX_SLOTS`]) in `shards` shards
+    /// (at least 1, at most one per record) whose leases expire `timeout_ms` after they
+    /// are taken.
+    pub(crate) fn new(capacity: usize, timeout_ms: u64, shards: usize) -> Self {
         let capacity = capacity.clamp(1, MAX_SLOTS);
+        let shard_len = capacity.div_ceil(shards.clamp(1, capacity));
+        let count = capacity.div_ceil(shard_len);
         let slots = (0..capacity)
             .map(|i| {
-                let next = if i + 1 < capacity {
+                // Each shard's stack starts as its range in index order.
+                let next = if (i + 1) % shard_len != 0 && i + 1 < capacity {
                     (i + 1) as u64
                 } else {
                     EMPTY_INDEX
@@ -170,14 +189,34 @@ impl LeaseSlab {
                 Slot::new(next)
             })
             .collect();
+        let shards = (0..count)
+            .map(|k| {
+                CachePadded::new(Shard {
+                    head: AtomicU64::new((k * shard_len) as u64),
+                    high: AtomicU64::new((k * shard_len) as u64),
+                })
+            })
+            .collect();
         Self {
             slots,
-            head: AtomicU64::new(0),
+            shards,
+            shard_len,
             reclaimed: AtomicU64::new(0),
             late: AtomicU64::new(0),
-            high: AtomicU64::new(0),
             timeout_ns: timeout_ms.saturating_mul(1_000_000),
         }
+    }
+
+    /// How many shards the records are split into.
+    #[cfg(test)]
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard record `index` belongs to.
+    #[inline]
+    fn shard_of(&self, index: u32) -> &Shard {
+        &self.shards[index as usize / self.shard_len]
     }
 
     pub(crate) fn timeout_ns(&self) -> u64 {
@@ -189,10 +228,18 @@ impl LeaseSlab {
         self.slots.len()
     }
 
-    fn pop_free(&self) -> Option<u32> {
+    /// A free record, from shard `lane` (modulo the shard count) or, when that one is empty,
+    /// from the next shard that is not.
+    fn pop_free(&self, lane: usize) -> Option<u32> {
+        let count = self.shards.len();
+        let first = lane % count;
+        (0..count).find_map(|k| Self::pop_shard(&self.slots, &self.shards[(first + k) % count]))
+    }
+
+    fn pop_shard(slots: &[Slot], shard: &Shard) -> Option<u32> {
         // Acquire: pairs with the Release of `push_free`, so the popped slot's `next` and its
         // FREE state (written by whoever freed it) are visible.
-        let mut head = self.head.load(Ordering::Acquire);
+        let mut head = shard.head.load(Ordering::Acquire);
         loop {
             let index = head & 0xFFFF_FFFF;
             if index == EMPTY_INDEX {
@@ -200,9 +247,9 @@ impl LeaseSlab {
             }
             // Relaxed: ordered by the Acquire load of `head` that returned this index; if
             // the slot was popped and pushed meanwhile, the tag moved and the CAS fails.
-            let next = self.slots[index as usize].next.load(Ordering::Relaxed);
+            let next = slots[index as usize].next.load(Ordering::Relaxed);
             let new = (((head >> 32) + 1) << 32) | (next & 0xFFFF_FFFF);
-            match self
+            match shard
                 .head
                 .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
             {
@@ -212,9 +259,11 @@ impl LeaseSlab {
         }
     }
 
+    /// Gives record `index` back to its own shard's stack.
     fn push_free(&self, index: u32) {
+        let shard = self.shard_of(index);
         // Relaxed load: the CAS below validates it.
-        let mut head = self.head.load(Ordering::Relaxed);
+        let mut head = shard.head.load(Ordering::Relaxed);
         loop {
             // Relaxed: published by the Release CAS below.
             self.slots[index as usize]
@@ -222,7 +271,7 @@ impl LeaseSlab {
                 .store(head & 0xFFFF_FFFF, Ordering::Relaxed);
             let new = (((head >> 32) + 1) << 32) | index as u64;
             // Release: the slot's FREE state and `next` happen before a popper's Acquire.
-            match self
+            match shard
                 .head
                 .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
             {
@@ -232,9 +281,15 @@ impl LeaseSlab {
         }
     }
 
-    /// Records a lease's stages, due at `deadline_ns`; `None` when every slot is taken.
-    pub(crate) fn register(&self, deadline_ns: u64, stages: &[StageAmounts]) -> Option<SlotRef> {
-        let index = self.pop_free()?;
+    /// Records a lease's stages, due at `deadline_ns`, preferably in shard `lane` (modulo the
+    /// shard count); `None` when every slot is taken.
+    pub(crate) fn register(
+        &self,
+        deadline_ns: u64,
+        stages: &[StageAmounts],
+        lane: usize,
+    ) -> Option<SlotRef> {
+        let index = self.pop_free(lane)?;
         let slot = &self.slots[index as usize];
         // Relaxed: we own the free slot (popped it); its state is FREE(g), written before the
         // push we synchronised with.
@@ -254,8 +309,9 @@ impl LeaseSlab {
         // record for one tick and finds it on the next (reclaiming is never urgent to the
         // nanosecond). A plain load first, so the hot path writes the line only on a new peak.
         let next = index as u64 + 1;
-        if self.high.load(Ordering::Relaxed) < next {
-            self.high.fetch_max(next, Ordering::Relaxed);
+        let high = &self.shard_of(index).high;
+        if high.load(Ordering::Relaxed) < next {
+            high.fetch_max(next, Ordering::Relaxed);
         }
         Some(SlotRef { index, generation })
     }
@@ -339,54 +395,71 @@ impl LeaseSlab {
         mut release: impl FnMut(usize, StageAmounts),
     ) -> u64 {
         let mut n = 0;
-        // Relaxed: see `register`.
-        let high = (self.high.load(Ordering::Relaxed) as usize).min(self.slots.len());
-        for (index, slot) in self.slots[..high].iter().enumerate() {
-            // Acquire: pairs with the Release store of ACTIVE(g) (register / adjust), so the
-            // amounts read below are generation g's.
-            let state = slot.state.load(Ordering::Acquire);
-            if state & TAG != ACTIVE {
-                continue;
-            }
-            // Relaxed: see above.
-            if slot.deadline_ns.load(Ordering::Relaxed) > now {
-                continue;
-            }
-            let mut stages = [None; MAX_STAGES];
-            for (i, out) in stages.iter_mut().enumerate() {
-                let node = slot.node[i].load(Ordering::Relaxed);
-                if node != NONE {
-                    *out = Some(StageAmounts {
-                        node: NodeId(node as u32),
-                        d0: slot.d0[i].load(Ordering::Relaxed),
-                        d1: slot.d1[i].load(Ordering::Relaxed),
-                    });
+        for (k, shard) in self.shards.iter().enumerate() {
+            let start = k * self.shard_len;
+            // Relaxed: see `register`.
+            let high = (shard.high.load(Ordering::Relaxed) as usize).min(self.slots.len());
+            for index in start..high.max(start) {
+                if self.reclaim_one(index, now, &mut release) {
+                    n += 1;
                 }
             }
-            // AcqRel: as in `end`; exactly one of the two CASes from ACTIVE(g) succeeds.
-            if slot
-                .state
-                .compare_exchange(
-                    state,
-                    next_generation(state >> 2) << 2 | FREE,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                continue; // ended by its owner, or being adjusted: looked at again next tick
-            }
-            for (i, s) in stages.iter().enumerate() {
-                if let Some(s) = s {
-                    release(i, *s);
-                }
-            }
-            self.push_free(index as u32);
-            n += 1;
         }
         // Relaxed: a statistic.
         self.reclaimed.fetch_add(n, Ordering::Relaxed);
         n
+    }
+
+    /// Reclaims record `index` if it is active and due at or before `now` (see
+    /// `reclaim_expired`); whether it did.
+    fn reclaim_one(
+        &self,
+        index: usize,
+        now: u64,
+        release: &mut impl FnMut(usize, StageAmounts),
+    ) -> bool {
+        let slot = &self.slots[index];
+        // Acquire: pairs with the Release store of ACTIVE(g) (register / adjust), so the
+        // amounts read below are generation g's.
+        let state = slot.state.load(Ordering::Acquire);
+        if state & TAG != ACTIVE {
+            return false;
+        }
+        // Relaxed: see above.
+        if slot.deadline_ns.load(Ordering::Relaxed) > now {
+            return false;
+        }
+        let mut stages = [None; MAX_STAGES];
+        for (i, out) in stages.iter_mut().enumerate() {
+            let node = slot.node[i].load(Ordering::Relaxed);
+            if node != NONE {
+                *out = Some(StageAmounts {
+                    node: NodeId(node as u32),
+                    d0: slot.d0[i].load(Ordering::Relaxed),
+                    d1: slot.d1[i].load(Ordering::Relaxed),
+                });
+            }
+        }
+        // AcqRel: as in `end`; exactly one of the two CASes from ACTIVE(g) succeeds.
+        if slot
+            .state
+            .compare_exchange(
+                state,
+                next_generation(state >> 2) << 2 | FREE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false; // ended by its owner, or being adjusted: looked at again next tick
+        }
+        for (i, s) in stages.iter().enumerate() {
+            if let Some(s) = s {
+                release(i, *s);
+            }
+        }
+        self.push_free(index as u32);
+        true
     }
 
     /// Sets a free record's generation (tests start a record near the wrap).
@@ -433,10 +506,10 @@ mod test {
 
     #[test]
     fn owner_or_reclaimer_ends_each_registration_once() {
-        let slab = LeaseSlab::new(2, 10);
-        let a = slab.register(100, &[stage(0, 5)]).unwrap();
-        let b = slab.register(200, &[stage(1, 7), stage(2, 9)]).unwrap();
-        assert!(slab.register(300, &[stage(0, 1)]).is_none(), "full");
+        let slab = LeaseSlab::new(2, 10, 1);
+        let a = slab.register(100, &[stage(0, 5)], 0).unwrap();
+        let b = slab.register(200, &[stage(1, 7), stage(2, 9)], 0).unwrap();
+        assert!(slab.register(300, &[stage(0, 1)], 0).is_none(), "full");
         let mut released = Vec::new();
         assert_eq!(slab.reclaim_expired(150, |i, s| released.push((i, s))), 1);
         assert_eq!(released, vec![(0, stage(0, 5))]);
@@ -453,8 +526,8 @@ mod test {
         assert_eq!(slab.counts(), (1, 2));
         assert_eq!(slab.active(), 0);
         // Both slots are free again, with new generations.
-        let c = slab.register(0, &[]).unwrap();
-        let d = slab.register(0, &[]).unwrap();
+        let c = slab.register(0, &[], 0).unwrap();
+        let d = slab.register(0, &[], 0).unwrap();
         assert_ne!(c.index, d.index);
         assert!(c.generation >= 1 || d.generation >= 1);
     }
@@ -464,11 +537,11 @@ mod test {
     /// the state kept 62 bits and the packed form 40, so every `end` after the wrap failed).
     #[test]
     fn generation_wraps_alike_in_state_and_packed_ref() {
-        let slab = LeaseSlab::new(1, 10);
+        let slab = LeaseSlab::new(1, 10, 1);
         slab.set_generation(0, GENERATION_MASK - 1);
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let r = SlotRef::unpack(slab.register(100, &[stage(0, 5)]).unwrap().pack());
+            let r = SlotRef::unpack(slab.register(100, &[stage(0, 5)], 0).unwrap().pack());
             seen.push(r.generation);
             assert!(slab.is_active(r), "generation {}", r.generation);
             assert!(slab.end(r), "end of generation {} failed", r.generation);
@@ -476,16 +549,63 @@ mod test {
         assert_eq!(seen, [GENERATION_MASK - 1, GENERATION_MASK, 0, 1]);
         // Through an adjustment and a reclaim across the wrap too.
         slab.set_generation(0, GENERATION_MASK);
-        let r = SlotRef::unpack(slab.register(5, &[stage(0, 5)]).unwrap().pack());
+        let r = SlotRef::unpack(slab.register(5, &[stage(0, 5)], 0).unwrap().pack());
         assert!(slab.begin_adjust(r));
         let r = SlotRef::unpack(slab.finish_adjust(r, 0, 6, 0).pack());
         assert_eq!(r.generation, 0);
         assert!(slab.is_active(r));
         assert_eq!(slab.reclaim_expired(10, |_, _| {}), 1);
-        let r = SlotRef::unpack(slab.register(100, &[stage(0, 5)]).unwrap().pack());
+        let r = SlotRef::unpack(slab.register(100, &[stage(0, 5)], 0).unwrap().pack());
         assert_eq!(r.generation, 1);
         assert!(slab.end(r));
         assert_eq!(slab.counts(), (1, 0));
+    }
+
+    /// A lane takes its own shard's records first, moves on to the next shard only when its
+    /// own is empty, and a record ended goes back to the shard it came from; the slab is
+    /// full only when every shard is, and the reclaim scan covers every shard.
+    #[test]
+    fn shards_fill_in_turn_and_take_their_records_back() {
+        let slab = LeaseSlab::new(5, 10, 2);
+        assert_eq!(slab.shard_count(), 2);
+        // Shard 0 holds records 0..3, shard 1 records 3..5.
+        let shard = |r: SlotRef| r.index as usize / 3;
+        let a = slab.register(100, &[stage(0, 1)], 1).unwrap();
+        let b = slab.register(100, &[stage(0, 1)], 1).unwrap();
+        assert_eq!((shard(a), shard(b)), (1, 1));
+        // Lane 1's shard is empty: lane 1 moves on to shard 0 (lane 3 is lane 1 again).
+        let c = slab.register(100, &[stage(0, 1)], 3).unwrap();
+        assert_eq!(shard(c), 0);
+        let rest: Vec<SlotRef> = (0..2)
+            .map(|_| slab.register(100, &[stage(0, 1)], 0).unwrap())
+            .collect();
+        assert!(rest.iter().all(|&r| shard(r) == 0));
+        assert!(slab.register(100, &[stage(0, 1)], 0).is_none(), "full");
+        assert!(slab.register(100, &[stage(0, 1)], 1).is_none(), "full");
+        // A shard-1 record ended returns to shard 1, where lane 0 finds it last.
+        assert!(slab.end(a));
+        let d = slab.register(100, &[stage(0, 1)], 0).unwrap();
+        assert_eq!(d.index, a.index);
+        // Every shard's records are scanned.
+        assert_eq!(slab.reclaim_expired(100, |_, _| {}), 5);
+        assert_eq!(slab.active(), 0);
+        assert_eq!(slab.counts(), (5, 0));
+    }
+
+    #[test]
+    fn shard_count_is_clamped_to_the_records() {
+        assert_eq!(LeaseSlab::new(3, 10, 8).shard_count(), 3);
+        assert_eq!(LeaseSlab::new(16, 10, 0).shard_count(), 1);
+        // 10 records over 4 shards: 3 per shard, the last holds 1.
+        let slab = LeaseSlab::new(10, 10, 4);
+        assert_eq!(slab.shard_count(), 4);
+        let taken: Vec<u32> = (0..10)
+            .map(|_| slab.register(1, &[], 3).unwrap().index)
+            .collect();
+        let mut sorted = taken.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<u32>>(), "each record once");
+        assert_eq!(taken[0], 9, "lane 3 starts in the last shard");
     }
 
     #[test]
@@ -495,8 +615,8 @@ mod test {
 
     #[test]
     fn adjusted_amounts_are_what_is_reclaimed() {
-        let slab = LeaseSlab::new(1, 10);
-        let a = slab.register(10, &[stage(3, 5)]).unwrap();
+        let slab = LeaseSlab::new(1, 10, 1);
+        let a = slab.register(10, &[stage(3, 5)], 0).unwrap();
         assert!(slab.begin_adjust(a));
         let mut got = None;
         assert_eq!(

@@ -23,8 +23,9 @@
 //! RMW on a location sees that location's single modification order whatever its ordering, so
 //! no two reservations can both take the last unit. Nothing else is published through the
 //! ledger (a lease carries its own amounts). Readers that only report load use `Relaxed` loads.
+use crate::lease::slab::LeaseShared;
 use crate::model::{NodeId, Outcome};
-use crate::sync::{AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::sync::{Arc, AtomicU32, AtomicU64, CachePadded, Ordering};
 
 use super::rate::{gcra_allows, gcra_refund, gcra_settle, gcra_take};
 
@@ -95,6 +96,10 @@ pub(crate) fn fits1(cur: u64, add: u64, cap: u64) -> bool {
 #[derive(Debug)]
 pub(crate) struct NodeLive {
     pub(crate) id: NodeId,
+    /// The router's lease slab and tenant states. A lease reaches them through its head
+    /// stage's node, whose reference it holds anyway, so taking a lease writes no count
+    /// that every lease of the router shares. Read-only after construction.
+    pub(crate) shared: Arc<LeaseShared>,
     /// Written by every reservation and release (pickers and completers).
     ledger: CachePadded<Ledger>,
     /// Written by completions only.
@@ -158,9 +163,11 @@ struct NodeStats {
 const EWMA_ALPHA: f64 = 0.2;
 
 impl NodeLive {
-    pub(crate) fn new(id: NodeId) -> Self {
+    /// The live state of node `id` of the router whose leases share `shared`.
+    pub(crate) fn new(id: NodeId, shared: Arc<LeaseShared>) -> Self {
         Self {
             id,
+            shared,
             ledger: CachePadded::new(Ledger::default()),
             stats: CachePadded::new(NodeStats::default()),
             recent: std::array::from_fn(|_| AtomicU32::new(0)),

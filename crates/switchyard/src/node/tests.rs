@@ -4,6 +4,10 @@ use crate::capability::CapabilityRegistry;
 use crate::error::ConfigError;
 use crate::model::{NodeId, Outcome};
 
+fn shared() -> crate::sync::Arc<crate::lease::slab::LeaseShared> {
+    crate::sync::Arc::new(crate::lease::slab::LeaseShared::new(None))
+}
+
 fn reg() -> CapabilityRegistry {
     let mut r = CapabilityRegistry::new();
     r.intern("chat").unwrap();
@@ -49,7 +53,7 @@ fn packing_round_trips() {
 
 #[test]
 fn reserve_is_all_or_nothing() {
-    let live = NodeLive::new(NodeId(1));
+    let live = NodeLive::new(NodeId(1), shared());
     let (cap0, cap1) = amt(2, 100, 1000, 1500);
     let (a0, a1) = amt(1, 60, 10, 1000);
     assert!(live.try_reserve(a0, a1, cap0, cap1));
@@ -70,7 +74,7 @@ fn reserve_is_all_or_nothing() {
 
 #[test]
 fn outcomes_and_ewma() {
-    let live = NodeLive::new(NodeId(1));
+    let live = NodeLive::new(NodeId(1), shared());
     live.record_outcome(true, Outcome::Success, 100.0, 50.0);
     live.record_outcome(true, Outcome::Success, 200.0, 100.0);
     live.record_outcome(true, Outcome::Timeout, f64::NAN, 1.0);

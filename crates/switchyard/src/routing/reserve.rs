@@ -9,14 +9,19 @@ use crate::routing::select::demand;
 use crate::routing::table::RoutingTable;
 use crate::sync::Arc;
 
-/// Reserves resources on the first route of `options` that still has room.
+/// Reserves resources on the first route of `options` that still has room. `lane`: which
+/// shard of the lease slab to record the lease in first (when leases time out); callers
+/// routing at once should pass different lanes (a reader's own, or [`thread_lane`]).
 pub(crate) fn allocate(
     table: &RoutingTable,
     options: &RouteOptions,
     task: &Task,
+    lane: usize,
 ) -> Result<Lease, RouteError> {
-    allocate_on(table, options, task, true)
+    allocate_on(table, options, task, true, lane)
 }
+
+pub(crate) use crate::rng::thread_lane;
 
 /// As [`allocate`], for `options` that `select::plan` has just written from this same
 /// `table` (`RouteReader::route_into`): every planned slot holds its planned route, so the
@@ -25,8 +30,9 @@ pub(crate) fn allocate_planned(
     table: &RoutingTable,
     options: &RouteOptions,
     task: &Task,
+    lane: usize,
 ) -> Result<Lease, RouteError> {
-    allocate_on(table, options, task, false)
+    allocate_on(table, options, task, false, lane)
 }
 
 /// [`allocate`]; `check`: whether the options may come from another snapshot or router.
@@ -36,6 +42,7 @@ fn allocate_on(
     options: &RouteOptions,
     task: &Task,
     check: bool,
+    lane: usize,
 ) -> Result<Lease, RouteError> {
     let tenant = tenant_allows(table, task)?;
     // One lease, filled in place by each attempt and emptied by a failed one: built once and
@@ -56,7 +63,7 @@ fn allocate_on(
             );
             choice.route.slot
         };
-        match reserve_route(table, slot, task, choice, rank, tenant, &mut lease) {
+        match reserve_route(table, slot, task, choice, rank, tenant, lane, &mut lease) {
             Ok(()) => return Ok(lease),
             Err(RouteError::Saturated) => {}
             Err(e) => return Err(e),
@@ -116,7 +123,10 @@ fn tenant_allows<'t>(
 /// Reserves `choice` (route `slot`) for `task` into `lease`, which holds nothing on entry:
 /// `Saturated` when a stage, the lease slab or a node rate has no room (try the next route),
 /// `TenantRateLimited` when the tenant's rate refuses (stop). On an error `lease` holds
-/// nothing again. `rank` is the choice's place in the plan (above 0: a spillover).
+/// nothing again. `rank` is the choice's place in the plan (above 0: a spillover); `lane`
+/// as in [`allocate`]. (Eight arguments: a private step of the hot path, each one a value
+/// the caller already holds; a struct for them would be built per attempt.)
+#[allow(clippy::too_many_arguments)]
 fn reserve_route(
     table: &RoutingTable,
     slot: u32,
@@ -124,6 +134,7 @@ fn reserve_route(
     choice: &RouteChoice,
     rank: usize,
     tenant: Option<(&Arc<LeaseShared>, crate::tenant::TenantLimit)>,
+    lane: usize,
     lease: &mut Lease,
 ) -> Result<(), RouteError> {
     let r = &table.routes[slot as usize];
@@ -146,6 +157,10 @@ fn reserve_route(
         .as_ref()
         .and_then(|sh| sh.slab.as_ref().map(|slab| (sh, slab)))
     {
+        // The lease ends its record through its head node's copy of the same state.
+        debug_assert!(lease.parts[0]
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(&p.live.shared, shared)));
         // Timeouts are on: record the lease so the control thread can reclaim it. A full slab
         // means the router is at its limit of outstanding leases: saturated.
         let now = table.now_ns();
@@ -163,12 +178,12 @@ fn reserve_route(
             };
             n += 1;
         }
-        let Some(r) = slab.register(now.saturating_add(slab.timeout_ns()), &stages[..n]) else {
+        let deadline = now.saturating_add(slab.timeout_ns());
+        let Some(r) = slab.register(deadline, &stages[..n], lane) else {
             return fail(lease, task, RouteError::Saturated);
         };
         lease.start_ns = now;
         lease.slot = r.pack();
-        lease.shared = Some(Arc::clone(shared));
     }
     if let (Some((shared, limit)), Some(t)) = (tenant, task.tenant) {
         let tat = &shared.tenants.tat[t.0 as usize];
@@ -176,9 +191,6 @@ fn reserve_route(
         if !crate::node::gcra_take(tat, table.now_ns(), cost, limit.burst_ns) {
             // Another task of the tenant took the rest of its burst meanwhile.
             return fail(lease, task, RouteError::TenantRateLimited);
-        }
-        if lease.shared.is_none() {
-            lease.shared = Some(Arc::clone(shared));
         }
         lease.tenant = t.0;
         // A tenant rate is at least 1 token/s (validated), so this fits.

@@ -44,7 +44,7 @@ impl RoutingEngine for &Router {
         task: &Task,
     ) -> Result<Lease, RouteError> {
         let t = self.inner.table.load();
-        reserve::allocate(&t, options, task)
+        reserve::allocate(&t, options, task, reserve::thread_lane())
     }
 
     fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {
@@ -66,7 +66,7 @@ impl RoutingEngine for RouteReader {
         task: &Task,
     ) -> Result<Lease, RouteError> {
         let table = self.cache.load();
-        reserve::allocate(table, options, task)
+        reserve::allocate(table, options, task, self.lane)
     }
 
     fn validate_route(&mut self, route: &ModelChain, task: &Task) -> bool {

@@ -12,7 +12,10 @@
 //!   after a warm-up of routed tasks (measured first, on a fresh process heap).
 //! * `route_64_threads` — decisions per second on one shared 64-node router from one thread
 //!   and from N threads at once (N = the cores available, each thread its own `RouteReader`,
-//!   pinned), and their ratio: whether one router scales across cores.
+//!   pinned), and their ratio: whether one router scales across cores; beside them the same
+//!   N threads each on a router of its own (`separate_ratio`), which share nothing written:
+//!   the most N threads reach on this machine, so `shared_over_separate` is what sharing one
+//!   router costs.
 //! * `tower_p2c_64`, `tower_p2c_4096` — tower 0.5's `p2c::Balance` over `PendingRequests`,
 //!   timed exactly as `route_N` (see `tower_p2c.rs`).
 use std::collections::{HashMap, HashSet};
@@ -28,23 +31,44 @@ use crate::BenchArgs;
 pub(crate) type Error = Box<dyn std::error::Error>;
 
 use switchyard_sim::{
-    node_capabilities as node_caps, synthetic_fleet, synthetic_tasks,
+    node_capabilities as node_caps, synthetic_builder, synthetic_fleet, synthetic_tasks,
     task_capabilities as task_caps,
 };
 
-/// Decisions per second on one shared router over `n` nodes from `threads` threads at once,
-/// each with its own reader, `per_thread` decisions each (best of three rounds: the host's
-/// other work only ever slows a round down).
-fn time_route_threads(n: usize, threads: usize, per_thread: usize) -> Result<f64, Error> {
-    let router = fleet(n)?;
-    let tasks = std::sync::Arc::new(tasks(&router)?);
+/// Decisions per second over `n` nodes from `threads` threads at once, each with its own
+/// reader, `per_thread` decisions each (best of three rounds: the host's other work only ever
+/// slows a round down). `shared`: every thread routes on one router; otherwise each thread
+/// has a router of its own (same fleet, same tasks), which shares nothing written, so its
+/// rate is what the machine allows `threads` threads and the ceiling of the shared one.
+fn time_route_threads(
+    n: usize,
+    threads: usize,
+    per_thread: usize,
+    shared: bool,
+    timeouts: bool,
+) -> Result<f64, Error> {
+    let routers = (0..if shared { 1 } else { threads })
+        .map(|_| {
+            let b = synthetic_builder(n);
+            // A timeout no decision reaches: every lease is recorded in the slab and ended by
+            // its drop, as a gateway's leases are.
+            let b = if timeouts {
+                b.lease_timeout_ms(600_000)
+            } else {
+                b
+            };
+            b.build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tasks = std::sync::Arc::new(tasks(&routers[0])?);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut best = 0.0f64;
     for _ in 0..3 {
         let start = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
         let handles: Vec<_> = (0..threads)
             .map(|i| {
-                let (router, tasks, start) = (router.clone(), tasks.clone(), start.clone());
+                let router = routers[i % routers.len()].clone();
+                let (tasks, start) = (tasks.clone(), start.clone());
                 let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
                 std::thread::spawn(move || {
                     if let Some(c) = core {
@@ -76,7 +100,7 @@ fn time_route_threads(n: usize, threads: usize, per_thread: usize) -> Result<f64
         }
         best = best.max(routed as f64 / secs.max(1e-9));
     }
-    if !router.ledgers_are_zero() {
+    if !routers.iter().all(Router::ledgers_are_zero) {
         return Err("ledgers not zero after the threads bench".into());
     }
     Ok(best)
@@ -485,8 +509,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let tower4096 = crate::tower_p2c::time_p2c(4096, iters, &clock)?;
     let nthreads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_thread = if args.quick { 200_000 } else { 2_000_000 };
-    let one_thread = time_route_threads(64, 1, per_thread)?;
-    let n_threads = time_route_threads(64, nthreads, per_thread)?;
+    let one_thread = time_route_threads(64, 1, per_thread, true, false)?;
+    let n_threads = time_route_threads(64, nthreads, per_thread, true, false)?;
+    let n_separate = time_route_threads(64, nthreads, per_thread, false, false)?;
+    let one_timeouts = time_route_threads(64, 1, per_thread, true, true)?;
+    let n_timeouts = time_route_threads(64, nthreads, per_thread, true, true)?;
     if args.json {
         let mut s = String::from("{");
         for (n, p) in &routes {
@@ -515,8 +542,14 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         );
         s += &format!("\"timer_overhead_ns\":{},", overhead);
         s += &format!(
-            "\"route_64_threads\":{{\"threads\":{nthreads},\"one_thread_per_sec\":{one_thread:.0},\"n_threads_per_sec\":{n_threads:.0},\"ratio\":{:.2}}},",
-            n_threads / one_thread.max(1.0)
+            "\"route_64_threads\":{{\"threads\":{nthreads},\"one_thread_per_sec\":{one_thread:.0},\"n_threads_per_sec\":{n_threads:.0},\"ratio\":{:.2},\"n_separate_routers_per_sec\":{n_separate:.0},\"separate_ratio\":{:.2},\"shared_over_separate\":{:.2}}},",
+            n_threads / one_thread.max(1.0),
+            n_separate / one_thread.max(1.0),
+            n_threads / n_separate.max(1.0)
+        );
+        s += &format!(
+            "\"route_64_threads_timeouts\":{{\"threads\":{nthreads},\"one_thread_per_sec\":{one_timeouts:.0},\"n_threads_per_sec\":{n_timeouts:.0},\"ratio\":{:.2}}},",
+            n_timeouts / one_timeouts.max(1.0)
         );
         for (name, p) in [("tower_p2c_64", tower64), ("tower_p2c_4096", tower4096)] {
             s += &format!("\"{name}\":{{\"p50_ns\":{},\"p99_ns\":{}}},", p.p50, p.p99);
@@ -560,8 +593,14 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             tower64.p50, tower64.p99, tower4096.p50, tower4096.p99
         );
         println!(
-            "one shared 64-node router: {one_thread:.0} decisions/s from 1 thread, {n_threads:.0} from {nthreads} ({:.2}x)",
-            n_threads / one_thread.max(1.0)
+            "one shared 64-node router: {one_thread:.0} decisions/s from 1 thread, {n_threads:.0} from {nthreads} ({:.2}x); {nthreads} separate routers: {n_separate:.0} ({:.2}x; shared / separate {:.2})",
+            n_threads / one_thread.max(1.0),
+            n_separate / one_thread.max(1.0),
+            n_threads / n_separate.max(1.0)
+        );
+        println!(
+            "  with lease timeouts on: {one_timeouts:.0} decisions/s from 1 thread, {n_timeouts:.0} from {nthreads} ({:.2}x)",
+            n_timeouts / one_timeouts.max(1.0)
         );
     }
     Ok(())
