@@ -388,7 +388,7 @@ pub struct AllocationResult {
     /// The task's class.
     pub priority: Priority,
     /// How long the allocation may be held before the control thread may reclaim it
-    /// (0 = no limit).
+    /// (0 = no limit, or the lease was released and holds nothing).
     pub timeout_ms: u64,
 }
 
