@@ -351,6 +351,8 @@ fn bench_json_has_every_key() {
         "\"n_threads_per_sec\":",
         "\"separate_ratio\":",
         "\"shared_over_separate\":",
+        "\"route_64_threads_timeouts\":{\"threads\":",
+        "\"route_64_threads_tenants\":{\"threads\":",
         "\"tower_p2c_64\":{\"p50_ns\":",
         "\"tower_p2c_4096\":{\"p50_ns\":",
         "\"route_64_over_tower_p2c_64_p50\":",

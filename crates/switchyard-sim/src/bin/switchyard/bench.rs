@@ -15,7 +15,9 @@
 //!   pinned), and their ratio: whether one router scales across cores; beside them the same
 //!   N threads each on a router of its own (`separate_ratio`), which share nothing written:
 //!   the most N threads reach on this machine, so `shared_over_separate` is what sharing one
-//!   router costs.
+//!   router costs. `route_64_threads_timeouts` and `route_64_threads_tenants`: the shared
+//!   pair with lease timeouts on, and with tenant token rates on (tasks spread over 64
+//!   tenants).
 //! * `tower_p2c_64`, `tower_p2c_4096` — tower 0.5's `p2c::Balance` over `PendingRequests`,
 //!   timed exactly as `route_N` (see `tower_p2c.rs`).
 use std::collections::{HashMap, HashSet};
@@ -45,22 +47,32 @@ fn time_route_threads(
     threads: usize,
     per_thread: usize,
     shared: bool,
-    timeouts: bool,
+    variant: Variant,
 ) -> Result<f64, Error> {
     let routers = (0..if shared { 1 } else { threads })
         .map(|_| {
             let b = synthetic_builder(n);
-            // A timeout no decision reaches: every lease is recorded in the slab and ended by
-            // its drop, as a gateway's leases are.
-            let b = if timeouts {
-                b.lease_timeout_ms(600_000)
-            } else {
-                b
-            };
-            b.build()
+            match variant {
+                Variant::Plain => b,
+                // A timeout no decision reaches: every lease is recorded in the slab and
+                // ended by its drop, as a gateway's leases are.
+                Variant::Timeouts => b.lease_timeout_ms(600_000),
+                // Rates no decision reaches (an hour of burst at 1e9 tokens/s): every decision
+                // takes from its tenant's rate.
+                Variant::Tenants => (0..BENCH_TENANTS).fold(b, |b, t| {
+                    b.tenant_rate(switchyard::TenantId(t), 1e9, 3600.0)
+                }),
+            }
+            .build()
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let tasks = std::sync::Arc::new(tasks(&routers[0])?);
+    let mut tasks = tasks(&routers[0])?;
+    if variant == Variant::Tenants {
+        for (i, t) in tasks.iter_mut().enumerate() {
+            *t = t.tenant(switchyard::TenantId(i as u32 % BENCH_TENANTS));
+        }
+    }
+    let tasks = std::sync::Arc::new(tasks);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut best = 0.0f64;
     for _ in 0..3 {
@@ -105,6 +117,19 @@ fn time_route_threads(
     }
     Ok(best)
 }
+
+/// What the threads bench turns on beside the plain decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Plain,
+    /// Lease timeouts: every lease recorded in the lease slab.
+    Timeouts,
+    /// Tenant token rates: tasks spread over [`BENCH_TENANTS`] tenants, each with a rate.
+    Tenants,
+}
+
+/// Tenants the `Tenants` variant spreads its tasks over.
+const BENCH_TENANTS: u32 = 64;
 
 fn fleet(n: usize) -> Result<Router, Error> {
     Ok(synthetic_fleet(n)?)
@@ -509,11 +534,13 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let tower4096 = crate::tower_p2c::time_p2c(4096, iters, &clock)?;
     let nthreads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_thread = if args.quick { 200_000 } else { 2_000_000 };
-    let one_thread = time_route_threads(64, 1, per_thread, true, false)?;
-    let n_threads = time_route_threads(64, nthreads, per_thread, true, false)?;
-    let n_separate = time_route_threads(64, nthreads, per_thread, false, false)?;
-    let one_timeouts = time_route_threads(64, 1, per_thread, true, true)?;
-    let n_timeouts = time_route_threads(64, nthreads, per_thread, true, true)?;
+    let one_thread = time_route_threads(64, 1, per_thread, true, Variant::Plain)?;
+    let n_threads = time_route_threads(64, nthreads, per_thread, true, Variant::Plain)?;
+    let n_separate = time_route_threads(64, nthreads, per_thread, false, Variant::Plain)?;
+    let one_timeouts = time_route_threads(64, 1, per_thread, true, Variant::Timeouts)?;
+    let n_timeouts = time_route_threads(64, nthreads, per_thread, true, Variant::Timeouts)?;
+    let one_tenants = time_route_threads(64, 1, per_thread, true, Variant::Tenants)?;
+    let n_tenants = time_route_threads(64, nthreads, per_thread, true, Variant::Tenants)?;
     if args.json {
         let mut s = String::from("{");
         for (n, p) in &routes {
@@ -550,6 +577,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         s += &format!(
             "\"route_64_threads_timeouts\":{{\"threads\":{nthreads},\"one_thread_per_sec\":{one_timeouts:.0},\"n_threads_per_sec\":{n_timeouts:.0},\"ratio\":{:.2}}},",
             n_timeouts / one_timeouts.max(1.0)
+        );
+        s += &format!(
+            "\"route_64_threads_tenants\":{{\"threads\":{nthreads},\"tenants\":{BENCH_TENANTS},\"one_thread_per_sec\":{one_tenants:.0},\"n_threads_per_sec\":{n_tenants:.0},\"ratio\":{:.2}}},",
+            n_tenants / one_tenants.max(1.0)
         );
         for (name, p) in [("tower_p2c_64", tower64), ("tower_p2c_4096", tower4096)] {
             s += &format!("\"{name}\":{{\"p50_ns\":{},\"p99_ns\":{}}},", p.p50, p.p99);
@@ -601,6 +632,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         println!(
             "  with lease timeouts on: {one_timeouts:.0} decisions/s from 1 thread, {n_timeouts:.0} from {nthreads} ({:.2}x)",
             n_timeouts / one_timeouts.max(1.0)
+        );
+        println!(
+            "  with tenant rates on ({BENCH_TENANTS} tenants): {one_tenants:.0} decisions/s from 1 thread, {n_tenants:.0} from {nthreads} ({:.2}x)",
+            n_tenants / one_tenants.max(1.0)
         );
     }
     Ok(())
