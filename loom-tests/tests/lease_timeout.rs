@@ -21,6 +21,19 @@ fn router(clock: &ManualClock) -> Router {
         .expect("valid fleet")
 }
 
+/// A router with a two-record lease slab (two shards of one record under loom) on a node
+/// with room for more leases than that.
+fn two_record_router(clock: &ManualClock) -> Router {
+    Router::builder()
+        .headroom(Headroom { shares: [1.0; 4] })
+        .clock(std::sync::Arc::new(clock.clone()))
+        .lease_timeout_ms(10)
+        .lease_slots(2)
+        .node(NodeSpec::new("a").max_concurrency(4))
+        .build()
+        .expect("valid fleet")
+}
+
 fn check_counted_once(r: &Router) {
     assert!(r.ledgers_are_zero(), "{:?}", r.node_metrics());
     assert_eq!(r.in_flight(), 0);
@@ -98,14 +111,7 @@ fn adjustment_races_reclaim() {
 fn two_owners_share_a_two_record_slab() {
     common::check(2, || {
         let clock = ManualClock::new();
-        let r = Router::builder()
-            .headroom(Headroom { shares: [1.0; 4] })
-            .clock(std::sync::Arc::new(clock.clone()))
-            .lease_timeout_ms(10)
-            .lease_slots(2)
-            .node(NodeSpec::new("a").max_concurrency(4))
-            .build()
-            .expect("valid fleet");
+        let r = two_record_router(&clock);
         let other = {
             let r = r.clone();
             thread::spawn(move || {
@@ -143,14 +149,7 @@ fn two_owners_share_a_two_record_slab() {
 fn a_pop_moving_on_to_another_shard_races_that_shards_owner() {
     common::check(2, || {
         let clock = ManualClock::new();
-        let r = Router::builder()
-            .headroom(Headroom { shares: [1.0; 4] })
-            .clock(std::sync::Arc::new(clock.clone()))
-            .lease_timeout_ms(10)
-            .lease_slots(2)
-            .node(NodeSpec::new("a").max_concurrency(4))
-            .build()
-            .expect("valid fleet");
+        let r = two_record_router(&clock);
         let mut mine = r.reader();
         let (_, held) = mine.route(&Task::new(1, 5, 5)).unwrap();
         let other = {
