@@ -263,8 +263,9 @@ impl Lease {
 
     /// Settles the token-rate reservation to the output tokens the task really produced:
     /// refunds what it did not use, charges what it used beyond the estimate, on every
-    /// stage's node rate and on the tenant's rate (a no-op where there is no rate limit).
-    /// Call once, before completing; a ticket does it.
+    /// stage's node rate and on the tenant's rate (a no-op where there is no rate limit, and
+    /// once the lease holds nothing: released, or reclaimed past its timeout). Call once,
+    /// before completing; a ticket does it.
     pub fn settle_tokens(&mut self, actual_output: u32) {
         let delta = actual_output as i64 - self.est_output as i64;
         if delta == 0 {
