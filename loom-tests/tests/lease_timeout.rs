@@ -24,12 +24,18 @@ fn router(clock: &ManualClock) -> Router {
 /// A router with a two-record lease slab (two shards of one record under loom) on a node
 /// with room for more leases than that.
 fn two_record_router(clock: &ManualClock) -> Router {
+    slab_router(clock, 2)
+}
+
+/// A router whose lease slab holds `records` records (two shards under loom) on a node with
+/// room for more leases than that.
+fn slab_router(clock: &ManualClock, records: usize) -> Router {
     Router::builder()
         .headroom(Headroom { shares: [1.0; 4] })
         .clock(std::sync::Arc::new(clock.clone()))
         .lease_timeout_ms(10)
-        .lease_slots(2)
-        .node(NodeSpec::new("a").max_concurrency(4))
+        .lease_slots(records)
+        .node(NodeSpec::new("a").max_concurrency(8))
         .build()
         .expect("valid fleet")
 }
@@ -101,25 +107,30 @@ fn adjustment_races_reclaim() {
     });
 }
 
-/// Two owners on two threads take and complete leases on a two-record slab at once (the free
-/// stacks' concurrent pops and pushes, and the scan bounds). Under loom the slab has two
-/// shards of one record each and the two readers have different lanes, so each pops its own
-/// shard, and afterwards one reader's second lease moves on to the other shard. The records
-/// must come back exactly once each, so afterwards two leases can be held at once again, a
-/// third is refused (the slab is full), and an expired one is reclaimed by a tick.
+/// Two owners on two threads take and complete leases on a two-record slab at once: the
+/// concurrent pops and pushes of one free stack, a pop that moves on to the next shard, and
+/// the scan bounds. Under loom the slab has two shards of one record each; the two readers
+/// are made with lanes of the same parity, so both start at the same shard, and whichever
+/// pops second there moves on to the other shard unless the first has pushed its record
+/// back. The records must come back exactly once each, so afterwards two leases can be held
+/// at once again, a third is refused (the slab is full), and an expired one is reclaimed by
+/// a tick. It fails against a free-stack pop that stores the new head instead of CASing it
+/// (`two_owners_push_and_pop_one_shard` covers the push).
 #[test]
 fn two_owners_share_a_two_record_slab() {
     common::check(2, || {
         let clock = ManualClock::new();
         let r = two_record_router(&clock);
-        let other = {
-            let r = r.clone();
-            thread::spawn(move || {
-                let (_, lease) = r.reader().route(&Task::new(1, 5, 5)).unwrap();
-                lease.complete(Outcome::Success, 1.0);
-            })
-        };
-        let (_, lease) = r.reader().route(&Task::new(2, 5, 5)).unwrap();
+        // Readers take consecutive lanes: the second one made is skipped, so the first and
+        // the third share a shard.
+        let mut ours = r.reader();
+        let _other_lane = r.reader();
+        let mut theirs = r.reader();
+        let other = thread::spawn(move || {
+            let (_, lease) = theirs.route(&Task::new(1, 5, 5)).unwrap();
+            lease.complete(Outcome::Success, 1.0);
+        });
+        let (_, lease) = ours.route(&Task::new(2, 5, 5)).unwrap();
         lease.complete(Outcome::Success, 1.0);
         other.join().unwrap();
 
@@ -143,8 +154,8 @@ fn two_owners_share_a_two_record_slab() {
 
 /// One owner holds a lease (its lane's shard is then empty) and asks for a second, which must
 /// move on to the other shard, while a second owner takes a lease from that shard, its own:
-/// three pops race for two records. Exactly one of the two racing pops wins the last record,
-/// nothing is reserved for the loser, and every record comes back once.
+/// two pops race for the last of two records. Exactly one of them wins it, nothing is
+/// reserved for the loser, and every record comes back once.
 #[test]
 fn a_pop_moving_on_to_another_shard_races_that_shards_owner() {
     common::check(2, || {
@@ -174,6 +185,44 @@ fn a_pop_moving_on_to_another_shard_races_that_shards_owner() {
             both.0.is_ok() && both.1.is_ok(),
             "both records are free again"
         );
+        assert_eq!(r.lease_counts(), (0, 0));
+    });
+}
+
+/// Two owners whose readers start at the same shard, of two records, each take a lease and
+/// give it back at once: two pushes, and pushes racing pops, on one free stack. A lost push
+/// leaks a record and a stale one hands a record out twice, so afterwards all four records
+/// (two shards of two) must fit again, and a fifth lease is refused. It fails against a
+/// free-stack push that stores the new head instead of CASing it.
+#[test]
+fn two_owners_push_and_pop_one_shard() {
+    common::check(2, || {
+        let clock = ManualClock::new();
+        let r = slab_router(&clock, 4);
+        let mut ours = r.reader();
+        let _other_lane = r.reader();
+        let mut theirs = r.reader();
+        let other = thread::spawn(move || {
+            let (_, lease) = theirs.route(&Task::new(1, 5, 5)).unwrap();
+            drop(lease);
+        });
+        let (_, lease) = ours.route(&Task::new(2, 5, 5)).unwrap();
+        drop(lease);
+        other.join().unwrap();
+        assert!(r.ledgers_are_zero());
+        let mut reader = r.reader();
+        let held: Vec<_> = (0..4)
+            .map(|i| {
+                reader
+                    .route(&Task::new(10 + i, 5, 5))
+                    .expect("four free records")
+            })
+            .collect();
+        assert!(
+            reader.route(&Task::new(20, 5, 5)).is_err(),
+            "four records only"
+        );
+        drop(held);
         assert_eq!(r.lease_counts(), (0, 0));
     });
 }

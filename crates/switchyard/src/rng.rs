@@ -53,6 +53,11 @@ pub(crate) fn with_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
 /// `&Router` engine, failover): a hash of the thread's id, taken once per thread, so
 /// threads spread over the shards. Any lane is correct; distinct ones only spread writes.
 pub(crate) fn thread_lane() -> usize {
+    // Under loom every model thread runs on the test harness's thread, whose id (and so the
+    // hash) varies from run to run: a fixed lane keeps each model's interleavings the same.
+    if cfg!(switchyard_loom) {
+        return 0;
+    }
     thread_local! {
         static LANE: usize = thread_seed() as usize;
     }

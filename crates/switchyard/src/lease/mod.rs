@@ -264,7 +264,8 @@ impl Lease {
     /// Settles the token-rate reservation to the output tokens the task really produced:
     /// refunds what it did not use, charges what it used beyond the estimate, on every
     /// stage's node rate and on the tenant's rate (a no-op where there is no rate limit, and
-    /// once the lease holds nothing: released, or reclaimed past its timeout). Call once,
+    /// once the lease holds nothing: after its release, or after failover found it
+    /// reclaimed; a lease reclaimed past its timeout still settles until then). Call once,
     /// before completing; a ticket does it.
     pub fn settle_tokens(&mut self, actual_output: u32) {
         let delta = actual_output as i64 - self.est_output as i64;

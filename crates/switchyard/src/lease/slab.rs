@@ -141,8 +141,12 @@ impl LeaseShared {
 /// and scan bound on its own cache line. A lease takes a record from its lane's shard (a
 /// router reader's, see `reserve`), and its end gives the record back to the shard it came
 /// from, so threads routing at once pop and push different heads instead of all writing
-/// one. A shard found empty sends the pop on to the next: the slab is full only when every
-/// shard is.
+/// one. A shard found empty sends the pop on to the next, and the slab is full when every
+/// shard was found empty in turn. The shards are looked at one after another, not at one
+/// instant: a record given back to a shard the pop has already passed is not seen, so near
+/// capacity a pop can report the slab full while a record came free behind it (as if it had
+/// asked an instant earlier). A single stack had no such window; the shards trade it for
+/// taking and giving back records without a line that every thread writes.
 #[derive(Debug)]
 pub(crate) struct LeaseSlab {
     slots: Box<[Slot]>,
@@ -229,7 +233,8 @@ impl LeaseSlab {
     }
 
     /// A free record, from shard `lane` (modulo the shard count) or, when that one is empty,
-    /// from the next shard that is not.
+    /// from the next shard that is not; `None` when each was empty as it was looked at (see
+    /// the type's docs).
     fn pop_free(&self, lane: usize) -> Option<u32> {
         let count = self.shards.len();
         let first = lane % count;
@@ -563,7 +568,7 @@ mod test {
 
     /// A lane takes its own shard's records first, moves on to the next shard only when its
     /// own is empty, and a record ended goes back to the shard it came from; the slab is
-    /// full only when every shard is, and the reclaim scan covers every shard.
+    /// full when every shard is, and the reclaim scan covers every shard.
     #[test]
     fn shards_fill_in_turn_and_take_their_records_back() {
         let slab = LeaseSlab::new(5, 10, 2);
