@@ -151,8 +151,9 @@ impl LeaseShared {
 pub(crate) struct LeaseSlab {
     slots: Box<[Slot]>,
     shards: Box<[CachePadded<Shard>]>,
-    /// Records per shard (the last shard may hold fewer).
-    shard_len: usize,
+    /// log2 of the records per shard (a power of two, so a record's shard is a shift away;
+    /// the last shard may hold fewer).
+    shard_shift: u32,
     /// Leases the control thread reclaimed.
     reclaimed: AtomicU64,
     /// Owners that ended a lease after it had been reclaimed.
@@ -180,7 +181,9 @@ impl LeaseSlab {
     /// are taken.
     pub(crate) fn new(capacity: usize, timeout_ms: u64, shards: usize) -> Self {
         let capacity = capacity.clamp(1, MAX_SLOTS);
-        let shard_len = capacity.div_ceil(shards.clamp(1, capacity));
+        let shard_len = capacity
+            .div_ceil(shards.clamp(1, capacity))
+            .next_power_of_two();
         let count = capacity.div_ceil(shard_len);
         let slots = (0..capacity)
             .map(|i| {
@@ -204,7 +207,7 @@ impl LeaseSlab {
         Self {
             slots,
             shards,
-            shard_len,
+            shard_shift: shard_len.trailing_zeros(),
             reclaimed: AtomicU64::new(0),
             late: AtomicU64::new(0),
             timeout_ns: timeout_ms.saturating_mul(1_000_000),
@@ -220,7 +223,7 @@ impl LeaseSlab {
     /// The shard record `index` belongs to.
     #[inline]
     fn shard_of(&self, index: u32) -> &Shard {
-        &self.shards[index as usize / self.shard_len]
+        &self.shards[index as usize >> self.shard_shift]
     }
 
     pub(crate) fn timeout_ns(&self) -> u64 {
@@ -237,8 +240,23 @@ impl LeaseSlab {
     /// the type's docs).
     fn pop_free(&self, lane: usize) -> Option<u32> {
         let count = self.shards.len();
-        let first = lane % count;
-        (0..count).find_map(|k| Self::pop_shard(&self.slots, &self.shards[(first + k) % count]))
+        // The shard count is a power of two unless the capacity cut it short: a mask, not a
+        // division, in the common case, and none in the walk.
+        let mut at = if count.is_power_of_two() {
+            lane & (count - 1)
+        } else {
+            lane % count
+        };
+        for _ in 0..count {
+            if let Some(index) = Self::pop_shard(&self.slots, &self.shards[at]) {
+                return Some(index);
+            }
+            at += 1;
+            if at == count {
+                at = 0;
+            }
+        }
+        None
     }
 
     fn pop_shard(slots: &[Slot], shard: &Shard) -> Option<u32> {
@@ -401,7 +419,7 @@ impl LeaseSlab {
     ) -> u64 {
         let mut n = 0;
         for (k, shard) in self.shards.iter().enumerate() {
-            let start = k * self.shard_len;
+            let start = k << self.shard_shift;
             // Relaxed: see `register`.
             let high = (shard.high.load(Ordering::Relaxed) as usize).min(self.slots.len());
             for index in start..high.max(start) {
@@ -571,17 +589,17 @@ mod test {
     /// full when every shard is, and the reclaim scan covers every shard.
     #[test]
     fn shards_fill_in_turn_and_take_their_records_back() {
-        let slab = LeaseSlab::new(5, 10, 2);
+        let slab = LeaseSlab::new(6, 10, 2);
         assert_eq!(slab.shard_count(), 2);
-        // Shard 0 holds records 0..3, shard 1 records 3..5.
-        let shard = |r: SlotRef| r.index as usize / 3;
+        // Shards hold a power of two of records: shard 0 holds 0..4, shard 1 holds 4..6.
+        let shard = |r: SlotRef| r.index as usize / 4;
         let a = slab.register(100, &[stage(0, 1)], 1).unwrap();
         let b = slab.register(100, &[stage(0, 1)], 1).unwrap();
         assert_eq!((shard(a), shard(b)), (1, 1));
         // Lane 1's shard is empty: lane 1 moves on to shard 0 (lane 3 is lane 1 again).
         let c = slab.register(100, &[stage(0, 1)], 3).unwrap();
         assert_eq!(shard(c), 0);
-        let rest: Vec<SlotRef> = (0..2)
+        let rest: Vec<SlotRef> = (0..3)
             .map(|_| slab.register(100, &[stage(0, 1)], 0).unwrap())
             .collect();
         assert!(rest.iter().all(|&r| shard(r) == 0));
@@ -592,25 +610,28 @@ mod test {
         let d = slab.register(100, &[stage(0, 1)], 0).unwrap();
         assert_eq!(d.index, a.index);
         // Every shard's records are scanned.
-        assert_eq!(slab.reclaim_expired(100, |_, _| {}), 5);
+        assert_eq!(slab.reclaim_expired(100, |_, _| {}), 6);
         assert_eq!(slab.active(), 0);
-        assert_eq!(slab.counts(), (5, 0));
+        assert_eq!(slab.counts(), (6, 0));
     }
 
     #[test]
     fn shard_count_is_clamped_to_the_records() {
         assert_eq!(LeaseSlab::new(3, 10, 8).shard_count(), 3);
         assert_eq!(LeaseSlab::new(16, 10, 0).shard_count(), 1);
-        // 10 records over 4 shards: 3 per shard, the last holds 1.
+        // 10 records over 4 shards: 3 per shard rounds up to 4 (a power of two), so 3
+        // shards, the last holding 2; lanes are taken modulo 3.
         let slab = LeaseSlab::new(10, 10, 4);
-        assert_eq!(slab.shard_count(), 4);
+        assert_eq!(slab.shard_count(), 3);
         let taken: Vec<u32> = (0..10)
-            .map(|_| slab.register(1, &[], 3).unwrap().index)
+            .map(|_| slab.register(1, &[], 5).unwrap().index)
             .collect();
         let mut sorted = taken.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<u32>>(), "each record once");
-        assert_eq!(taken[0], 9, "lane 3 starts in the last shard");
+        assert_eq!(taken[0], 8, "lane 5 starts in the last shard");
+        // The last shard (8..10) runs dry, and the walk wraps round to shard 0.
+        assert_eq!(taken[2], 0);
     }
 
     #[test]
