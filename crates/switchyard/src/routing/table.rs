@@ -93,68 +93,78 @@ impl ScoringWeights {
 }
 
 /// One node as the hot path sees it.
+///
+/// Laid out for the decision on a large fleet, where a candidate's entry is rarely in the
+/// core's own caches: every field a candidate's evaluation reads comes first, in the order
+/// it reads them, in the first three cache lines of the entry (190 bytes), and the entry
+/// starts on a line. What it does not read (names, the capability set a single-stage
+/// route has already passed, the fields of rare branches) follows.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct NodeEntry {
-    pub(crate) id: NodeId,
-    pub(crate) name: Arc<str>,
     pub(crate) live: Arc<NodeLive>,
-    pub(crate) caps: CapSet,
-    /// This node's capability scores: `scores_at..scores_at + scores_len` in the table's
-    /// shared score slice (one allocation per table, so dropping a table frees few blocks).
-    pub(crate) scores_at: u32,
-    pub(crate) scores_len: u16,
-    pub(crate) cap0: u64,
+    /// The live failure streak that takes the node out at once (`u64::MAX`: never).
+    pub(crate) eject_after: u64,
+    pub(crate) kv_mb_per_token: f64,
+    pub(crate) cpu_millis_per_task: u32,
+    pub(crate) gpu_millis_per_task: u32,
     /// Word-0 capacity each priority class may fill (see [`Headroom`]): the node's capacity
     /// scaled by the class's share, so lower classes leave the last of it to higher ones.
     pub(crate) cap0_class: [u64; 4],
     pub(crate) cap1: u64,
+    /// GCRA token rate (0 = none) and burst, from the spec.
+    pub(crate) ns_per_token: u64,
     pub(crate) inv_conc: f64,
     pub(crate) inv_mem: f64,
     pub(crate) inv_tokens: f64,
-    pub(crate) cpu_millis_per_task: u32,
-    pub(crate) gpu_millis_per_task: u32,
-    pub(crate) cpu_share_per_task: f64,
-    pub(crate) kv_mb_per_token: f64,
-    pub(crate) base_ms: f64,
-    pub(crate) prefill_ms_per_token: f64,
-    pub(crate) decode_ms_per_token: f64,
-    pub(crate) batch_slowdown: f64,
-    pub(crate) price_per_token: f64,
-    /// Price relative to the fleet mean (1 = average).
-    pub(crate) price_rel: f64,
-    /// Observed/predicted latency, from the control thread (1 = as modelled).
-    pub(crate) latency_factor: f64,
-    /// Static weight × balance × health (> 0).
-    pub(crate) weight: f64,
-    pub(crate) success_rate: f64,
-    pub(crate) status: HealthStatus,
-    /// Whether new tasks may be placed here.
-    pub(crate) eligible: bool,
-    /// GCRA token rate (0 = none) and burst, from the spec.
-    pub(crate) ns_per_token: u64,
-    pub(crate) burst_ns: u64,
-    /// Half-open: only `probe_limit` tasks at a time.
-    pub(crate) probe_only: bool,
-    pub(crate) probe_limit: u64,
-    /// The live failure streak that takes the node out at once (`u64::MAX`: never).
-    pub(crate) eject_after: u64,
     /// Work other routers put on this node (`Router::set_external_load`), as of the tick
     /// that built this snapshot: added into the utilisation the score reads (its shares of
     /// the node's concurrency and tokens; already taken out of `cap0_class`, so admission
     /// leaves it room too).
     pub(crate) ext_util: f64,
+    pub(crate) prefill_ms_per_token: f64,
+    pub(crate) base_ms: f64,
+    pub(crate) decode_ms_per_token: f64,
+    pub(crate) batch_slowdown: f64,
+    /// Observed/predicted latency, from the control thread (1 = as modelled).
+    pub(crate) latency_factor: f64,
+    /// Price relative to the fleet mean (1 = average).
+    pub(crate) price_rel: f64,
+    pub(crate) cpu_share_per_task: f64,
+    pub(crate) price_per_token: f64,
+    pub(crate) success_rate: f64,
+    pub(crate) id: NodeId,
+    /// Whether new tasks may be placed here.
+    pub(crate) eligible: bool,
+    /// Half-open: only `probe_limit` tasks at a time.
+    pub(crate) probe_only: bool,
+    // What a candidate's evaluation does not read, or reads only on rare branches.
+    pub(crate) burst_ns: u64,
+    pub(crate) probe_limit: u64,
+    pub(crate) caps: CapSet,
+    /// This node's capability scores: `scores_at..scores_at + scores_len` in the table's
+    /// shared score slice (one allocation per table, so dropping a table frees few blocks).
+    pub(crate) scores_at: u32,
+    pub(crate) scores_len: u16,
+    pub(crate) status: HealthStatus,
+    pub(crate) cap0: u64,
+    /// Static weight × balance × health (> 0).
+    pub(crate) weight: f64,
+    pub(crate) name: Arc<str>,
 }
 
-/// One route (a node, or a configured chain) as the hot path sees it.
+/// One route (a node, or a configured chain) as the hot path sees it: what a draw and an
+/// evaluation read (61 bytes) in the entry's first cache line, the name after it.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 pub(crate) struct RouteEntry {
-    pub(crate) id: RouteId,
-    pub(crate) name: Arc<str>,
     pub(crate) caps: CapSet,
     pub(crate) stages: [u32; MAX_STAGES],
-    pub(crate) len: u8,
     /// The lowest weight among its stages: the draw probability relative to `max_weight`.
     pub(crate) weight: f64,
+    pub(crate) id: RouteId,
+    pub(crate) len: u8,
+    pub(crate) name: Arc<str>,
 }
 
 impl RouteEntry {
@@ -829,5 +839,33 @@ impl RoutingTable {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, not(switchyard_loom)))]
+mod test {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    /// What a candidate's evaluation reads sits in the first three lines of a node's entry,
+    /// and in the first line of a route's, and both start on a line (see their docs).
+    #[test]
+    fn the_fields_a_decision_reads_share_as_few_cache_lines_as_documented() {
+        assert_eq!(align_of::<NodeEntry>(), 64);
+        assert_eq!(align_of::<RouteEntry>(), 64);
+        for end in [
+            offset_of!(NodeEntry, probe_only) + 1,
+            offset_of!(NodeEntry, eligible) + 1,
+            offset_of!(NodeEntry, id) + size_of::<NodeId>(),
+            offset_of!(NodeEntry, success_rate) + 8,
+        ] {
+            assert!(end <= 192, "a hot node field ends at byte {end}");
+        }
+        assert!(
+            offset_of!(NodeEntry, burst_ns) >= 190,
+            "cold fields follow the hot ones"
+        );
+        assert!(offset_of!(RouteEntry, len) < 64 && offset_of!(RouteEntry, weight) + 8 <= 64);
+        assert!(offset_of!(RouteEntry, id) + size_of::<RouteId>() <= 64);
     }
 }
