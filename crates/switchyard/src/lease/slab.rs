@@ -176,9 +176,10 @@ struct Shard {
 const EMPTY_INDEX: u64 = u32::MAX as u64;
 
 impl LeaseSlab {
-    /// A slab of `capacity` records (at least 1, at most [`MAX_SLOTS`]) in `shards` shards
-    /// (at least 1, at most one per record) whose leases expire `timeout_ms` after they
-    /// are taken.
+    /// A slab of `capacity` records (at least 1, at most [`MAX_SLOTS`]) in up to `shards`
+    /// shards (at least 1, at most one per record) whose leases expire `timeout_ms` after
+    /// they are taken. A shard holds a power of two records (the last may hold fewer), so
+    /// there may be fewer shards than asked: 10 records in 4 shards make 3 of 4, 4 and 2.
     pub(crate) fn new(capacity: usize, timeout_ms: u64, shards: usize) -> Self {
         let capacity = capacity.clamp(1, MAX_SLOTS);
         let shard_len = capacity
