@@ -449,6 +449,7 @@ impl Controller {
             hints: Some(Arc::clone(&self.hints)),
             slack_margin: self.margin,
             slack_cap_ms: self.slack_cap_ms,
+            tail_ms: crate::routing::select::TAIL_PICK * self.slack_cap_ms,
             ..table
         });
         cell.store(Arc::clone(&table));

@@ -13,7 +13,11 @@
 //!    memory, price and capability score. A route breaking `max_latency_ms` or
 //!    `max_memory_mb` is infeasible.
 //! 4. **Pick.** Power of two choices: two distinct feasible candidates drawn at random, the
-//!    lower score is the primary. The others follow as alternatives, best first.
+//!    lower score is the primary. The others follow as alternatives, best first. A *tail
+//!    task*, one whose pick is predicted to take more than [`TAIL_PICK`] times the
+//!    cost-at-slack cap (four times the fleet's typical completed latency), takes instead the
+//!    candidate with the lowest pressure among all evaluated: the tail is chosen on latency
+//!    and load, not left to a random pair and not traded for price.
 //!    Pressure per stage: `latency × (1 + w_load·u) / cap_factor`, summed over the stages;
 //!    score: `(max(pressure, floor) + pressure / 8) × (1 + w_cost·price_rel)`, with
 //!    `floor = min(margin × max_latency_ms, 2 × the fleet's typical completed latency)`
@@ -34,6 +38,12 @@ use crate::routing::table::{NodeEntry, RouteEntry, RoutingTable};
 pub(crate) const EXHAUSTIVE: usize = 1 + MAX_ALTERNATIVES;
 /// The share of the pressure term kept beside the cost-at-slack floor (see `evaluate`).
 const TIE: f64 = 0.125;
+/// A task the P2C pair would give a route predicted longer than this many times the
+/// cost-at-slack cap (`RoutingTable::slack_cap_ms`, itself twice the fleet's typical
+/// completed latency) is a tail task: it takes the lowest pressure among every candidate
+/// evaluated, not the pair's lower score (see `plan`). Set from a 1 / 1.5 / 2 / 2.5 / 3 / 4
+/// sweep over both bundled traces, seeds 1-5 (docs/simulator.md).
+pub(crate) const TAIL_PICK: f64 = 2.0;
 /// Random draws before falling back to a scan.
 pub(crate) const MAX_DRAWS: usize = 16;
 
@@ -533,11 +543,28 @@ pub(crate) fn plan(
             (a, if b >= a { b + 1 } else { b })
         };
         debug_assert_ne!(a, b, "p2c needs two distinct candidates");
-        let winner = if found[b].score < found[a].score {
+        let mut winner = if found[b].score < found[a].score {
             b
         } else {
             a
         };
+        // The tail is not for sale, nor left to chance: when the pair's pick is predicted to
+        // take far longer than the fleet's typical task (`TAIL_PICK`), every candidate
+        // evaluated competes on its score without the price factor, which ranks them by
+        // their pressure terms (predicted latency, inflated by load, deflated by capability
+        // quality). A random
+        // pair of two slow nodes would otherwise make the p99, and the price factor would
+        // hold a long task off the fast nodes it needs. (`tail_ms` is infinite until a task
+        // completes: no task is a tail task before the fleet's typical latency is known.)
+        if found[winner].cost.expected_latency_ms > table.tail_ms {
+            let mut best = unpriced(table, &found[winner]);
+            for (i, c) in found.iter().enumerate() {
+                let u = unpriced(table, c);
+                if u < best {
+                    (winner, best) = (i, u);
+                }
+            }
+        }
         if winner != 0 {
             found.swap(0, winner);
         }
@@ -553,6 +580,21 @@ pub(crate) fn plan(
     }
     out.truncate(1 + table.weights.alternatives);
     Ok(())
+}
+
+/// A candidate's score without its price factor: `max(pressure, floor) + pressure / 8`,
+/// which orders candidates as their pressure terms do (see `evaluate`). Only a tail task's
+/// pick needs it, so the price factor is taken again here instead of kept per candidate.
+fn unpriced(table: &RoutingTable, c: &RouteChoice) -> f64 {
+    let r = &table.routes[c.route.slot as usize];
+    let stages = r.stages();
+    let sum: f64 = stages
+        .iter()
+        .map(|&s| table.nodes[s as usize].price_rel)
+        .sum();
+    let price_rel = sum / f(stages.len().max(1) as u64);
+    // `weights.cost` and every `price_rel` are validated non-negative: the factor is ≥ 1.
+    c.score / (1.0 + table.weights.cost * price_rel)
 }
 
 /// An index into `found` other than `skip`, drawn in proportion to `weight`.
@@ -598,6 +640,61 @@ pub(crate) fn validate(table: &RoutingTable, route: &ModelChain, task: &Task) ->
 mod test {
     use super::*;
     use crate::{ChainSpec, NodeSpec, Router};
+
+    /// A tail task (predicted far beyond the fleet's typical latency) takes the candidate
+    /// with the lowest pressure among all evaluated, whatever its price and whatever the
+    /// pair; the body of the distribution keeps the priced P2C pick.
+    #[test]
+    fn a_tail_task_takes_the_fastest_candidate_evaluated_and_the_body_the_cheaper() {
+        use crate::Outcome;
+        // `fast` is 1.3 times faster than the others and 6.7 times pricier: on score (price
+        // counted) a slow node wins every pair, and every pair of these three holds one.
+        let router = Router::builder()
+            .node(
+                NodeSpec::new("fast")
+                    .speed(10.0, 10_000.0, 13.0)
+                    .cost_per_1k_tokens(2.0),
+            )
+            .nodes((0..2).map(|i| {
+                NodeSpec::new(format!("slow{i}"))
+                    .speed(10.0, 10_000.0, 10.0)
+                    .cost_per_1k_tokens(0.3)
+            }))
+            .build()
+            .unwrap();
+        let fast = router.snapshot().node_id("fast").unwrap();
+        let long = Task::new(1, 1_000, 1_000); // about 77 s on `fast`
+        let short = Task::new(2, 10, 1); // about 90 ms
+        let mut reader = router.reader();
+        let primaries = |task: &Task, reader: &mut crate::RouteReader| {
+            (0..200)
+                .filter(|_| {
+                    let (options, _lease) = reader.route(task).unwrap();
+                    options.primary().route.stages()[0] == fast
+                })
+                .count()
+        };
+        // No task has completed: the typical latency is unknown and no task is a tail task.
+        assert_eq!(primaries(&long, &mut reader), 0);
+        // Tasks complete in about 100 ms: the cap is twice that, the tail beyond 400 ms.
+        for _ in 0..8 {
+            let (_, lease) = reader.route(&short).unwrap();
+            lease.complete(Outcome::Success, 100.0);
+        }
+        router.tick();
+        let cap = router.snapshot().slack_cap_ms;
+        assert!((cap - 200.0).abs() < 1e-6, "cap {cap}");
+        assert_eq!(
+            primaries(&long, &mut reader),
+            200,
+            "every long task on the fastest"
+        );
+        assert_eq!(
+            primaries(&short, &mut reader),
+            0,
+            "short tasks still priced"
+        );
+    }
 
     /// The capability scores precomputed beside each pool give every candidate the same
     /// score, confidence and cost as computing them per candidate.

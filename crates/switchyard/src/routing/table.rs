@@ -346,6 +346,9 @@ pub struct RoutingTable {
     /// The most latency, ms, cost at slack may add to a route (the fleet's typical latency
     /// times a factor; infinite until a task has completed).
     pub(crate) slack_cap_ms: f64,
+    /// A route predicted longer than this, ms, makes its task a tail task (see
+    /// `select::plan`): `TAIL_PICK` × `slack_cap_ms`, infinite while the cap is.
+    pub(crate) tail_ms: f64,
     /// Every node's capability scores, back to back (see `NodeEntry::scores_at`).
     pub(crate) scores: Box<[(u16, f32)]>,
     /// Too few nodes serve, so ejections are ignored.
@@ -606,6 +609,7 @@ impl RoutingTable {
             chain_slot: chain_slot.into_boxed_slice(),
             slack_margin: weights.slack,
             slack_cap_ms: f64::INFINITY,
+            tail_ms: f64::INFINITY,
             weights,
             scores: scores.into_boxed_slice(),
             panic: health.panic,
