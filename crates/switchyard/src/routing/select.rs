@@ -552,10 +552,10 @@ pub(crate) fn plan(
         // take far longer than the fleet's typical task (`TAIL_PICK`), every candidate
         // evaluated competes on its score without the price factor, which ranks them by
         // their pressure terms (predicted latency, inflated by load, deflated by capability
-        // quality). A random
-        // pair of two slow nodes would otherwise make the p99, and the price factor would
-        // hold a long task off the fast nodes it needs. (`tail_ms` is infinite until a task
-        // completes: no task is a tail task before the fleet's typical latency is known.)
+        // quality). A random pair of two slow nodes would otherwise make the p99, and the
+        // price factor would hold a long task off the fast nodes it needs. (`tail_ms` is
+        // infinite until a task completes: no task is a tail task before the fleet's typical
+        // latency is known; it is kept in the table, not multiplied out per decision.)
         if found[winner].cost.expected_latency_ms > table.tail_ms {
             let mut best = unpriced(table, &found[winner]);
             for (i, c) in found.iter().enumerate() {
